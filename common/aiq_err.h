@@ -17,6 +17,7 @@ enum {
     AIQ_ENOTFOUND = -8, /* the thing asked for does not exist */
     AIQ_ESTATE = -9,    /* call not legal in the current state */
     AIQ_ECRYPTO = -10,  /* libcrypto failed */
+    AIQ_EFULL = -11,    /* a local queue is full: serve callbacks, then retry */
 };
 
 /* Human-readable cause of the last failure; filled by the callee, owned by the caller. */

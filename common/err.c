@@ -29,6 +29,7 @@ const char *aiq_err_name(int code)
     case AIQ_ENOTFOUND: return "ENOTFOUND";
     case AIQ_ESTATE: return "ESTATE";
     case AIQ_ECRYPTO: return "ECRYPTO";
+    case AIQ_EFULL: return "EFULL";
     default: return "EUNKNOWN";
     }
 }

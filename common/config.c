@@ -1,0 +1,314 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { CFG_STR, CFG_INT } cfg_type_t;
+
+typedef struct cfg_entry {
+    const char *name;
+    cfg_type_t type;
+    size_t offset;
+    int64_t min, max; /* for CFG_INT; for CFG_STR min is the minimum length */
+    const char *def;
+    int scope;
+    const char *help;
+} cfg_entry_t;
+
+#define S(field) offsetof(aiq_config_t, field)
+
+/* The one table. Environment variable = "AIQ_" + upper(name with '.' → '_'). */
+static const cfg_entry_t table[] = {
+    {"kafka.brokers", CFG_STR, S(brokers), 1, 0, "127.0.0.1:9092", AIQ_CFG_ALL,
+     "Kafka bootstrap servers, comma-separated host:port"},
+    {"kafka.topic_prefix", CFG_STR, S(topic_prefix), 0, 0, "aiq.", AIQ_CFG_ALL,
+     "Prefix of every aiq topic: <prefix>jobs.<priority>, <prefix>results, <prefix>dlq"},
+    {"kafka.group_id", CFG_STR, S(group_id), 1, 0, "aiq-workers", AIQ_CFG_WORKER,
+     "Consumer group shared by all workers"},
+    {"kafka.group_instance_id", CFG_STR, S(group_instance_id), 0, 0, "", AIQ_CFG_WORKER,
+     "Static membership id (e.g. the pod name); empty for dynamic membership"},
+    {"kafka.session_timeout_ms", CFG_INT, S(session_timeout_ms), 6000, 300000, "10000",
+     AIQ_CFG_WORKER, "Group session timeout; a dead worker's partitions move after this"},
+    {"worker.id", CFG_STR, S(worker_id), 0, 0, "", AIQ_CFG_WORKER,
+     "Worker id in results, logs and DLQ headers; empty = <hostname>-<pid>"},
+    {"worker.max_inflight", CFG_INT, S(max_inflight), 1, 10000, "10", AIQ_CFG_WORKER,
+     "Jobs processed at once by one worker (the seed's concurrency limit)"},
+    {"worker.backlog", CFG_INT, S(backlog), 1, 1000000, "500", AIQ_CFG_WORKER,
+     "Jobs held in memory waiting for a slot (the seed's queue size limit)"},
+    {"worker.max_job_bytes", CFG_INT, S(max_job_bytes), 1024, 16777216, "524288", AIQ_CFG_ALL,
+     "Largest job record accepted; larger ones go to the DLQ"},
+    {"worker.default_timeout_ms", CFG_INT, S(default_timeout_ms), 1, 3600000, "45000",
+     AIQ_CFG_ALL, "Deadline of a job without timeout_ms, counted from created_at"},
+    {"worker.drain_timeout_ms", CFG_INT, S(drain_timeout_ms), 0, 3600000, "30000",
+     AIQ_CFG_WORKER, "On SIGTERM, how long in-flight jobs may take to finish"},
+    {"worker.aging_ms", CFG_INT, S(aging_ms), 1, 86400000, "5000", AIQ_CFG_WORKER,
+     "Anti-starvation: a waiting job rises one priority level per this much waiting"},
+    {"worker.max_attempts", CFG_INT, S(max_attempts), 1, 20, "3", AIQ_CFG_WORKER,
+     "Model calls per job at most (first try + retries on throttling/5xx)"},
+    {"worker.retry_base_ms", CFG_INT, S(retry_base_ms), 1, 60000, "200", AIQ_CFG_WORKER,
+     "Backoff base; the n-th retry waits random(0, min(max, base*2^n))"},
+    {"worker.retry_max_ms", CFG_INT, S(retry_max_ms), 1, 600000, "5000", AIQ_CFG_WORKER,
+     "Backoff cap"},
+    {"bedrock.endpoint", CFG_STR, S(bedrock_endpoint), 0, 0, "", AIQ_CFG_WORKER,
+     "Bedrock Runtime base URL; empty = https://bedrock-runtime.<region>.amazonaws.com"},
+    {"bedrock.region", CFG_STR, S(region), 1, 0, "us-east-1", AIQ_CFG_WORKER,
+     "AWS region for signing (AWS_REGION is used when this is not set explicitly)"},
+    {"bedrock.default_model", CFG_STR, S(default_model), 1, 0,
+     "anthropic.claude-3-haiku-20240307-v1:0", AIQ_CFG_WORKER,
+     "Model id used when a job names none"},
+    {"bedrock.default_max_tokens", CFG_INT, S(default_max_tokens), 1, 200000, "512",
+     AIQ_CFG_WORKER, "maxTokens when a job gives no inference.max_tokens"},
+    {"bedrock.request_timeout_ms", CFG_INT, S(request_timeout_ms), 100, 600000, "60000",
+     AIQ_CFG_WORKER, "Cap on one model call (the job's deadline caps it further)"},
+    {"log.level", CFG_STR, S(log_level), 1, 0, "info", AIQ_CFG_ALL,
+     "debug, info, warn or error"},
+};
+
+#define N_ENTRIES (sizeof(table) / sizeof(table[0]))
+#define PASSTHRU_PREFIX "kafka.rdkafka."
+
+static char **str_at(aiq_config_t *cfg, const cfg_entry_t *e)
+{
+    return (char **)((char *)cfg + e->offset);
+}
+
+static int64_t *int_at(aiq_config_t *cfg, const cfg_entry_t *e)
+{
+    return (int64_t *)((char *)cfg + e->offset);
+}
+
+static const cfg_entry_t *find(const char *key)
+{
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        if (strcmp(table[i].name, key) == 0)
+            return &table[i];
+    }
+    return NULL;
+}
+
+static int parse_int(const char *value, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value)
+        return AIQ_EINVAL;
+    while (isspace((unsigned char)*end))
+        end++;
+    if (*end)
+        return AIQ_EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int set_entry(aiq_config_t *cfg, const cfg_entry_t *e, const char *value, aiq_err_t *err)
+{
+    if (e->type == CFG_INT) {
+        int64_t v;
+        if (parse_int(value, &v))
+            return aiq_err_set(err, AIQ_EINVAL, "%s: '%s' is not an integer", e->name, value);
+        if (v < e->min || v > e->max)
+            return aiq_err_set(err, AIQ_EINVAL, "%s: %lld is out of range [%lld, %lld]", e->name,
+                               (long long)v, (long long)e->min, (long long)e->max);
+        *int_at(cfg, e) = v;
+        return 0;
+    }
+    if ((int64_t)strlen(value) < e->min)
+        return aiq_err_set(err, AIQ_EINVAL, "%s: must not be empty", e->name);
+    if (strcmp(e->name, "log.level") == 0 && (strcmp(value, "debug") && strcmp(value, "info") &&
+                                              strcmp(value, "warn") && strcmp(value, "error")))
+        return aiq_err_set(err, AIQ_EINVAL, "log.level: '%s' is not debug|info|warn|error",
+                           value);
+    char *copy = strdup(value);
+    if (!copy)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    free(*str_at(cfg, e));
+    *str_at(cfg, e) = copy;
+    return 0;
+}
+
+static int set_passthru(aiq_config_t *cfg, const char *key, const char *value, aiq_err_t *err)
+{
+    const char *name = key + strlen(PASSTHRU_PREFIX);
+    if (!*name)
+        return aiq_err_set(err, AIQ_EINVAL, "%s: missing librdkafka property name", key);
+    for (int i = 0; i < cfg->n_passthru; i++) {
+        if (strcmp(cfg->passthru_key[i], name) == 0) {
+            char *v = strdup(value);
+            if (!v)
+                return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+            free(cfg->passthru_val[i]);
+            cfg->passthru_val[i] = v;
+            return 0;
+        }
+    }
+    if (cfg->n_passthru == AIQ_CONFIG_PASSTHRU_MAX)
+        return aiq_err_set(err, AIQ_ETOOBIG, "%s: more than %d librdkafka properties", key,
+                           AIQ_CONFIG_PASSTHRU_MAX);
+    char *k = strdup(name), *v = strdup(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    }
+    cfg->passthru_key[cfg->n_passthru] = k;
+    cfg->passthru_val[cfg->n_passthru] = v;
+    cfg->n_passthru++;
+    return 0;
+}
+
+int aiq_config_set(aiq_config_t *cfg, const char *key, const char *value, aiq_err_t *err)
+{
+    if (strncmp(key, PASSTHRU_PREFIX, strlen(PASSTHRU_PREFIX)) == 0)
+        return set_passthru(cfg, key, value, err);
+    const cfg_entry_t *e = find(key);
+    if (!e)
+        return aiq_err_set(err, AIQ_EINVAL, "unknown setting '%s' (see --help)", key);
+    return set_entry(cfg, e, value, err);
+}
+
+int aiq_config_init(aiq_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        if (set_entry(cfg, &table[i], table[i].def, NULL)) {
+            aiq_config_free(cfg);
+            return AIQ_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void aiq_config_free(aiq_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        if (table[i].type == CFG_STR) {
+            free(*str_at(cfg, &table[i]));
+            *str_at(cfg, &table[i]) = NULL;
+        }
+    }
+    for (int i = 0; i < cfg->n_passthru; i++) {
+        free(cfg->passthru_key[i]);
+        free(cfg->passthru_val[i]);
+    }
+    cfg->n_passthru = 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+int aiq_config_load_file(aiq_config_t *cfg, const char *path, aiq_err_t *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return aiq_err_set(err, AIQ_EIO, "cannot open config file %s: %s", path,
+                           strerror(errno));
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            rc = aiq_err_set(err, AIQ_ETOOBIG, "%s:%d: line longer than %zu bytes", path,
+                             lineno, sizeof(line) - 1);
+            break;
+        }
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            rc = aiq_err_set(err, AIQ_EINVAL, "%s:%d: expected 'key = value'", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        aiq_err_t e2 = {0};
+        if (aiq_config_set(cfg, trim(s), trim(eq + 1), &e2)) {
+            rc = aiq_err_set(err, e2.code, "%s:%d: %s", path, lineno, e2.msg);
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+static void env_name(const char *key, char *buf, size_t cap)
+{
+    size_t j = 0;
+    for (const char *p = "AIQ_"; *p && j + 1 < cap; p++)
+        buf[j++] = *p;
+    for (const char *p = key; *p && j + 1 < cap; p++)
+        buf[j++] = (*p == '.') ? '_' : (char)toupper((unsigned char)*p);
+    buf[j] = '\0';
+}
+
+int aiq_config_load_env(aiq_config_t *cfg, aiq_err_t *err)
+{
+    const char *region = getenv("AWS_REGION");
+    if (region && *region && aiq_config_set(cfg, "bedrock.region", region, err))
+        return err ? err->code : AIQ_EINVAL;
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        char name[96];
+        env_name(table[i].name, name, sizeof(name));
+        const char *v = getenv(name);
+        if (!v)
+            continue;
+        aiq_err_t e2 = {0};
+        if (set_entry(cfg, &table[i], v, &e2))
+            return aiq_err_set(err, e2.code, "environment %s: %s", name, e2.msg);
+    }
+    return 0;
+}
+
+void aiq_config_print_help(FILE *out, int scope)
+{
+    fprintf(out, "Settings (config file 'key = value', environment variable, or --set key=value;\n"
+                 "later sources win: file < environment < --set):\n\n");
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        const cfg_entry_t *e = &table[i];
+        if (!(e->scope & scope))
+            continue;
+        char env[96];
+        env_name(e->name, env, sizeof(env));
+        fprintf(out, "  %-28s %s\n", e->name, e->help);
+        if (e->type == CFG_INT)
+            fprintf(out, "  %-28s default %s, range %lld..%lld, env %s\n", "", e->def,
+                    (long long)e->min, (long long)e->max, env);
+        else
+            fprintf(out, "  %-28s default '%s', env %s\n", "", e->def, env);
+    }
+    if (scope & AIQ_CFG_WORKER)
+        fprintf(out, "  %-28s any librdkafka property, passed through (e.g. security.protocol)\n",
+                PASSTHRU_PREFIX "<name>");
+}
+
+void aiq_config_dump(const aiq_config_t *cfg, FILE *out, int scope)
+{
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        const cfg_entry_t *e = &table[i];
+        if (!(e->scope & scope))
+            continue;
+        if (e->type == CFG_INT)
+            fprintf(out, "%s = %lld\n", e->name,
+                    (long long)*int_at((aiq_config_t *)cfg, e));
+        else
+            fprintf(out, "%s = %s\n", e->name, *str_at((aiq_config_t *)cfg, e));
+    }
+    for (int i = 0; i < cfg->n_passthru; i++) {
+        /* Passed-through values can be SASL passwords: print the key only. */
+        const char *k = cfg->passthru_key[i];
+        int secret = strstr(k, "password") || strstr(k, "secret") || strstr(k, "key");
+        fprintf(out, "%s%s = %s\n", PASSTHRU_PREFIX, k, secret ? "(hidden)" : cfg->passthru_val[i]);
+    }
+}

@@ -1,0 +1,70 @@
+/* config.h — aiq's one configuration table: every setting with its type, bounds,
+ * default, help and environment variable. The table drives parsing, validation and --help. */
+#ifndef AIQ_CONFIG_H
+#define AIQ_CONFIG_H
+
+#include "aiq_err.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define AIQ_CONFIG_PASSTHRU_MAX 64
+
+/* Which binaries a setting concerns (for --help). */
+enum { AIQ_CFG_WORKER = 1, AIQ_CFG_CLIENT = 2, AIQ_CFG_ALL = 3 };
+
+typedef struct aiq_config {
+    /* kafka */
+    char *brokers;
+    char *topic_prefix;
+    char *group_id;
+    char *group_instance_id;
+    int64_t session_timeout_ms;
+    /* worker */
+    char *worker_id;
+    int64_t max_inflight;
+    int64_t backlog;
+    int64_t max_job_bytes;
+    int64_t default_timeout_ms;
+    int64_t drain_timeout_ms;
+    int64_t aging_ms;
+    int64_t max_attempts;
+    int64_t retry_base_ms;
+    int64_t retry_max_ms;
+    /* bedrock */
+    char *bedrock_endpoint;
+    char *region;
+    char *default_model;
+    int64_t default_max_tokens;
+    int64_t request_timeout_ms;
+    /* logging */
+    char *log_level;
+    /* librdkafka properties passed through verbatim ("kafka.rdkafka.<name>") */
+    int n_passthru;
+    char *passthru_key[AIQ_CONFIG_PASSTHRU_MAX];
+    char *passthru_val[AIQ_CONFIG_PASSTHRU_MAX];
+} aiq_config_t;
+
+/* Fills every setting with its default. Returns 0 or AIQ_ENOMEM. Free with aiq_config_free. */
+int aiq_config_init(aiq_config_t *cfg);
+void aiq_config_free(aiq_config_t *cfg);
+
+/* Sets one setting by name ("worker.max_inflight") from text, validating type and bounds.
+ * Returns 0, or AIQ_EINVAL with a message naming the key. */
+int aiq_config_set(aiq_config_t *cfg, const char *key, const char *value, aiq_err_t *err);
+
+/* Reads "key = value" lines ('#' starts a comment). Errors name file and line. */
+int aiq_config_load_file(aiq_config_t *cfg, const char *path, aiq_err_t *err);
+
+/* Applies every AIQ_* environment variable of the table (and AWS_REGION for the region
+ * when AIQ_BEDROCK_REGION is unset). */
+int aiq_config_load_env(aiq_config_t *cfg, aiq_err_t *err);
+
+/* Prints every setting of the given scope: name, env var, default, bounds, help. */
+void aiq_config_print_help(FILE *out, int scope);
+
+/* Prints the effective configuration (for --print-config); never prints secrets. */
+void aiq_config_dump(const aiq_config_t *cfg, FILE *out, int scope);
+
+#endif

@@ -1,0 +1,36 @@
+/* log.h — structured logs: one JSON object per line on stderr.
+ * A logger is owned by main and borrowed by every module; writes are line-atomic. */
+#ifndef AIQ_LOG_H
+#define AIQ_LOG_H
+
+typedef enum aiq_log_level {
+    AIQ_LOG_DEBUG = 0,
+    AIQ_LOG_INFO = 1,
+    AIQ_LOG_WARN = 2,
+    AIQ_LOG_ERROR = 3,
+} aiq_log_level_t;
+
+typedef struct aiq_log aiq_log_t;
+
+/* Creates a logger tagged with component (e.g. "worker") and instance id (copied).
+ * Returns NULL only on allocation failure. Free with aiq_log_free (NULL is a no-op). */
+aiq_log_t *aiq_log_new(const char *component, const char *instance, aiq_log_level_t level);
+void aiq_log_free(aiq_log_t *log);
+
+/* "debug"|"info"|"warn"|"error" → level; -1 when unknown. */
+int aiq_log_level_parse(const char *name);
+
+/* Writes one line {"ts","level","component","instance","job"?,"msg"} when level is enabled.
+ * job may be NULL. log may be NULL (then a default logger at info writes). Any thread. */
+void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#define aiq_log_debug(log, ...) aiq_logj((log), AIQ_LOG_DEBUG, NULL, __VA_ARGS__)
+#define aiq_log_info(log, ...)  aiq_logj((log), AIQ_LOG_INFO, NULL, __VA_ARGS__)
+#define aiq_log_warn(log, ...)  aiq_logj((log), AIQ_LOG_WARN, NULL, __VA_ARGS__)
+#define aiq_log_error(log, ...) aiq_logj((log), AIQ_LOG_ERROR, NULL, __VA_ARGS__)
+
+/* True when level would be written (to skip building expensive messages). */
+int aiq_log_enabled(const aiq_log_t *log, aiq_log_level_t level);
+
+#endif

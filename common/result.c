@@ -1,0 +1,114 @@
+#include "result.h"
+#include "timeutil.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *aiq_result_status_name(aiq_result_status_t s)
+{
+    switch (s) {
+    case AIQ_RESULT_SUCCEEDED: return "succeeded";
+    case AIQ_RESULT_FAILED: return "failed";
+    case AIQ_RESULT_DEGRADED: return "degraded";
+    case AIQ_RESULT_EXPIRED: return "expired";
+    case AIQ_RESULT_REJECTED: return "rejected";
+    }
+    return "failed";
+}
+
+/* json_string() fails on invalid UTF-8; such text must not vanish silently. */
+static int put_str(json_t *o, const char *key, const char *v, int *bad)
+{
+    if (!v)
+        return json_object_set_new(o, key, json_null());
+    json_t *s = json_string(v);
+    if (!s) {
+        *bad = 1;
+        return -1;
+    }
+    return json_object_set_new(o, key, s);
+}
+
+static json_t *usage_obj(const aiq_result_t *r)
+{
+    json_t *u = json_object();
+    json_object_set_new(u, "input_tokens", json_integer(r->input_tokens));
+    json_object_set_new(u, "output_tokens", json_integer(r->output_tokens));
+    json_object_set_new(u, "total_tokens", json_integer(r->input_tokens + r->output_tokens));
+    json_object_set_new(u, "cost_usd", r->cost_usd >= 0 ? json_real(r->cost_usd) : json_null());
+    return u;
+}
+
+static json_t *timings_obj(const aiq_result_t *r)
+{
+    json_t *t = json_object();
+    json_object_set_new(t, "queued_ms", json_integer(r->queued_ms));
+    json_object_set_new(t, "provider_ms", json_integer(r->provider_ms));
+    json_object_set_new(t, "total_ms", json_integer(r->total_ms));
+    return t;
+}
+
+static json_t *error_obj(const aiq_result_t *r, int *bad)
+{
+    if (!r->error_kind)
+        return json_null();
+    json_t *e = json_object();
+    put_str(e, "kind", r->error_kind, bad);
+    put_str(e, "message", r->error_message ? r->error_message : "", bad);
+    if (r->http_status)
+        json_object_set_new(e, "http_status", json_integer(r->http_status));
+    return e;
+}
+
+static json_t *output_obj(const aiq_result_t *r, int *bad)
+{
+    if (!r->output_text)
+        return json_null();
+    json_t *o = json_object();
+    put_str(o, "text", r->output_text, bad);
+    return o;
+}
+
+int aiq_result_encode(const aiq_result_t *r, char **out, size_t *len, aiq_err_t *err)
+{
+    if (!r->job_id)
+        return aiq_err_set(err, AIQ_EINVAL, "result without job_id");
+    json_t *o = json_object();
+    if (!o)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    int bad = 0;
+    char done_at[32];
+    put_str(o, "job_id", r->job_id, &bad);
+    if (r->correlation_id)
+        put_str(o, "correlation_id", r->correlation_id, &bad);
+    put_str(o, "status", aiq_result_status_name(r->status), &bad);
+    put_str(o, "operation", r->operation, &bad);
+    put_str(o, "priority", r->priority, &bad);
+    json_object_set_new(o, "output", output_obj(r, &bad));
+    put_str(o, "stop_reason", r->stop_reason, &bad);
+    json_object_set_new(o, "usage", usage_obj(r));
+    put_str(o, "model", r->model, &bad);
+    json_object_set_new(o, "cache", json_pack("{s:b}", "hit", r->cache_hit));
+    put_str(o, "fallback", r->fallback, &bad);
+    json_object_set_new(o, "attempts", json_integer(r->attempts));
+    json_object_set_new(o, "timings", timings_obj(r));
+    put_str(o, "worker", r->worker, &bad);
+    json_object_set_new(o, "error", error_obj(r, &bad));
+    put_str(o, "completed_at", aiq_time_format(r->completed_at_ms, done_at, sizeof(done_at)),
+            &bad);
+    if (r->traceparent)
+        put_str(o, "traceparent", r->traceparent, &bad);
+    if (bad) {
+        json_decref(o);
+        return aiq_err_set(err, AIQ_EINVAL, "result for %s has a string that is not UTF-8",
+                           r->job_id);
+    }
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!s)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    *out = s;
+    *len = strlen(s);
+    return 0;
+}

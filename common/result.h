@@ -1,0 +1,50 @@
+/* result.h — the result record a worker publishes for every job (schemas/result.schema.json).
+ * The struct borrows every string; encoding copies them into a new JSON text. */
+#ifndef AIQ_RESULT_H
+#define AIQ_RESULT_H
+
+#include "aiq_err.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum aiq_result_status {
+    AIQ_RESULT_SUCCEEDED = 0, /* the model answered */
+    AIQ_RESULT_FAILED,        /* the model call failed for good */
+    AIQ_RESULT_DEGRADED,      /* answered by a fallback */
+    AIQ_RESULT_EXPIRED,       /* deadline passed before a model call could finish */
+    AIQ_RESULT_REJECTED,      /* the job itself is invalid */
+} aiq_result_status_t;
+
+const char *aiq_result_status_name(aiq_result_status_t s);
+
+typedef struct aiq_result {
+    const char *job_id;         /* required */
+    const char *correlation_id; /* NULL → omitted */
+    const char *operation;
+    const char *priority;
+    aiq_result_status_t status;
+    const char *output_text; /* NULL → "output": null */
+    const char *stop_reason;
+    int64_t input_tokens, output_tokens;
+    double cost_usd; /* < 0 → unknown */
+    const char *model;
+    bool cache_hit;
+    const char *fallback; /* NULL → "fallback": null */
+    int attempts;
+    int64_t queued_ms, provider_ms, total_ms;
+    const char *worker;
+    const char *error_kind; /* NULL → "error": null */
+    const char *error_message;
+    int http_status; /* 0 → omitted */
+    int64_t completed_at_ms;
+    const char *traceparent;
+} aiq_result_t;
+
+/* Encodes r as compact JSON. On success *out is a NUL-terminated malloc'd string the
+ * caller frees, *len its length. Returns AIQ_EINVAL when job_id is missing or a string
+ * is not UTF-8, AIQ_ENOMEM on allocation failure. */
+int aiq_result_encode(const aiq_result_t *r, char **out, size_t *len, aiq_err_t *err);
+
+#endif

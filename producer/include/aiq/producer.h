@@ -1,0 +1,91 @@
+/* aiq/producer.h — submit AI jobs to aiq from a C program, and wait for their results.
+ *
+ * Jobs are JSON documents following schemas/job.schema.json. aiq_producer_submit checks a
+ * job, fills in "id" and "created_at" when missing, and queues it on the topic of its
+ * priority (<prefix>jobs.<priority>, default priority "normal"), keyed by job id, through an
+ * idempotent Kafka producer. Results arrive on the job's reply_to topic (default
+ * <prefix>results), keyed by job id; aiq_results_* reads them.
+ *
+ * Threading: a handle is used by one thread at a time; delivery callbacks run inside
+ * aiq_producer_poll / aiq_producer_flush on the calling thread.
+ * Errors: functions return 0 or a negative AIQ_SUBMIT_E* code and write the cause into the
+ * caller's errstr buffer. */
+#ifndef AIQ_PRODUCER_H
+#define AIQ_PRODUCER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AIQ_SUBMIT_EINVAL (-1)  /* the job or the configuration is invalid */
+#define AIQ_SUBMIT_ENOMEM (-2)
+#define AIQ_SUBMIT_ETOOBIG (-4) /* the job is larger than max_job_bytes */
+#define AIQ_SUBMIT_EKAFKA (-5)  /* Kafka refused or failed */
+#define AIQ_SUBMIT_ETIMEDOUT (-7)
+#define AIQ_SUBMIT_EFULL (-11)  /* local queue full: call aiq_producer_poll, then retry */
+
+#define AIQ_JOB_ID_CAP 129 /* ids are at most 128 characters */
+
+typedef struct aiq_producer aiq_producer_t;
+
+/* Delivery outcome of one job: ok = 1 once Kafka acknowledged it. job_id is borrowed for
+ * the duration of the call. */
+typedef void (*aiq_delivery_cb)(void *opaque, const char *job_id, int ok, const char *errstr);
+
+typedef struct aiq_producer_conf {
+    const char *brokers;      /* required: "host:port[,host:port...]" */
+    const char *topic_prefix; /* NULL → "aiq." */
+    const char *client_id;    /* NULL → "aiq-producer" */
+    size_t max_job_bytes;     /* 0 → 524288, the worker's default */
+    aiq_delivery_cb on_delivery; /* may be NULL */
+    void *opaque;
+    /* Extra librdkafka properties as NULL-terminated name, value pairs (e.g. SASL). */
+    const char *const *kafka_props;
+} aiq_producer_conf_t;
+
+/* Creates a producer. Copies everything it needs from conf. */
+int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char *errstr,
+                     size_t errlen);
+
+/* Checks and queues one job (len bytes of JSON; borrowed). On success the job id is copied
+ * into id_out (cap >= AIQ_JOB_ID_CAP). Delivery is asynchronous: see on_delivery. */
+int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, char *id_out,
+                        size_t id_cap, char *errstr, size_t errlen);
+
+/* Serves delivery callbacks, waiting up to timeout_ms for one. Returns how many were served. */
+int aiq_producer_poll(aiq_producer_t *p, int timeout_ms);
+
+/* Waits until every queued job was acknowledged or failed. Returns 0, or
+ * AIQ_SUBMIT_ETIMEDOUT when some are still outstanding. */
+int aiq_producer_flush(aiq_producer_t *p, int timeout_ms);
+
+/* Jobs whose delivery failed so far. */
+uint64_t aiq_producer_failed(const aiq_producer_t *p);
+
+/* Flushes for up to 10 s, then destroys. NULL is a no-op. */
+void aiq_producer_free(aiq_producer_t *p);
+
+/* ---- results ------------------------------------------------------------------------ */
+
+typedef struct aiq_results aiq_results_t;
+
+/* Opens a reader of topic starting at the current end of every partition: open it before
+ * submitting, and it sees every result produced after. */
+int aiq_results_open(aiq_results_t **out, const char *brokers, const char *topic,
+                     const char *const *kafka_props, char *errstr, size_t errlen);
+
+/* Waits up to timeout_ms for the next result. Returns 1 and sets *json (malloc'd,
+ * NUL-terminated, caller frees) and job_id (the record key), 0 on timeout, or a negative
+ * code. */
+int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id, size_t id_cap,
+                     char *errstr, size_t errlen);
+
+void aiq_results_close(aiq_results_t *r); /* NULL is a no-op */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,325 @@
+/* libaiq_producer: job submission and result reading for backend services. */
+#include "aiq/producer.h"
+#include "job.h"
+#include "timeutil.h"
+#include "topics.h"
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+struct aiq_producer {
+    rd_kafka_t *rk;
+    char prefix[AIQ_TOPIC_MAX];
+    size_t max_job_bytes;
+    aiq_delivery_cb on_delivery;
+    void *opaque;
+    uint64_t failed;
+};
+
+struct aiq_results {
+    rd_kafka_t *rk;
+};
+
+static int set_props(rd_kafka_conf_t *conf, const char *const *props, char *errstr, size_t errlen)
+{
+    for (; props && props[0] && props[1]; props += 2) {
+        if (rd_kafka_conf_set(conf, props[0], props[1], errstr, errlen) != RD_KAFKA_CONF_OK)
+            return AIQ_SUBMIT_EINVAL;
+    }
+    return 0;
+}
+
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    aiq_producer_t *p = opaque;
+    char *id = m->_private;
+    if (m->err)
+        p->failed++;
+    if (p->on_delivery)
+        p->on_delivery(p->opaque, id, m->err == 0, m->err ? rd_kafka_err2str(m->err) : "");
+    free(id);
+}
+
+int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char *errstr,
+                     size_t errlen)
+{
+    if (!conf->brokers || !*conf->brokers) {
+        snprintf(errstr, errlen, "brokers: required");
+        return AIQ_SUBMIT_EINVAL;
+    }
+    aiq_producer_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return AIQ_SUBMIT_ENOMEM;
+    snprintf(p->prefix, sizeof(p->prefix), "%s", conf->topic_prefix ? conf->topic_prefix : "aiq.");
+    p->max_job_bytes = conf->max_job_bytes ? conf->max_job_bytes : 524288;
+    p->on_delivery = conf->on_delivery;
+    p->opaque = conf->opaque;
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->brokers, errstr, errlen) ||
+        rd_kafka_conf_set(kc, "client.id", conf->client_id ? conf->client_id : "aiq-producer",
+                          errstr, errlen) ||
+        rd_kafka_conf_set(kc, "enable.idempotence", "true", errstr, errlen) ||
+        rd_kafka_conf_set(kc, "linger.ms", "5", errstr, errlen) ||
+        rd_kafka_conf_set(kc, "compression.type", "lz4", errstr, errlen) ||
+        set_props(kc, conf->kafka_props, errstr, errlen)) {
+        rd_kafka_conf_destroy(kc);
+        free(p);
+        return AIQ_SUBMIT_EINVAL;
+    }
+    rd_kafka_conf_set_opaque(kc, p);
+    rd_kafka_conf_set_dr_msg_cb(kc, on_dr);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errlen);
+    if (!p->rk) {
+        rd_kafka_conf_destroy(kc);
+        free(p);
+        return AIQ_SUBMIT_EKAFKA;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Random RFC 4122 version-4 UUID text. */
+static void new_job_id(char *buf, size_t cap)
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        uint64_t t = (uint64_t)aiq_now_ms() ^ (uint64_t)(uintptr_t)buf;
+        memcpy(b, &t, 8);
+        memcpy(b + 8, &t, 8);
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(buf, cap, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+             b[13], b[14], b[15]);
+}
+
+/* Fills id and created_at when absent, then checks the whole document. */
+static int complete_job(json_t *doc, char *errstr, size_t errlen)
+{
+    if (!json_is_object(doc)) {
+        snprintf(errstr, errlen, "a job must be a JSON object");
+        return AIQ_SUBMIT_EINVAL;
+    }
+    if (!json_object_get(doc, "id")) {
+        char id[64];
+        new_job_id(id, sizeof(id));
+        json_object_set_new(doc, "id", json_string(id));
+    }
+    if (!json_object_get(doc, "created_at")) {
+        char ts[32];
+        json_object_set_new(doc, "created_at", json_string(aiq_time_format(aiq_now_ms(), ts,
+                                                                           sizeof(ts))));
+    }
+    aiq_err_t err = {0};
+    if (aiq_job_validate(doc, &err)) {
+        snprintf(errstr, errlen, "%s", err.msg);
+        return AIQ_SUBMIT_EINVAL;
+    }
+    return 0;
+}
+
+static int produce(aiq_producer_t *p, const char *topic, const char *id, char *text, size_t len,
+                   char *errstr, size_t errlen)
+{
+    char *opaque = strdup(id);
+    if (!opaque)
+        return AIQ_SUBMIT_ENOMEM;
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(id, strlen(id)),
+        RD_KAFKA_V_VALUE(text, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+        RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+    if (!e)
+        return 0;
+    free(opaque);
+    free(text);
+    snprintf(errstr, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
+    return e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? AIQ_SUBMIT_EFULL : AIQ_SUBMIT_EKAFKA;
+}
+
+int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, char *id_out,
+                        size_t id_cap, char *errstr, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(job_json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        snprintf(errstr, errlen, "not JSON: %s at byte %d", jerr.text, jerr.position);
+        return AIQ_SUBMIT_EINVAL;
+    }
+    int rc = complete_job(doc, errstr, errlen);
+    if (rc) {
+        json_decref(doc);
+        return rc;
+    }
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    int prio = aiq_priority_parse(json_string_value(json_object_get(doc, "priority")));
+    char topic[AIQ_TOPIC_MAX];
+    aiq_topic_jobs(p->prefix, prio < 0 ? AIQ_PRIO_NORMAL : (aiq_priority_t)prio, topic,
+                   sizeof(topic));
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!text) {
+        json_decref(doc);
+        return AIQ_SUBMIT_ENOMEM;
+    }
+    size_t tlen = strlen(text);
+    if (tlen > p->max_job_bytes) {
+        snprintf(errstr, errlen, "job is %zu bytes, the limit is %zu", tlen, p->max_job_bytes);
+        free(text);
+        json_decref(doc);
+        return AIQ_SUBMIT_ETOOBIG;
+    }
+    if (id_out)
+        snprintf(id_out, id_cap, "%s", id);
+    rc = produce(p, topic, id, text, tlen, errstr, errlen);
+    json_decref(doc);
+    return rc;
+}
+
+int aiq_producer_poll(aiq_producer_t *p, int timeout_ms)
+{
+    return rd_kafka_poll(p->rk, timeout_ms);
+}
+
+int aiq_producer_flush(aiq_producer_t *p, int timeout_ms)
+{
+    return rd_kafka_flush(p->rk, timeout_ms) ? AIQ_SUBMIT_ETIMEDOUT : 0;
+}
+
+uint64_t aiq_producer_failed(const aiq_producer_t *p)
+{
+    return p->failed;
+}
+
+void aiq_producer_free(aiq_producer_t *p)
+{
+    if (!p)
+        return;
+    rd_kafka_flush(p->rk, 10000);
+    rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+/* ---- results ------------------------------------------------------------------------ */
+
+static int partition_count(rd_kafka_t *rk, const char *topic, char *errstr, size_t errlen)
+{
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    rd_kafka_topic_destroy(t);
+    if (e) {
+        snprintf(errstr, errlen, "metadata for %s: %s", topic, rd_kafka_err2str(e));
+        return AIQ_SUBMIT_EKAFKA;
+    }
+    int n = -1;
+    if (md->topic_cnt == 1 && !md->topics[0].err)
+        n = md->topics[0].partition_cnt;
+    else
+        snprintf(errstr, errlen, "topic %s: %s", topic,
+                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
+    rd_kafka_metadata_destroy(md);
+    return n > 0 ? n : AIQ_SUBMIT_EKAFKA;
+}
+
+/* Assigns every partition at its current high watermark, so nothing produced after this
+ * call is missed (OFFSET_END would be resolved later, racing with fast results). */
+static int assign_at_end(rd_kafka_t *rk, const char *topic, int n, char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, i, &lo, &hi, 10000);
+        if (e) {
+            snprintf(errstr, errlen, "watermarks of %s[%d]: %s", topic, i, rd_kafka_err2str(e));
+            rd_kafka_topic_partition_list_destroy(l);
+            return AIQ_SUBMIT_EKAFKA;
+        }
+        rd_kafka_topic_partition_list_add(l, topic, i)->offset = hi;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        snprintf(errstr, errlen, "assign %s: %s", topic, rd_kafka_err2str(e));
+        return AIQ_SUBMIT_EKAFKA;
+    }
+    return 0;
+}
+
+int aiq_results_open(aiq_results_t **out, const char *brokers, const char *topic,
+                     const char *const *kafka_props, char *errstr, size_t errlen)
+{
+    aiq_results_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return AIQ_SUBMIT_ENOMEM;
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(kc, "bootstrap.servers", brokers, errstr, errlen) ||
+        rd_kafka_conf_set(kc, "group.id", "aiq-results-reader", errstr, errlen) ||
+        rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, errlen) ||
+        rd_kafka_conf_set(kc, "enable.partition.eof", "false", errstr, errlen) ||
+        set_props(kc, kafka_props, errstr, errlen)) {
+        rd_kafka_conf_destroy(kc);
+        free(r);
+        return AIQ_SUBMIT_EINVAL;
+    }
+    r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errlen);
+    if (!r->rk) {
+        rd_kafka_conf_destroy(kc);
+        free(r);
+        return AIQ_SUBMIT_EKAFKA;
+    }
+    rd_kafka_poll_set_consumer(r->rk);
+    int n = partition_count(r->rk, topic, errstr, errlen);
+    int rc = n < 0 ? n : assign_at_end(r->rk, topic, n, errstr, errlen);
+    if (rc) {
+        aiq_results_close(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id, size_t id_cap,
+                     char *errstr, size_t errlen)
+{
+    int64_t until = aiq_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = until - aiq_mono_ms();
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, left > 0 ? (int)left : 0);
+        if (!m)
+            return 0;
+        if (m->err) {
+            snprintf(errstr, errlen, "%s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            if (aiq_mono_ms() >= until)
+                return 0;
+            continue;
+        }
+        char *s = malloc(m->len + 1);
+        if (!s) {
+            rd_kafka_message_destroy(m);
+            return AIQ_SUBMIT_ENOMEM;
+        }
+        memcpy(s, m->payload, m->len);
+        s[m->len] = '\0';
+        size_t klen = m->key_len < id_cap ? m->key_len : id_cap - 1;
+        memcpy(job_id, m->key ? m->key : "", m->key ? klen : 0);
+        job_id[m->key ? klen : 0] = '\0';
+        rd_kafka_message_destroy(m);
+        *json = s;
+        return 1;
+    }
+}
+
+void aiq_results_close(aiq_results_t *r)
+{
+    if (!r)
+        return;
+    rd_kafka_consumer_close(r->rk);
+    rd_kafka_destroy(r->rk);
+    free(r);
+}

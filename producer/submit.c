@@ -1,0 +1,495 @@
+/* aiq-submit: submit jobs from flags, a JSON document or NDJSON, optionally wait for the
+ * results and print a latency summary. */
+#include "aiq/producer.h"
+#include "config.h"
+#include "timeutil.h"
+#include "topics.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LINE_MAX_BYTES (16u << 20)
+
+typedef struct pending_job {
+    char id[AIQ_JOB_ID_CAP];
+    int prio;
+    int64_t sent_ms;
+    int64_t latency_ms; /* -1 until answered */
+    int answered;
+} pending_job_t;
+
+/* Open-addressing table of submitted jobs, so each result finds its job in O(1). */
+typedef struct job_table {
+    pending_job_t *jobs;
+    size_t n, cap;
+    size_t *slots; /* index+1 into jobs, 0 = empty */
+    size_t nslots;
+} job_table_t;
+
+typedef struct opts {
+    const char *brokers, *prefix, *operation, *payload, *text, *persona, *model, *priority;
+    const char *reply_to, *system, *id, *correlation_id, *json_doc, *file;
+    long long timeout_ms, wait_timeout_ms;
+    int wait, summary, quiet;
+} opts_t;
+
+typedef struct run {
+    opts_t o;
+    aiq_producer_t *p;
+    job_table_t table;
+    uint64_t submitted, acked, delivery_failed, invalid, answered, duplicates;
+    uint64_t by_status[8];
+    char status_names[8][16];
+    int n_status;
+    int64_t t0;
+} run_t;
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static int table_grow(job_table_t *t)
+{
+    size_t nslots = t->nslots ? t->nslots * 2 : 1024;
+    size_t *slots = calloc(nslots, sizeof(*slots));
+    if (!slots)
+        return -1;
+    for (size_t i = 0; i < t->n; i++) {
+        size_t h = hash_str(t->jobs[i].id) & (nslots - 1);
+        while (slots[h])
+            h = (h + 1) & (nslots - 1);
+        slots[h] = i + 1;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = nslots;
+    return 0;
+}
+
+static pending_job_t *table_find(job_table_t *t, const char *id)
+{
+    if (!t->nslots)
+        return NULL;
+    for (size_t h = hash_str(id) & (t->nslots - 1); t->slots[h]; h = (h + 1) & (t->nslots - 1)) {
+        pending_job_t *j = &t->jobs[t->slots[h] - 1];
+        if (strcmp(j->id, id) == 0)
+            return j;
+    }
+    return NULL;
+}
+
+static pending_job_t *table_add(job_table_t *t, const char *id, int prio)
+{
+    if ((t->n + 1) * 2 > t->nslots && table_grow(t))
+        return NULL;
+    if (t->n == t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 1024;
+        pending_job_t *nj = realloc(t->jobs, ncap * sizeof(*nj));
+        if (!nj)
+            return NULL;
+        t->jobs = nj;
+        t->cap = ncap;
+    }
+    pending_job_t *j = &t->jobs[t->n];
+    memset(j, 0, sizeof(*j));
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    j->prio = prio;
+    j->sent_ms = aiq_mono_ms();
+    j->latency_ms = -1;
+    size_t h = hash_str(id) & (t->nslots - 1);
+    while (t->slots[h])
+        h = (h + 1) & (t->nslots - 1);
+    t->slots[h] = ++t->n;
+    return j;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: aiq-submit [options] [FILE]\n\n"
+            "Submits AI jobs to aiq. The job comes from flags (--operation ...), from --json, or\n"
+            "as NDJSON (one job per line) from FILE or '-' (stdin). Missing ids and created_at\n"
+            "are filled in; each job goes to <prefix>jobs.<priority>. Without --wait the id of\n"
+            "every job Kafka acknowledged is printed; with --wait each result is printed as one\n"
+            "JSON line when it arrives.\n\n"
+            "Job from flags:\n"
+            "  -o, --operation OP      operation name (e.g. vc-analysis)\n"
+            "  -p, --priority P        critical | high | normal (default) | low\n"
+            "      --payload JSON      operation input object\n"
+            "  -t, --text TEXT         a user message (Converse messages) instead of a payload\n"
+            "      --system TEXT       system prompt\n"
+            "      --persona NAME      persona\n"
+            "  -m, --model ID          model id (default: the worker's)\n"
+            "      --id ID             job id (default: a random UUID)\n"
+            "      --correlation-id X  echoed in the result\n"
+            "      --reply-to TOPIC    result topic (default <prefix>results)\n"
+            "      --timeout-ms N      deadline from now (default: the worker's, 45000)\n"
+            "  -j, --json DOC          one job document\n\n"
+            "Waiting:\n"
+            "  -w, --wait              wait for every job's result and print it\n"
+            "      --wait-timeout-ms N give up waiting after N ms (default 120000)\n"
+            "      --summary           print counts, throughput and latency percentiles per\n"
+            "                          priority to stderr at the end (implies --wait)\n\n"
+            "Connection:\n"
+            "  -b, --brokers LIST      Kafka bootstrap servers (env AIQ_KAFKA_BROKERS,\n"
+            "                          default 127.0.0.1:9092)\n"
+            "      --prefix PREFIX     topic prefix (env AIQ_KAFKA_TOPIC_PREFIX, default aiq.)\n"
+            "  -q, --quiet             print nothing per job\n"
+            "  -h, --help, -V, --version\n\n"
+            "Exit status: 0 when every job was accepted (and, with --wait, answered); 1 when\n"
+            "some input was invalid, undeliverable or unanswered; 2 on usage errors.\n");
+}
+
+static int parse_opts(opts_t *o, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"operation", 1, 0, 'o'}, {"priority", 1, 0, 'p'}, {"payload", 1, 0, 1},
+        {"text", 1, 0, 't'},      {"system", 1, 0, 2},     {"persona", 1, 0, 3},
+        {"model", 1, 0, 'm'},     {"id", 1, 0, 4},         {"correlation-id", 1, 0, 5},
+        {"reply-to", 1, 0, 6},    {"timeout-ms", 1, 0, 7}, {"json", 1, 0, 'j'},
+        {"wait", 0, 0, 'w'},      {"wait-timeout-ms", 1, 0, 8}, {"summary", 0, 0, 9},
+        {"brokers", 1, 0, 'b'},   {"prefix", 1, 0, 10},    {"quiet", 0, 0, 'q'},
+        {"help", 0, 0, 'h'},      {"version", 0, 0, 'V'},  {0, 0, 0, 0}};
+    const char *env_b = getenv("AIQ_KAFKA_BROKERS"), *env_p = getenv("AIQ_KAFKA_TOPIC_PREFIX");
+    o->brokers = env_b && *env_b ? env_b : "127.0.0.1:9092";
+    o->prefix = env_p ? env_p : "aiq.";
+    o->wait_timeout_ms = 120000;
+    int c;
+    while ((c = getopt_long(argc, argv, "o:p:t:m:j:wb:qhV", lo, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'o': o->operation = optarg; break;
+        case 'p': o->priority = optarg; break;
+        case 1: o->payload = optarg; break;
+        case 't': o->text = optarg; break;
+        case 2: o->system = optarg; break;
+        case 3: o->persona = optarg; break;
+        case 'm': o->model = optarg; break;
+        case 4: o->id = optarg; break;
+        case 5: o->correlation_id = optarg; break;
+        case 6: o->reply_to = optarg; break;
+        case 7:
+        case 8: {
+            long long v = strtoll(optarg, &end, 10);
+            if (*end || v <= 0) {
+                fprintf(stderr, "aiq-submit: %s: '%s' is not a positive number\n",
+                        c == 7 ? "--timeout-ms" : "--wait-timeout-ms", optarg);
+                return 2;
+            }
+            *(c == 7 ? &o->timeout_ms : &o->wait_timeout_ms) = v;
+            break;
+        }
+        case 'j': o->json_doc = optarg; break;
+        case 'w': o->wait = 1; break;
+        case 9: o->summary = o->wait = 1; break;
+        case 'b': o->brokers = optarg; break;
+        case 10: o->prefix = optarg; break;
+        case 'q': o->quiet = 1; break;
+        case 'h': usage(stdout); exit(0);
+        case 'V': printf("aiq-submit %s\n", AIQ_VERSION); exit(0);
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc)
+        o->file = argv[optind++];
+    if (optind < argc || (!!o->file + !!o->json_doc + !!o->operation) != 1) {
+        fprintf(stderr, "aiq-submit: give exactly one of --operation, --json or FILE ('-' for "
+                        "stdin); see --help\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* Builds a job document from the flags. */
+static char *job_from_flags(const opts_t *o, char *err, size_t errlen)
+{
+    json_t *doc = json_object();
+    json_object_set_new(doc, "operation", json_string(o->operation));
+    if (o->payload) {
+        json_error_t je;
+        json_t *pl = json_loads(o->payload, 0, &je);
+        if (!pl) {
+            snprintf(err, errlen, "--payload: not JSON: %s", je.text);
+            json_decref(doc);
+            return NULL;
+        }
+        json_object_set_new(doc, "payload", pl);
+    }
+    if (o->text)
+        json_object_set_new(doc, "messages", json_pack("[{s:s,s:[{s:s}]}]", "role", "user",
+                                                       "content", "text", o->text));
+    if (!o->payload && !o->text)
+        json_object_set_new(doc, "payload", json_object());
+    const char *keys[] = {"priority", "system", "persona", "model", "id", "correlation_id",
+                          "reply_to"};
+    const char *vals[] = {o->priority, o->system, o->persona, o->model, o->id,
+                          o->correlation_id, o->reply_to};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (vals[i])
+            json_object_set_new(doc, keys[i], json_string(vals[i]));
+    if (o->timeout_ms)
+        json_object_set_new(doc, "timeout_ms", json_integer(o->timeout_ms));
+    char *s = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    return s;
+}
+
+static void on_delivery(void *opaque, const char *job_id, int ok, const char *errstr)
+{
+    run_t *r = opaque;
+    if (ok) {
+        r->acked++;
+        if (!r->o.wait && !r->o.quiet)
+            printf("%s\n", job_id);
+    } else {
+        r->delivery_failed++;
+        fprintf(stderr, "aiq-submit: job %s was not accepted by Kafka: %s\n", job_id, errstr);
+    }
+}
+
+static int priority_of(const char *json, size_t len)
+{
+    json_t *doc = json_loadb(json, len, 0, NULL);
+    int p = aiq_priority_parse(json_string_value(json_object_get(doc, "priority")));
+    json_decref(doc);
+    return p < 0 ? AIQ_PRIO_NORMAL : p;
+}
+
+/* Submits one document; a full local queue is waited out, never dropped. */
+static int submit_one(run_t *r, const char *doc, size_t len, const char *where)
+{
+    char id[AIQ_JOB_ID_CAP], err[512];
+    int rc;
+    while ((rc = aiq_producer_submit(r->p, doc, len, id, sizeof(id), err, sizeof(err))) ==
+           AIQ_SUBMIT_EFULL)
+        aiq_producer_poll(r->p, 100);
+    if (rc) {
+        r->invalid++;
+        fprintf(stderr, "aiq-submit: %s: %s\n", where, err);
+        return rc;
+    }
+    r->submitted++;
+    if (r->o.wait && !table_add(&r->table, id, priority_of(doc, len))) {
+        fprintf(stderr, "aiq-submit: out of memory\n");
+        return AIQ_SUBMIT_ENOMEM;
+    }
+    aiq_producer_poll(r->p, 0);
+    return 0;
+}
+
+static int submit_stream(run_t *r, FILE *in, const char *name)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long lineno = 0;
+    while ((n = getline(&line, &cap, in)) != -1) {
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n == 0)
+            continue;
+        char where[300];
+        snprintf(where, sizeof(where), "%s:%ld", name, lineno);
+        if ((size_t)n > LINE_MAX_BYTES) {
+            r->invalid++;
+            fprintf(stderr, "aiq-submit: %s: line longer than %u bytes\n", where, LINE_MAX_BYTES);
+            continue;
+        }
+        if (submit_one(r, line, (size_t)n, where) == AIQ_SUBMIT_ENOMEM)
+            break;
+    }
+    free(line);
+    return 0;
+}
+
+static void count_status(run_t *r, const char *status)
+{
+    for (int i = 0; i < r->n_status; i++) {
+        if (strcmp(r->status_names[i], status) == 0) {
+            r->by_status[i]++;
+            return;
+        }
+    }
+    if (r->n_status < 8) {
+        snprintf(r->status_names[r->n_status], sizeof(r->status_names[0]), "%s", status);
+        r->by_status[r->n_status++] = 1;
+    }
+}
+
+static void handle_result(run_t *r, char *json, const char *key)
+{
+    pending_job_t *j = table_find(&r->table, key);
+    if (!j)
+        return; /* someone else's result on a shared topic */
+    if (j->answered) {
+        r->duplicates++; /* at-least-once: the same job answered twice */
+        return;
+    }
+    j->answered = 1;
+    j->latency_ms = aiq_mono_ms() - j->sent_ms;
+    r->answered++;
+    json_t *doc = json_loads(json, 0, NULL);
+    const char *st = json_string_value(json_object_get(doc, "status"));
+    count_status(r, st ? st : "unknown");
+    json_decref(doc);
+    if (!r->o.quiet)
+        printf("%s\n", json);
+}
+
+static int wait_results(run_t *r, aiq_results_t *res)
+{
+    int64_t until = aiq_mono_ms() + r->o.wait_timeout_ms, last_note = aiq_mono_ms();
+    while (r->answered < r->submitted && aiq_mono_ms() < until) {
+        char *json = NULL, key[AIQ_JOB_ID_CAP], err[512];
+        aiq_producer_poll(r->p, 0);
+        int rc = aiq_results_next(res, 200, &json, key, sizeof(key), err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "aiq-submit: reading results: %s\n", err);
+            return rc;
+        }
+        if (rc == 1) {
+            handle_result(r, json, key);
+            free(json);
+        }
+        if (aiq_mono_ms() - last_note > 5000) {
+            last_note = aiq_mono_ms();
+            fprintf(stderr, "aiq-submit: %llu/%llu answered\n", (unsigned long long)r->answered,
+                    (unsigned long long)r->submitted);
+        }
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int64_t pct(const int64_t *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+static void print_summary(run_t *r)
+{
+    double secs = (double)(aiq_mono_ms() - r->t0) / 1000.0;
+    fprintf(stderr, "\n== aiq-submit summary ==\n");
+    fprintf(stderr, "jobs submitted: %llu   accepted by Kafka: %llu   invalid: %llu   "
+                    "results: %llu   duplicates: %llu   unanswered: %llu\n",
+            (unsigned long long)r->submitted, (unsigned long long)r->acked,
+            (unsigned long long)r->invalid, (unsigned long long)r->answered,
+            (unsigned long long)r->duplicates,
+            (unsigned long long)(r->submitted - r->answered));
+    fprintf(stderr, "by status:");
+    for (int i = 0; i < r->n_status; i++)
+        fprintf(stderr, " %s=%llu", r->status_names[i], (unsigned long long)r->by_status[i]);
+    fprintf(stderr, "\nwall time: %.2f s   throughput: %.1f results/s\n", secs,
+            secs > 0 ? (double)r->answered / secs : 0.0);
+    fprintf(stderr, "%-9s %7s %9s %9s %9s   (end-to-end latency, submit to result)\n",
+            "priority", "results", "p50 ms", "p95 ms", "p99 ms");
+    int64_t *lat = malloc((r->table.n + 1) * sizeof(*lat));
+    for (int p = 0; lat && p < AIQ_PRIO_COUNT; p++) {
+        size_t n = 0;
+        for (size_t i = 0; i < r->table.n; i++)
+            if (r->table.jobs[i].prio == p && r->table.jobs[i].answered)
+                lat[n++] = r->table.jobs[i].latency_ms;
+        qsort(lat, n, sizeof(*lat), cmp_i64);
+        fprintf(stderr, "%-9s %7zu %9lld %9lld %9lld\n", aiq_priority_name((aiq_priority_t)p), n,
+                (long long)pct(lat, n, 0.50), (long long)pct(lat, n, 0.95),
+                (long long)pct(lat, n, 0.99));
+    }
+    free(lat);
+}
+
+static void list_unanswered(run_t *r)
+{
+    size_t shown = 0;
+    for (size_t i = 0; i < r->table.n && shown < 20; i++) {
+        if (!r->table.jobs[i].answered) {
+            fprintf(stderr, "aiq-submit: no result for %s\n", r->table.jobs[i].id);
+            shown++;
+        }
+    }
+}
+
+static int submit_all(run_t *r)
+{
+    if (r->o.operation || r->o.json_doc) {
+        char err[512];
+        char *doc = r->o.json_doc ? strdup(r->o.json_doc) : job_from_flags(&r->o, err, sizeof(err));
+        if (!doc) {
+            fprintf(stderr, "aiq-submit: %s\n", err);
+            return 2;
+        }
+        submit_one(r, doc, strlen(doc), r->o.json_doc ? "--json" : "flags");
+        free(doc);
+        return 0;
+    }
+    FILE *in = strcmp(r->o.file, "-") == 0 ? stdin : fopen(r->o.file, "r");
+    if (!in) {
+        fprintf(stderr, "aiq-submit: cannot open %s\n", r->o.file);
+        return 2;
+    }
+    submit_stream(r, in, strcmp(r->o.file, "-") == 0 ? "stdin" : r->o.file);
+    if (in != stdin)
+        fclose(in);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    run_t r;
+    memset(&r, 0, sizeof(r));
+    int rc = parse_opts(&r.o, argc, argv);
+    if (rc)
+        return rc;
+    char err[512], reply[AIQ_TOPIC_MAX];
+    if (r.o.reply_to)
+        snprintf(reply, sizeof(reply), "%s", r.o.reply_to);
+    else
+        aiq_topic_results(r.o.prefix, reply, sizeof(reply));
+    aiq_producer_conf_t pc = {.brokers = r.o.brokers, .topic_prefix = r.o.prefix,
+                              .client_id = "aiq-submit", .on_delivery = on_delivery,
+                              .opaque = &r};
+    aiq_results_t *res = NULL;
+    if (r.o.wait && aiq_results_open(&res, r.o.brokers, reply, NULL, err, sizeof(err))) {
+        fprintf(stderr, "aiq-submit: cannot read results from %s: %s\n", reply, err);
+        return 1;
+    }
+    if (aiq_producer_new(&r.p, &pc, err, sizeof(err))) {
+        fprintf(stderr, "aiq-submit: %s\n", err);
+        aiq_results_close(res);
+        return 2;
+    }
+    r.t0 = aiq_mono_ms();
+    rc = submit_all(&r);
+    if (aiq_producer_flush(r.p, 60000))
+        fprintf(stderr, "aiq-submit: some jobs were not acknowledged within 60 s\n");
+    if (rc == 0 && r.o.wait)
+        wait_results(&r, res);
+    if (r.o.summary)
+        print_summary(&r);
+    if (r.o.wait)
+        list_unanswered(&r);
+    fflush(stdout);
+    aiq_results_close(res);
+    aiq_producer_free(r.p);
+    free(r.table.jobs);
+    free(r.table.slots);
+    if (rc)
+        return rc;
+    int bad = r.invalid || r.delivery_failed || (r.o.wait && r.answered < r.submitted);
+    return bad ? 1 : 0;
+}

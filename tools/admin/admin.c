@@ -1,0 +1,306 @@
+/* aiq-admin: operations on aiq's Kafka side — create the topics, show consumer lag. */
+#include "config.h"
+#include "topics.h"
+
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ADMIN_TIMEOUT_MS 30000
+
+typedef struct admin_opts {
+    const char *brokers, *prefix, *group;
+    int partitions, replication, yes;
+} admin_opts_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: aiq-admin [options] COMMAND\n\n"
+            "Commands:\n"
+            "  topics create   create <prefix>jobs.{critical,high,normal,low}, <prefix>results\n"
+            "                  and <prefix>dlq; topics that exist are left as they are\n"
+            "  topics list     show aiq's topics with partition counts\n"
+            "  topics delete   delete aiq's topics (needs --yes)\n"
+            "  group lag       committed offset, end offset and lag per job partition of\n"
+            "                  the worker group, and the total per priority\n\n"
+            "Options:\n"
+            "  -b, --brokers LIST        bootstrap servers (env AIQ_KAFKA_BROKERS,\n"
+            "                            default 127.0.0.1:9092)\n"
+            "      --prefix PREFIX       topic prefix (env AIQ_KAFKA_TOPIC_PREFIX, default aiq.)\n"
+            "      --partitions N        partitions per topic for create (default 6)\n"
+            "      --replication-factor R  (default 1; use 3 in production)\n"
+            "      --group ID            consumer group (env AIQ_KAFKA_GROUP_ID,\n"
+            "                            default aiq-workers)\n"
+            "      --yes                 confirm delete\n"
+            "  -h, --help, -V, --version\n");
+}
+
+static rd_kafka_t *connect_kafka(const admin_opts_t *o, rd_kafka_type_t type, const char *group)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, errstr, sizeof(errstr)) ||
+        (group && rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)))) {
+        fprintf(stderr, "aiq-admin: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "aiq-admin: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+    }
+    return rk;
+}
+
+static int topic_names(const admin_opts_t *o, char names[6][AIQ_TOPIC_MAX])
+{
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        if (aiq_topic_jobs(o->prefix, (aiq_priority_t)p, names[p], AIQ_TOPIC_MAX))
+            return -1;
+    if (aiq_topic_results(o->prefix, names[4], AIQ_TOPIC_MAX) ||
+        aiq_topic_dlq(o->prefix, names[5], AIQ_TOPIC_MAX))
+        return -1;
+    for (int i = 0; i < 6; i++)
+        if (!aiq_topic_name_valid(names[i]))
+            return -1;
+    return 0;
+}
+
+static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ADMIN_TIMEOUT_MS + 5000);
+    if (!ev)
+        fprintf(stderr, "aiq-admin: no answer from the broker within %d s\n",
+                ADMIN_TIMEOUT_MS / 1000);
+    return ev;
+}
+
+static int report_topic_results(const rd_kafka_topic_result_t **res, size_t n, const char *verb)
+{
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+        const char *name = rd_kafka_topic_result_name(res[i]);
+        if (!e)
+            printf("%s %s\n", verb, name);
+        else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+            printf("exists %s\n", name);
+        else if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && strcmp(verb, "deleted") == 0)
+            printf("absent %s\n", name);
+        else {
+            fprintf(stderr, "aiq-admin: %s: %s\n", name, rd_kafka_topic_result_error_string(res[i]));
+            failed = 1;
+        }
+    }
+    return failed;
+}
+
+static int topics_create(const admin_opts_t *o)
+{
+    char names[6][AIQ_TOPIC_MAX], errstr[512];
+    if (topic_names(o, names)) {
+        fprintf(stderr, "aiq-admin: --prefix '%s' makes invalid topic names\n", o->prefix);
+        return 2;
+    }
+    rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_PRODUCER, NULL);
+    if (!rk)
+        return 1;
+    rd_kafka_NewTopic_t *nt[6];
+    for (int i = 0; i < 6; i++) {
+        nt[i] = rd_kafka_NewTopic_new(names[i], o->partitions, o->replication, errstr,
+                                      sizeof(errstr));
+        /* Results and dead letters are the audit trail: keep them a week by default. */
+        if (i >= 4)
+            rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "604800000");
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(ao, ADMIN_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_CreateTopics(rk, nt, 6, ao, q);
+    rd_kafka_event_t *ev = admin_wait(q);
+    int rc = 1;
+    if (ev && rd_kafka_event_error(ev))
+        fprintf(stderr, "aiq-admin: %s\n", rd_kafka_event_error_string(ev));
+    else if (ev) {
+        size_t n;
+        const rd_kafka_topic_result_t **res =
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        rc = report_topic_results(res, n, "created");
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_NewTopic_destroy_array(nt, 6);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int topics_delete(const admin_opts_t *o)
+{
+    char names[6][AIQ_TOPIC_MAX], errstr[512];
+    if (!o->yes) {
+        fprintf(stderr, "aiq-admin: topics delete removes every job, result and dead letter; "
+                        "add --yes to confirm\n");
+        return 2;
+    }
+    if (topic_names(o, names))
+        return 2;
+    rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_PRODUCER, NULL);
+    if (!rk)
+        return 1;
+    rd_kafka_DeleteTopic_t *dt[6];
+    for (int i = 0; i < 6; i++)
+        dt[i] = rd_kafka_DeleteTopic_new(names[i]);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(ao, ADMIN_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_DeleteTopics(rk, dt, 6, ao, q);
+    rd_kafka_event_t *ev = admin_wait(q);
+    int rc = 1;
+    if (ev) {
+        size_t n;
+        const rd_kafka_topic_result_t **res =
+            rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+        rc = report_topic_results(res, n, "deleted");
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_DeleteTopic_destroy_array(dt, 6);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int topics_list(const admin_opts_t *o)
+{
+    char names[6][AIQ_TOPIC_MAX];
+    if (topic_names(o, names))
+        return 2;
+    rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_PRODUCER, NULL);
+    if (!rk)
+        return 1;
+    const struct rd_kafka_metadata *md;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, ADMIN_TIMEOUT_MS);
+    if (e) {
+        fprintf(stderr, "aiq-admin: metadata: %s\n", rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    int missing = 0;
+    for (int i = 0; i < 6; i++) {
+        int found = -1;
+        for (int t = 0; t < md->topic_cnt; t++)
+            if (strcmp(md->topics[t].topic, names[i]) == 0)
+                found = md->topics[t].partition_cnt;
+        if (found < 0)
+            missing++;
+        if (found < 0)
+            printf("%-40s missing\n", names[i]);
+        else
+            printf("%-40s %d partitions\n", names[i], found);
+    }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    return missing ? 1 : 0;
+}
+
+static int group_lag(const admin_opts_t *o)
+{
+    char names[6][AIQ_TOPIC_MAX];
+    if (topic_names(o, names))
+        return 2;
+    rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_CONSUMER, o->group);
+    if (!rk)
+        return 1;
+    int rc = 0;
+    printf("%-32s %5s %12s %12s %10s\n", "topic", "part", "committed", "end", "lag");
+    for (int p = 0; p < AIQ_PRIO_COUNT && rc == 0; p++) {
+        const struct rd_kafka_metadata *md;
+        rd_kafka_topic_t *t = rd_kafka_topic_new(rk, names[p], NULL);
+        if (rd_kafka_metadata(rk, 0, t, &md, ADMIN_TIMEOUT_MS) || md->topics[0].err) {
+            fprintf(stderr, "aiq-admin: no metadata for %s\n", names[p]);
+            rd_kafka_topic_destroy(t);
+            rc = 1;
+            break;
+        }
+        int n = md->topics[0].partition_cnt;
+        rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(t);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+        for (int i = 0; i < n; i++)
+            rd_kafka_topic_partition_list_add(l, names[p], i);
+        if (rd_kafka_committed(rk, l, ADMIN_TIMEOUT_MS)) {
+            rc = 1;
+        }
+        long long total = 0;
+        for (int i = 0; i < n && rc == 0; i++) {
+            int64_t lo, hi;
+            rd_kafka_query_watermark_offsets(rk, names[p], i, &lo, &hi, ADMIN_TIMEOUT_MS);
+            int64_t c = l->elems[i].offset;
+            long long lag = c >= 0 ? (long long)(hi - c) : (long long)(hi - lo);
+            total += lag;
+            printf("%-32s %5d %12lld %12lld %10lld\n", names[p], i, (long long)c, (long long)hi,
+                   lag);
+        }
+        printf("%-32s %5s %12s %12s %10lld\n", names[p], "all", "", "", total);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"brokers", 1, 0, 'b'}, {"prefix", 1, 0, 1}, {"partitions", 1, 0, 2},
+        {"replication-factor", 1, 0, 3}, {"group", 1, 0, 4}, {"yes", 0, 0, 5},
+        {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
+    admin_opts_t o = {.brokers = "127.0.0.1:9092", .prefix = "aiq.", .group = "aiq-workers",
+                      .partitions = 6, .replication = 1};
+    const char *env;
+    if ((env = getenv("AIQ_KAFKA_BROKERS")) && *env)
+        o.brokers = env;
+    if ((env = getenv("AIQ_KAFKA_TOPIC_PREFIX")))
+        o.prefix = env;
+    if ((env = getenv("AIQ_KAFKA_GROUP_ID")) && *env)
+        o.group = env;
+    int c;
+    while ((c = getopt_long(argc, argv, "b:hV", lo, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'b': o.brokers = optarg; break;
+        case 1: o.prefix = optarg; break;
+        case 2:
+        case 3: {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 10000) {
+                fprintf(stderr, "aiq-admin: '%s' is not a count in 1..10000\n", optarg);
+                return 2;
+            }
+            *(c == 2 ? &o.partitions : &o.replication) = (int)v;
+            break;
+        }
+        case 4: o.group = optarg; break;
+        case 5: o.yes = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("aiq-admin %s\n", AIQ_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    const char *a = optind < argc ? argv[optind] : "", *b = optind + 1 < argc ? argv[optind + 1] : "";
+    if (!strcmp(a, "topics") && !strcmp(b, "create"))
+        return topics_create(&o);
+    if (!strcmp(a, "topics") && !strcmp(b, "list"))
+        return topics_list(&o);
+    if (!strcmp(a, "topics") && !strcmp(b, "delete"))
+        return topics_delete(&o);
+    if (!strcmp(a, "group") && !strcmp(b, "lag"))
+        return group_lag(&o);
+    fprintf(stderr, "aiq-admin: unknown command '%s %s'; see --help\n", a, b);
+    return 2;
+}

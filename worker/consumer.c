@@ -1,0 +1,363 @@
+#include "consumer.h"
+#include "offsets.h"
+#include "publish.h"
+#include "topics.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RECORDS_PER_TURN 128
+#define MAX_PARTITIONS 4096
+
+typedef struct part {
+    aiq_offsets_t *tracker; /* NULL when not assigned */
+    uint32_t generation;
+} part_t;
+
+struct aiq_consumer {
+    aiq_log_t *log; /* first: librdkafka's log callback reads it through the opaque */
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    uv_loop_t *loop;
+    uv_poll_t poll;
+    uv_idle_t more;
+    uv_timer_t tick; /* keeps the group alive when no fd event comes */
+    int fds[2];
+    aiq_consumer_hooks_t hooks;
+    char topics[AIQ_PRIO_COUNT][AIQ_TOPIC_MAX];
+    char prefix[AIQ_TOPIC_MAX];
+    part_t *parts[AIQ_PRIO_COUNT]; /* indexed by partition id */
+    int32_t nparts[AIQ_PRIO_COUNT];
+    int fetching;
+    int closing_handles;
+};
+
+static part_t *part_get(aiq_consumer_t *c, int prio, int32_t partition, int create)
+{
+    if (prio < 0 || prio >= AIQ_PRIO_COUNT || partition < 0 || partition >= MAX_PARTITIONS)
+        return NULL;
+    if (partition >= c->nparts[prio]) {
+        if (!create)
+            return NULL;
+        int32_t n = partition + 1;
+        part_t *np = realloc(c->parts[prio], (size_t)n * sizeof(*np));
+        if (!np)
+            return NULL;
+        memset(np + c->nparts[prio], 0, (size_t)(n - c->nparts[prio]) * sizeof(*np));
+        c->parts[prio] = np;
+        c->nparts[prio] = n;
+    }
+    return &c->parts[prio][partition];
+}
+
+static void log_partitions(aiq_consumer_t *c, const char *what,
+                           const rd_kafka_topic_partition_list_t *parts)
+{
+    char buf[2048];
+    size_t pos = 0;
+    for (int i = 0; i < parts->cnt && pos < sizeof(buf) - 64; i++)
+        pos += (size_t)snprintf(buf + pos, sizeof(buf) - pos, "%s%s[%d]", i ? " " : "",
+                                parts->elems[i].topic, parts->elems[i].partition);
+    buf[pos < sizeof(buf) ? pos : sizeof(buf) - 1] = '\0';
+    aiq_log_info(c->log, "%s %d partition(s): %s", what, parts->cnt, parts->cnt ? buf : "-");
+}
+
+static void track_assigned(aiq_consumer_t *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        int prio = aiq_topic_priority(c->prefix, parts->elems[i].topic);
+        part_t *p = part_get(c, prio, parts->elems[i].partition, 1);
+        if (!p)
+            continue;
+        aiq_offsets_free(p->tracker);
+        p->tracker = aiq_offsets_new();
+        p->generation++;
+    }
+}
+
+static void track_revoked(aiq_consumer_t *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        int prio = aiq_topic_priority(c->prefix, parts->elems[i].topic);
+        part_t *p = part_get(c, prio, parts->elems[i].partition, 0);
+        if (!p)
+            continue;
+        aiq_offsets_free(p->tracker);
+        p->tracker = NULL;
+        p->generation++;
+        if (c->hooks.on_revoked)
+            c->hooks.on_revoked(c->hooks.opaque, prio, parts->elems[i].partition);
+    }
+}
+
+static void apply_pause(aiq_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+{
+    if (c->fetching || !parts || parts->cnt == 0)
+        return;
+    rd_kafka_pause_partitions(c->rk, parts);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    aiq_consumer_t *c = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_partitions(c, "assigned", parts);
+        track_assigned(c, parts);
+        rd_kafka_error_t *e = NULL;
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        if (e) {
+            aiq_log_error(c->log, "incremental assign: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        apply_pause(c, parts);
+        return;
+    }
+    log_partitions(c, err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? "revoked" : "lost", parts);
+    track_revoked(c, parts);
+    if (cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e) {
+            aiq_log_error(c->log, "incremental unassign: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    int prio = aiq_topic_priority(c->prefix, topic);
+    part_t *p = part_get(c, prio, m->partition, 0);
+    if (!p || !p->tracker || aiq_offsets_track(p->tracker, m->offset)) {
+        /* A record from a partition we no longer own (or a replay below what we track):
+         * dropping it is safe, the partition's owner processes it. */
+        aiq_log_debug(c->log, "dropping %s[%d]@%lld: not tracked", topic, m->partition,
+                      (long long)m->offset);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    aiq_consumer_ref_t ref = {prio, m->partition, m->offset, p->generation};
+    c->hooks.on_record(c->hooks.opaque, m, &ref);
+}
+
+static void consume_error(aiq_consumer_t *c, rd_kafka_message_t *m)
+{
+    if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        aiq_log_warn(c->log, "consumer: %s%s%s", m->rkt ? rd_kafka_topic_name(m->rkt) : "",
+                     m->rkt ? ": " : "", rd_kafka_message_errstr(m));
+    rd_kafka_message_destroy(m);
+}
+
+/* Serves at most RECORDS_PER_TURN records; returns 1 when more may be waiting. */
+static int serve(aiq_consumer_t *c)
+{
+    for (int i = 0; i < RECORDS_PER_TURN; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (!m)
+            return 0;
+        if (m->err)
+            consume_error(c, m);
+        else
+            deliver(c, m);
+    }
+    return 1;
+}
+
+static void on_more(uv_idle_t *h)
+{
+    aiq_consumer_t *c = h->data;
+    if (!serve(c))
+        uv_idle_stop(&c->more);
+}
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    aiq_consumer_t *c = h->data;
+    char buf[256];
+    while (read(c->fds[0], buf, sizeof(buf)) > 0)
+        ;
+    if (serve(c))
+        uv_idle_start(&c->more, on_more);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    aiq_consumer_t *c = t->data;
+    if (serve(c))
+        uv_idle_start(&c->more, on_more);
+}
+
+static rd_kafka_conf_t *consumer_conf(aiq_consumer_t *c, const aiq_config_t *cfg, aiq_err_t *err)
+{
+    rd_kafka_conf_t *conf = aiq__kafka_conf(cfg, c->log, cfg->worker_id, err);
+    if (!conf)
+        return NULL;
+    char session[32];
+    snprintf(session, sizeof(session), "%lld", (long long)cfg->session_timeout_ms);
+    if (aiq__kafka_set(conf, "group.id", cfg->group_id, err) ||
+        aiq__kafka_set(conf, "partition.assignment.strategy", "cooperative-sticky", err) ||
+        aiq__kafka_set(conf, "enable.auto.commit", "true", err) ||
+        aiq__kafka_set(conf, "auto.commit.interval.ms", "1000", err) ||
+        aiq__kafka_set(conf, "enable.auto.offset.store", "false", err) ||
+        aiq__kafka_set(conf, "auto.offset.reset", "earliest", err) ||
+        aiq__kafka_set(conf, "session.timeout.ms", session, err) ||
+        aiq__kafka_set(conf, "queued.max.messages.kbytes", "4096", err) ||
+        (cfg->group_instance_id[0] &&
+         aiq__kafka_set(conf, "group.instance.id", cfg->group_instance_id, err))) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    return conf;
+}
+
+int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
+                     aiq_log_t *log, const aiq_consumer_hooks_t *hooks, aiq_err_t *err)
+{
+    aiq_consumer_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    c->loop = loop;
+    c->log = log;
+    c->hooks = *hooks;
+    c->fetching = 1;
+    snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
+        if (aiq_topic_jobs(cfg->topic_prefix, (aiq_priority_t)p, c->topics[p], AIQ_TOPIC_MAX)) {
+            free(c);
+            return aiq_err_set(err, AIQ_EINVAL, "kafka.topic_prefix is too long");
+        }
+    }
+    rd_kafka_conf_t *conf = consumer_conf(c, cfg, err);
+    if (!conf) {
+        free(c);
+        return err ? err->code : AIQ_EINVAL;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    char errstr[512];
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        free(c);
+        return aiq_err_set(err, AIQ_EKAFKA, "cannot create consumer: %s", errstr);
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    c->q = rd_kafka_queue_get_consumer(c->rk);
+    *out = c;
+    return 0;
+}
+
+int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
+{
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(AIQ_PRIO_COUNT);
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        rd_kafka_topic_partition_list_add(topics, c->topics[p], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e)
+        return aiq_err_set(err, AIQ_EKAFKA, "subscribe: %s", rd_kafka_err2str(e));
+    if (pipe(c->fds))
+        return aiq_err_set(err, AIQ_EIO, "pipe failed");
+    for (int i = 0; i < 2; i++)
+        fcntl(c->fds[i], F_SETFL, fcntl(c->fds[i], F_GETFL) | O_NONBLOCK);
+    rd_kafka_queue_io_event_enable(c->q, c->fds[1], "1", 1);
+    uv_poll_init(c->loop, &c->poll, c->fds[0]);
+    uv_idle_init(c->loop, &c->more);
+    uv_timer_init(c->loop, &c->tick);
+    c->poll.data = c->more.data = c->tick.data = c;
+    uv_poll_start(&c->poll, UV_READABLE, on_readable);
+    /* The fd only signals a queue going non-empty; the tick catches anything left behind
+     * (records that arrived while a serve pass was in progress). */
+    uv_timer_start(&c->tick, on_tick, 100, 100);
+    aiq_log_info(c->log, "subscribed to %s, %s, %s, %s", c->topics[0], c->topics[1],
+                 c->topics[2], c->topics[3]);
+    return 0;
+}
+
+void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
+{
+    part_t *p = part_get(c, ref->prio, ref->partition, 0);
+    if (!p || !p->tracker || p->generation != ref->generation)
+        return;
+    int64_t next = aiq_offsets_done(p->tracker, ref->offset);
+    if (next < 0)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topics[ref->prio], ref->partition)->offset = next;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+    if (e)
+        aiq_log_warn(c->log, "store offset %s[%d]@%lld: %s", c->topics[ref->prio],
+                     ref->partition, (long long)next, rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void aiq_consumer_set_fetching(aiq_consumer_t *c, int want)
+{
+    if (c->fetching == want)
+        return;
+    c->fetching = want;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) || !parts)
+        return;
+    if (want)
+        rd_kafka_resume_partitions(c->rk, parts);
+    else
+        rd_kafka_pause_partitions(c->rk, parts);
+    aiq_log_debug(c->log, "%s fetching on %d partition(s)", want ? "resumed" : "paused",
+                  parts->cnt);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+size_t aiq_consumer_pending(const aiq_consumer_t *c)
+{
+    size_t n = 0;
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        for (int32_t i = 0; i < c->nparts[p]; i++)
+            if (c->parts[p][i].tracker)
+                n += aiq_offsets_pending(c->parts[p][i].tracker);
+    return n;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    aiq_consumer_t *c = h->data;
+    if (--c->closing_handles == 0)
+        free(c);
+}
+
+void aiq_consumer_close(aiq_consumer_t *c)
+{
+    if (!c)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
+    if (e)
+        aiq_log_warn(c->log, "consumer close: %s", rd_kafka_err2str(e));
+    rd_kafka_queue_destroy(c->q);
+    rd_kafka_destroy(c->rk);
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
+        for (int32_t i = 0; i < c->nparts[p]; i++)
+            aiq_offsets_free(c->parts[p][i].tracker);
+        free(c->parts[p]);
+    }
+    if (c->fds[0]) {
+        close(c->fds[0]);
+        close(c->fds[1]);
+        c->closing_handles = 3;
+        uv_close((uv_handle_t *)&c->poll, on_closed);
+        uv_close((uv_handle_t *)&c->more, on_closed);
+        uv_close((uv_handle_t *)&c->tick, on_closed);
+    } else {
+        free(c);
+    }
+}

@@ -1,0 +1,56 @@
+/* consumer.h — the worker's Kafka consumer: subscribes to the four priority topics in one
+ * group, hands records to the loop, pauses fetching when the local backlog is full, and
+ * stores each partition's offset only up to its lowest unfinished record. Loop thread. */
+#ifndef AIQ_CONSUMER_H
+#define AIQ_CONSUMER_H
+
+#include "aiq_err.h"
+#include "config.h"
+#include "log.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct aiq_consumer aiq_consumer_t;
+
+/* Where a record came from, enough to finish it later: generation changes whenever the
+ * partition is revoked, so a late finish of a revoked record is ignored. */
+typedef struct aiq_consumer_ref {
+    int prio;
+    int32_t partition;
+    int64_t offset;
+    uint32_t generation;
+} aiq_consumer_ref_t;
+
+typedef struct aiq_consumer_hooks {
+    /* A record arrived; takes msg (destroy with rd_kafka_message_destroy). */
+    void (*on_record)(void *opaque, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref);
+    /* These partitions were revoked: stop work that has not started. */
+    void (*on_revoked)(void *opaque, int prio, int32_t partition);
+    void *opaque;
+} aiq_consumer_hooks_t;
+
+int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
+                     aiq_log_t *log, const aiq_consumer_hooks_t *hooks, aiq_err_t *err);
+
+/* Subscribes to the job topics and starts watching the queue. */
+int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err);
+
+/* The record ref is finished (its result acknowledged): advance the stored offset if it
+ * was the lowest unfinished one. Ignored for revoked partitions. */
+void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref);
+
+/* Pauses (want=0) or resumes (want=1) fetching on every assigned partition; partitions
+ * assigned later follow the current state. */
+void aiq_consumer_set_fetching(aiq_consumer_t *c, int want);
+
+/* Records received and not yet finished, over all partitions. */
+size_t aiq_consumer_pending(const aiq_consumer_t *c);
+
+/* Commits stored offsets, leaves the group and destroys the consumer. Blocks (shutdown
+ * only); serves the final rebalance. NULL is a no-op. Handle memory is released once the
+ * loop has closed the watchers. */
+void aiq_consumer_close(aiq_consumer_t *c);
+
+#endif

@@ -1,0 +1,30 @@
+/* offsets.h — completion tracker of one partition: jobs finish out of order, the offset
+ * that may be committed is the lowest unfinished one. Loop thread only. */
+#ifndef AIQ_OFFSETS_H
+#define AIQ_OFFSETS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct aiq_offsets aiq_offsets_t;
+
+/* Returns a new empty tracker, or NULL when out of memory. */
+aiq_offsets_t *aiq_offsets_new(void);
+void aiq_offsets_free(aiq_offsets_t *t); /* NULL is a no-op */
+
+/* Starts tracking offset. Offsets must be strictly increasing (Kafka delivers a partition
+ * in order). Returns 0, AIQ_EINVAL when offset is not above the last one, AIQ_ENOMEM. */
+int aiq_offsets_track(aiq_offsets_t *t, int64_t offset);
+
+/* Marks offset finished. Returns the offset to store (lowest unfinished, or last+1 when
+ * none is unfinished) when that advanced; -1 when it did not advance; AIQ_ENOTFOUND when
+ * offset is not tracked or already finished. */
+int64_t aiq_offsets_done(aiq_offsets_t *t, int64_t offset);
+
+/* Number of tracked, unfinished offsets. */
+size_t aiq_offsets_pending(const aiq_offsets_t *t);
+
+/* Lowest unfinished offset, or -1 when none. */
+int64_t aiq_offsets_lowest(const aiq_offsets_t *t);
+
+#endif

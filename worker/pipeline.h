@@ -1,0 +1,65 @@
+/* pipeline.h — one job's life in the worker, as an explicit state machine:
+ * decode → deadline → model call (with retries) → publish → done. Every transition goes
+ * through one function that logs it. Loop thread only. */
+#ifndef AIQ_PIPELINE_H
+#define AIQ_PIPELINE_H
+
+#include "aiq_err.h"
+#include "bedrock.h"
+#include "config.h"
+#include "consumer.h"
+#include "http_client.h"
+#include "log.h"
+#include "publish.h"
+#include "scheduler.h"
+
+#include <librdkafka/rdkafka.h>
+#include <uv.h>
+
+typedef struct aiq_pipeline aiq_pipeline_t;
+typedef struct aiq_task aiq_task_t;
+
+/* Counters since start, for progress lines and (later) metrics. */
+typedef struct aiq_pipeline_stats {
+    uint64_t started, succeeded, failed, expired, rejected, dlq, retries, model_calls;
+    uint64_t publish_retries;
+} aiq_pipeline_stats_t;
+
+/* Called when a task is finished: every record it produced was acknowledged. The task is
+ * freed by the pipeline after the callback returns. */
+typedef void (*aiq_task_done_cb)(void *opaque, aiq_task_t *task);
+
+typedef struct aiq_pipeline_deps {
+    uv_loop_t *loop;
+    const aiq_config_t *cfg;
+    aiq_log_t *log;
+    aiq_publisher_t *pub;
+    aiq_http_t *http;
+    aiq_bedrock_conf_t bedrock; /* strings borrowed for the pipeline's lifetime */
+    aiq_task_done_cb on_done;
+    void *opaque;
+} aiq_pipeline_deps_t;
+
+int aiq_pipeline_new(aiq_pipeline_t **out, const aiq_pipeline_deps_t *deps, aiq_err_t *err);
+
+/* Frees every live task (in-flight ones are abandoned: their records are redelivered after
+ * a restart) and the pipeline. NULL is a no-op. */
+void aiq_pipeline_free(aiq_pipeline_t *pl);
+
+/* Wraps a consumed record (taken) into a task waiting in the backlog. NULL when out of
+ * memory (the record is then destroyed). */
+aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref);
+
+/* Frees a task that never started (backlog dropped on revoke or drain). */
+void aiq_task_drop(aiq_task_t *task);
+
+aiq_sched_node_t *aiq_task_node(aiq_task_t *task);
+aiq_task_t *aiq_task_of_node(aiq_sched_node_t *node);
+const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *task);
+
+/* Runs a task from the backlog; on_done fires when it is finished. */
+void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *task);
+
+const aiq_pipeline_stats_t *aiq_pipeline_stats(const aiq_pipeline_t *pl);
+
+#endif

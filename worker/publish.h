@@ -1,0 +1,55 @@
+/* publish.h — the worker's idempotent Kafka producer: results, DLQ records. Delivery
+ * reports come back to the loop thread through an fd librdkafka writes to. */
+#ifndef AIQ_PUBLISH_H
+#define AIQ_PUBLISH_H
+
+#include "aiq_err.h"
+#include "config.h"
+#include "log.h"
+
+#include <librdkafka/rdkafka.h>
+#include <uv.h>
+
+typedef struct aiq_publisher aiq_publisher_t;
+
+/* Delivery outcome, on the loop thread: err is RD_KAFKA_RESP_ERR_NO_ERROR once the broker
+ * acknowledged the record; otherwise errstr says why and permanent tells whether sending
+ * the same record again can ever succeed (unknown topic, too large, ...). */
+typedef void (*aiq_publish_cb)(void *opaque, rd_kafka_resp_err_t err, int permanent,
+                               const char *errstr);
+
+/* Called once (loop thread) when the producer hit a fatal error and must be recreated. */
+typedef void (*aiq_publish_fatal_cb)(void *opaque, const char *errstr);
+
+int aiq_publisher_new(aiq_publisher_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
+                      aiq_log_t *log, aiq_publish_fatal_cb on_fatal, void *fatal_opaque,
+                      aiq_err_t *err);
+
+/* Queues one record; copies key and value; takes hdrs (also when it fails; may be NULL).
+ * cb runs exactly once per successful call. Returns AIQ_EKAFKA when the record could not
+ * be queued (then cb does not run). Loop thread. */
+int aiq_publisher_send(aiq_publisher_t *p, const char *topic, const void *key, size_t klen,
+                       const void *val, size_t vlen, rd_kafka_headers_t *hdrs, aiq_publish_cb cb,
+                       void *opaque, aiq_err_t *err);
+
+/* Records queued or in flight. */
+int aiq_publisher_outq(const aiq_publisher_t *p);
+
+/* Blocks up to timeout_ms until everything queued was acknowledged, serving the delivery
+ * callbacks. For shutdown only. Returns 0 or AIQ_ETIMEDOUT. */
+int aiq_publisher_flush(aiq_publisher_t *p, int timeout_ms);
+
+/* Stops the fd watcher and destroys the producer (unsent records are purged, their
+ * callbacks never run). The handle memory goes once the loop closed the watcher. */
+void aiq_publisher_free(aiq_publisher_t *p);
+
+/* Librdkafka conf with bootstrap servers, client id, logging and the pass-through
+ * properties applied. Shared by producer and consumer; NULL on error (err filled).
+ * The caller must set as opaque a struct whose first member is the aiq_log_t pointer. */
+rd_kafka_conf_t *aiq__kafka_conf(const aiq_config_t *cfg, aiq_log_t *log, const char *client_id,
+                                 aiq_err_t *err);
+
+/* Sets one property or fills err naming it. */
+int aiq__kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, aiq_err_t *err);
+
+#endif

@@ -1,0 +1,293 @@
+#include "worker.h"
+#include "consumer.h"
+#include "http_client.h"
+#include "pipeline.h"
+#include "publish.h"
+#include "scheduler.h"
+#include "timeutil.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROGRESS_EVERY_MS 10000
+
+struct aiq_worker {
+    uv_loop_t *loop;
+    const aiq_config_t *cfg;
+    aiq_log_t *log;
+    aiq_consumer_t *consumer;
+    aiq_publisher_t *pub;
+    aiq_http_t *http;
+    aiq_pipeline_t *pl;
+    aiq_sched_t *sched;
+    char endpoint[1024];
+    int64_t inflight;
+    int draining;
+    int exit_code;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer, progress;
+    uint64_t last_progress_done;
+};
+
+static void pump(aiq_worker_t *w);
+
+/* ---- hooks from the consumer and the pipeline -------------------------------------- */
+
+static void on_record(void *opaque, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref)
+{
+    aiq_worker_t *w = opaque;
+    aiq_task_t *t = aiq_task_new(w->pl, msg, ref);
+    if (!t) {
+        /* Not tracked as finished, so the record is redelivered after a restart. */
+        aiq_log_error(w->log, "out of memory queueing a record; it stays uncommitted");
+        return;
+    }
+    aiq_sched_push(w->sched, aiq_task_node(t), ref->prio, aiq_mono_ms());
+    if ((int64_t)aiq_sched_len(w->sched) >= w->cfg->backlog)
+        aiq_consumer_set_fetching(w->consumer, 0);
+    pump(w);
+}
+
+typedef struct revoke_match {
+    int prio;
+    int32_t partition;
+} revoke_match_t;
+
+static bool match_partition(aiq_sched_node_t *n, void *arg)
+{
+    const revoke_match_t *m = arg;
+    const aiq_consumer_ref_t *ref = aiq_task_ref(aiq_task_of_node(n));
+    return !m || (ref->prio == m->prio && ref->partition == m->partition);
+}
+
+static void drop_node(aiq_sched_node_t *n, void *arg)
+{
+    (void)arg;
+    aiq_task_drop(aiq_task_of_node(n));
+}
+
+static void on_revoked(void *opaque, int prio, int32_t partition)
+{
+    aiq_worker_t *w = opaque;
+    revoke_match_t m = {prio, partition};
+    size_t n = aiq_sched_remove_if(w->sched, match_partition, drop_node, &m);
+    if (n)
+        aiq_log_info(w->log, "dropped %zu queued job(s) of a revoked partition; its new owner "
+                             "runs them", n);
+}
+
+static void finish_drain(aiq_worker_t *w)
+{
+    aiq_log_info(w->log, "drain complete");
+    uv_stop(w->loop);
+}
+
+static void on_task_done(void *opaque, aiq_task_t *t)
+{
+    aiq_worker_t *w = opaque;
+    aiq_consumer_done(w->consumer, aiq_task_ref(t));
+    w->inflight--;
+    if (!w->draining && (int64_t)aiq_sched_len(w->sched) <= w->cfg->backlog / 2)
+        aiq_consumer_set_fetching(w->consumer, 1);
+    if (w->draining && w->inflight == 0)
+        finish_drain(w);
+    else
+        pump(w);
+}
+
+static void pump(aiq_worker_t *w)
+{
+    while (!w->draining && w->inflight < w->cfg->max_inflight) {
+        aiq_sched_node_t *n = aiq_sched_pop(w->sched, aiq_mono_ms());
+        if (!n)
+            return;
+        w->inflight++;
+        aiq_pipeline_start(w->pl, aiq_task_of_node(n));
+    }
+}
+
+/* ---- signals and drain ------------------------------------------------------------- */
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    aiq_worker_t *w = t->data;
+    aiq_log_warn(w->log, "drain timeout: %lld job(s) still in flight are left uncommitted and "
+                         "will be redelivered",
+                 (long long)w->inflight);
+    w->exit_code = 0;
+    uv_stop(w->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    aiq_worker_t *w = s->data;
+    if (w->draining) {
+        /* Second signal: leave now. Uncommitted work is redelivered, nothing is lost. */
+        aiq_log_warn(w->log, "second signal %d: exiting without drain", signum);
+        _exit(128 + signum);
+    }
+    w->draining = 1;
+    aiq_consumer_set_fetching(w->consumer, 0);
+    size_t dropped = aiq_sched_remove_if(w->sched, match_partition, drop_node, NULL);
+    aiq_log_info(w->log, "signal %d: draining %lld in-flight job(s) (up to %lld ms); %zu queued "
+                         "job(s) left for redelivery",
+                 signum, (long long)w->inflight, (long long)w->cfg->drain_timeout_ms, dropped);
+    if (w->inflight == 0) {
+        finish_drain(w);
+        return;
+    }
+    uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_ms, 0);
+}
+
+static void on_progress(uv_timer_t *t)
+{
+    aiq_worker_t *w = t->data;
+    const aiq_pipeline_stats_t *s = aiq_pipeline_stats(w->pl);
+    uint64_t done = s->succeeded + s->failed + s->expired + s->rejected;
+    if (done == w->last_progress_done && w->inflight == 0)
+        return;
+    w->last_progress_done = done;
+    aiq_log_info(w->log,
+                 "progress: succeeded=%llu failed=%llu expired=%llu rejected=%llu dlq=%llu "
+                 "retries=%llu inflight=%lld backlog=%zu",
+                 (unsigned long long)s->succeeded, (unsigned long long)s->failed,
+                 (unsigned long long)s->expired, (unsigned long long)s->rejected,
+                 (unsigned long long)s->dlq, (unsigned long long)s->retries,
+                 (long long)w->inflight, aiq_sched_len(w->sched));
+}
+
+static void on_publisher_fatal(void *opaque, const char *errstr)
+{
+    aiq_worker_t *w = opaque;
+    /* An idempotent producer in a fatal state cannot keep ordering guarantees; exiting
+     * without committing makes the group redeliver everything unfinished. */
+    aiq_log_error(w->log, "producer fatal (%s): exiting for a restart", errstr);
+    w->exit_code = 70;
+    uv_stop(w->loop);
+}
+
+/* ---- construction ------------------------------------------------------------------ */
+
+static int read_credentials(aiq_worker_t *w, aiq_pipeline_deps_t *d, aiq_err_t *err)
+{
+    const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
+    const char *tok = getenv("AWS_SESSION_TOKEN");
+    if (!ak || !*ak || !sk || !*sk)
+        return aiq_err_set(err, AIQ_EINVAL, "no AWS credentials: set AWS_ACCESS_KEY_ID and "
+                                            "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for "
+                                            "temporary credentials)");
+    const aiq_config_t *cfg = w->cfg;
+    if (cfg->bedrock_endpoint[0])
+        snprintf(w->endpoint, sizeof(w->endpoint), "%s", cfg->bedrock_endpoint);
+    else
+        snprintf(w->endpoint, sizeof(w->endpoint), "https://bedrock-runtime.%s.amazonaws.com",
+                 cfg->region);
+    size_t n = strlen(w->endpoint);
+    while (n > 0 && w->endpoint[n - 1] == '/')
+        w->endpoint[--n] = '\0';
+    d->bedrock = (aiq_bedrock_conf_t){
+        .endpoint = w->endpoint,
+        .region = cfg->region,
+        .default_model = cfg->default_model,
+        .default_max_tokens = cfg->default_max_tokens,
+        .access_key = ak,
+        .secret_key = sk,
+        .session_token = (tok && *tok) ? tok : NULL,
+    };
+    return 0;
+}
+
+int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
+                   aiq_err_t *err)
+{
+    aiq_worker_t *w = calloc(1, sizeof(*w));
+    if (!w)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    w->loop = loop;
+    w->cfg = cfg;
+    w->log = log;
+    aiq_pipeline_deps_t d = {.loop = loop, .cfg = cfg, .log = log, .on_done = on_task_done,
+                             .opaque = w};
+    aiq_consumer_hooks_t hooks = {.on_record = on_record, .on_revoked = on_revoked, .opaque = w};
+    int rc;
+    if ((rc = read_credentials(w, &d, err)))
+        goto fail;
+    if (!(w->sched = aiq_sched_new(cfg->aging_ms))) {
+        rc = aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = aiq_http_new(&w->http, loop, log, err)))
+        goto fail_sched;
+    if ((rc = aiq_publisher_new(&w->pub, loop, cfg, log, on_publisher_fatal, w, err)))
+        goto fail_http;
+    d.pub = w->pub;
+    d.http = w->http;
+    if ((rc = aiq_pipeline_new(&w->pl, &d, err)))
+        goto fail_pub;
+    if ((rc = aiq_consumer_new(&w->consumer, loop, cfg, log, &hooks, err)))
+        goto fail_pl;
+    *out = w;
+    return 0;
+fail_pl:
+    aiq_pipeline_free(w->pl);
+fail_pub:
+    aiq_publisher_free(w->pub);
+fail_http:
+    aiq_http_close(w->http);
+fail_sched:
+    aiq_sched_free(w->sched);
+fail:
+    free(w);
+    return rc;
+}
+
+int aiq_worker_start(aiq_worker_t *w, aiq_err_t *err)
+{
+    int rc = aiq_consumer_start(w->consumer, err);
+    if (rc)
+        return rc;
+    uv_signal_init(w->loop, &w->sigterm);
+    uv_signal_init(w->loop, &w->sigint);
+    w->sigterm.data = w->sigint.data = w;
+    uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&w->sigint, on_signal, SIGINT);
+    uv_timer_init(w->loop, &w->drain_timer);
+    uv_timer_init(w->loop, &w->progress);
+    w->drain_timer.data = w->progress.data = w;
+    uv_timer_start(&w->progress, on_progress, PROGRESS_EVERY_MS, PROGRESS_EVERY_MS);
+    aiq_log_info(w->log, "worker started: group=%s max_inflight=%lld backlog=%lld endpoint=%s",
+                 w->cfg->group_id, (long long)w->cfg->max_inflight, (long long)w->cfg->backlog,
+                 w->endpoint);
+    return 0;
+}
+
+static void close_cb_noop(uv_handle_t *h)
+{
+    (void)h;
+}
+
+int aiq_worker_shutdown(aiq_worker_t *w)
+{
+    if (aiq_publisher_flush(w->pub, 10000))
+        aiq_log_warn(w->log, "producer flush timed out; unacknowledged results stay "
+                             "uncommitted and will be redone");
+    on_progress(&w->progress);
+    /* Offsets of finished jobs were stored as they finished; closing commits them. */
+    aiq_consumer_close(w->consumer);
+    aiq_pipeline_free(w->pl);
+    aiq_publisher_free(w->pub);
+    aiq_http_close(w->http);
+    aiq_sched_free(w->sched);
+    uv_close((uv_handle_t *)&w->sigterm, close_cb_noop);
+    uv_close((uv_handle_t *)&w->sigint, close_cb_noop);
+    uv_close((uv_handle_t *)&w->drain_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&w->progress, close_cb_noop);
+    /* Let the loop run the close callbacks so every handle's memory is released. */
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    int code = w->exit_code;
+    aiq_log_info(w->log, "worker stopped");
+    free(w);
+    return code;
+}
