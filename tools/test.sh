@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command: bootstrap, build (warnings are errors), unit tests (plain and under
+# ASan+UBSan), then the integration tests against a real local Kafka and bedrock-sim.
+#   tools/test.sh              everything
+#   AIQ_TEST_SANITIZE=0 ...    skip the sanitizer build
+#   AIQ_TEST_INTEGRATION=0 ... unit tests only
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD="${AIQ_BUILD_DIR:-$ROOT/build}"
+JOBS="$(nproc 2>/dev/null || echo 2)"
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "bootstrap"
+tools/bootstrap.sh
+
+step "build ($BUILD)"
+cmake -S . -B "$BUILD" -DAIQ_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD" -j "$JOBS"
+
+step "unit tests"
+ctest --test-dir "$BUILD" -L unit --output-on-failure
+
+if [ "${AIQ_TEST_SANITIZE:-1}" = 1 ]; then
+    step "unit tests under ASan+UBSan"
+    cmake -S . -B "$BUILD-asan" -DAIQ_WERROR=ON -DAIQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+    cmake --build "$BUILD-asan" -j "$JOBS"
+    ASAN_OPTIONS=detect_leaks=1 ctest --test-dir "$BUILD-asan" -L unit --output-on-failure
+fi
+
+if [ "${AIQ_TEST_INTEGRATION:-1}" = 1 ]; then
+    step "integration tests (real Kafka, bedrock-sim)"
+    started_kafka=0
+    if ! tools/kafka/kafka.sh status >/dev/null 2>&1; then
+        tools/kafka/kafka.sh start
+        started_kafka=1
+    fi
+    stop_kafka() { if [ "$started_kafka" = 1 ]; then tools/kafka/kafka.sh stop; fi; }
+    trap stop_kafka EXIT
+    AIQ_BUILD_DIR="$BUILD" python3 -m pytest -p no:cacheprovider -q tests/integration
+fi
