@@ -51,7 +51,8 @@ int aiq_config_init(aiq_config_t *cfg);
 void aiq_config_free(aiq_config_t *cfg);
 
 /* Sets one setting by name ("worker.max_inflight") from text, validating type and bounds.
- * Returns 0, or AIQ_EINVAL with a message naming the key. */
+ * Returns 0, or AIQ_EINVAL (AIQ_ETOOBIG past AIQ_CONFIG_PASSTHRU_MAX pass-through
+ * properties) with a message naming the key. */
 int aiq_config_set(aiq_config_t *cfg, const char *key, const char *value, aiq_err_t *err);
 
 /* Reads "key = value" lines ('#' starts a comment). Errors name file and line. */

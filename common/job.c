@@ -233,6 +233,8 @@ static int check_request(json_t *doc, aiq_job_t *j, aiq_err_t *err)
     j->messages = json_object_get(doc, "messages");
     j->body = json_object_get(doc, "body");
     j->inference = json_object_get(doc, "inference");
+    if (json_is_null(j->inference))
+        j->inference = NULL; /* the header promises an object or NULL */
     if (j->payload && !json_is_object(j->payload))
         return aiq_err_set(err, AIQ_EINVAL, "payload: must be an object");
     if (j->body && !json_is_object(j->body))
@@ -293,7 +295,15 @@ int aiq_job_decode(const void *buf, size_t len, size_t max_len, aiq_job_t **out,
                            max_len);
     }
     json_error_t jerr;
-    json_t *doc = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    /* Any JSON value decodes (a scalar is JSON that breaks the schema, not "not_json"). */
+    json_t *doc =
+        json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!doc && json_error_code(&jerr) == json_error_duplicate_key) {
+        /* Well-formed JSON, but ambiguous: no field of it, not even "id", can be trusted. */
+        *reject = AIQ_JOB_INVALID;
+        return aiq_err_set(err, AIQ_EINVAL, "invalid job: %s at byte %d", jerr.text,
+                           jerr.position);
+    }
     if (!doc) {
         *reject = AIQ_JOB_NOT_JSON;
         return aiq_err_set(err, AIQ_EINVAL, "not JSON: %s at byte %d", jerr.text,

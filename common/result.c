@@ -2,6 +2,7 @@
 #include "timeutil.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,10 @@ static json_t *usage_obj(const aiq_result_t *r)
     json_object_set_new(u, "input_tokens", json_integer(r->input_tokens));
     json_object_set_new(u, "output_tokens", json_integer(r->output_tokens));
     json_object_set_new(u, "total_tokens", json_integer(r->input_tokens + r->output_tokens));
-    json_object_set_new(u, "cost_usd", r->cost_usd >= 0 ? json_real(r->cost_usd) : json_null());
+    /* Unknown (negative) or non-finite cost is null, never a silently missing key. */
+    json_object_set_new(u, "cost_usd", r->cost_usd >= 0 && isfinite(r->cost_usd)
+                                           ? json_real(r->cost_usd)
+                                           : json_null());
     return u;
 }
 

@@ -38,13 +38,14 @@ static json_t *inference_config(const aiq_bedrock_conf_t *conf, const aiq_job_t 
     json_t *cfg = json_object();
     json_t *inf = job->inference;
     json_t *mt = json_object_get(inf, "max_tokens");
-    json_object_set_new(cfg, "maxTokens",
-                        json_integer(mt ? json_integer_value(mt) : conf->default_max_tokens));
-    if (json_object_get(inf, "temperature"))
+    json_object_set_new(cfg, "maxTokens", json_integer(json_is_integer(mt) ? json_integer_value(mt)
+                                                                           : conf->default_max_tokens));
+    /* The validator lets null stand for absent; Bedrock must not see nulls. */
+    if (json_is_number(json_object_get(inf, "temperature")))
         json_object_set(cfg, "temperature", json_object_get(inf, "temperature"));
-    if (json_object_get(inf, "top_p"))
+    if (json_is_number(json_object_get(inf, "top_p")))
         json_object_set(cfg, "topP", json_object_get(inf, "top_p"));
-    if (json_object_get(inf, "stop_sequences"))
+    if (json_is_array(json_object_get(inf, "stop_sequences")))
         json_object_set(cfg, "stopSequences", json_object_get(inf, "stop_sequences"));
     return cfg;
 }
@@ -86,7 +87,8 @@ static json_t *invoke_body(const aiq_bedrock_conf_t *conf, const aiq_job_t *job)
     json_t *mt = json_object_get(job->inference, "max_tokens");
     json_t *body = json_pack("{s:s, s:I, s:o}", "anthropic_version", "bedrock-2023-05-31",
                              "max_tokens",
-                             (json_int_t)(mt ? json_integer_value(mt) : conf->default_max_tokens),
+                             (json_int_t)(json_is_integer(mt) ? json_integer_value(mt)
+                                                              : conf->default_max_tokens),
                              "messages", out);
     if (body && job->system)
         json_object_set_new(body, "system", json_string(job->system));

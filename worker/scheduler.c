@@ -7,6 +7,7 @@
 typedef struct fifo {
     aiq_sched_node_t *head, *tail;
     size_t len;
+    int64_t served_ms; /* when this queue last gave a node to a slot */
 } fifo_t;
 
 struct aiq_sched {
@@ -47,11 +48,16 @@ void aiq_sched_push(aiq_sched_t *s, aiq_sched_node_t *node, int prio, int64_t no
     s->len++;
 }
 
-static int64_t effective_level(const aiq_sched_t *s, const aiq_sched_node_t *n, int64_t now)
+/* A queue ages from the later of its head's arrival and its last service, so a long-waiting
+ * low queue gets one slot per few aging periods, not the whole pool: critical latency
+ * holds while low still progresses. Levels reach -1 so an aged queue can beat a fresh
+ * critical (at 0 it could only tie, and ties go to critical). */
+static int64_t effective_level(const aiq_sched_t *s, const fifo_t *q, int64_t now)
 {
-    int64_t waited = now > n->enq_ms ? now - n->enq_ms : 0;
-    int64_t level = n->prio - waited / s->aging_ms;
-    return level < 0 ? 0 : level;
+    int64_t since = q->head->enq_ms > q->served_ms ? q->head->enq_ms : q->served_ms;
+    int64_t waited = now > since ? now - since : 0;
+    int64_t level = q->head->prio - waited / s->aging_ms;
+    return level < -1 ? -1 : level;
 }
 
 aiq_sched_node_t *aiq_sched_pop(aiq_sched_t *s, int64_t now_ms)
@@ -60,10 +66,9 @@ aiq_sched_node_t *aiq_sched_pop(aiq_sched_t *s, int64_t now_ms)
     int64_t best_level = 0;
     /* Heads are each queue's oldest node, so only they can have aged the most. */
     for (int p = 0; p < N_PRIO; p++) {
-        aiq_sched_node_t *h = s->q[p].head;
-        if (!h)
+        if (!s->q[p].head)
             continue;
-        int64_t level = effective_level(s, h, now_ms);
+        int64_t level = effective_level(s, &s->q[p], now_ms);
         if (best < 0 || level < best_level) {
             best = p;
             best_level = level;
@@ -78,6 +83,7 @@ aiq_sched_node_t *aiq_sched_pop(aiq_sched_t *s, int64_t now_ms)
         q->tail = NULL;
     q->len--;
     s->len--;
+    q->served_ms = now_ms;
     n->next = NULL;
     return n;
 }

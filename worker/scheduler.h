@@ -16,8 +16,9 @@ typedef struct aiq_sched_node {
 
 typedef struct aiq_sched aiq_sched_t;
 
-/* aging_ms: a job waiting k*aging_ms competes as if k levels higher (never above
- * critical), so low work still progresses under sustained critical load. */
+/* aging_ms: a queue whose head has waited (and which has not been served) for k*aging_ms
+ * competes as if k levels higher, up to one level above critical, so low work still
+ * progresses under sustained critical load: about one slot per (prio+1)*aging_ms. */
 aiq_sched_t *aiq_sched_new(int64_t aging_ms);
 void aiq_sched_free(aiq_sched_t *s); /* does not touch queued nodes */
 
