@@ -206,7 +206,7 @@ void aiq_producer_free(aiq_producer_t *p)
 
 /* ---- results ------------------------------------------------------------------------ */
 
-static int partition_count(rd_kafka_t *rk, const char *topic, char *errstr, size_t errlen)
+static int partition_count_once(rd_kafka_t *rk, const char *topic, char *errstr, size_t errlen)
 {
     rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
@@ -226,14 +226,32 @@ static int partition_count(rd_kafka_t *rk, const char *topic, char *errstr, size
     return n > 0 ? n : AIQ_SUBMIT_EKAFKA;
 }
 
+/* A topic created a moment ago may not be in the broker's metadata yet: ask again for a
+ * few seconds before calling it missing. */
+static int partition_count(rd_kafka_t *rk, const char *topic, char *errstr, size_t errlen)
+{
+    int64_t until = aiq_mono_ms() + 5000;
+    int n;
+    while ((n = partition_count_once(rk, topic, errstr, errlen)) < 0 && aiq_mono_ms() < until)
+        rd_kafka_poll(rk, 200);
+    return n;
+}
+
 /* Assigns every partition at its current high watermark, so nothing produced after this
  * call is missed (OFFSET_END would be resolved later, racing with fast results). */
 static int assign_at_end(rd_kafka_t *rk, const char *topic, int n, char *errstr, size_t errlen)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
-        int64_t lo, hi;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, i, &lo, &hi, 10000);
+        int64_t lo, hi, until = aiq_mono_ms() + 10000;
+        rd_kafka_resp_err_t e;
+        /* Right after topic creation a partition's leader may still be loading it. */
+        while ((e = rd_kafka_query_watermark_offsets(rk, topic, i, &lo, &hi, 5000)) &&
+               (e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+                e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+               aiq_mono_ms() < until)
+            rd_kafka_poll(rk, 200);
         if (e) {
             snprintf(errstr, errlen, "watermarks of %s[%d]: %s", topic, i, rd_kafka_err2str(e));
             rd_kafka_topic_partition_list_destroy(l);

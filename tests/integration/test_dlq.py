@@ -74,7 +74,7 @@ def test_dlq_malformed_records_then_valid_job(aiq_env):
     assert by_id["bad-1"]["status"] == "rejected"
     assert by_id["bad-1"]["error"]["kind"] == "invalid_job"
     # Only the valid job reached the model.
-    assert sim.stats()["total"] == 1
+    assert sim.stats()["requests"] == 1
 
     assert worker.stop() == 0
     for t, p, committed, end in aiq_env.committed_vs_end():
@@ -94,4 +94,6 @@ def test_dlq_bad_signature_fails_without_retry(aiq_env):
     assert result["error"]["kind"] == "AccessDeniedException"
     assert result["error"]["http_status"] == 403
     assert result["attempts"] == 1
-    assert sim.stats()["total"] == 1
+    stats = sim.stats()
+    assert stats["requests"] == 1, stats
+    assert stats["auth_failures"] == 1, stats

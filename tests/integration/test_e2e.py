@@ -55,7 +55,8 @@ def test_e2e_thousand_jobs_answered_once(aiq_env):
         assert headers["aiq.correlation-id"] == job["correlation_id"].encode()
 
     stats = sim.stats()
-    assert stats["total"] == N_JOBS, stats
+    assert stats["by_kind"]["converse"] == N_JOBS, stats
+    assert stats["requests"] == N_JOBS, stats
     # both workers took part
     workers = {res["worker"] for res in results}
     assert len(workers) == 2, workers

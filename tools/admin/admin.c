@@ -99,6 +99,41 @@ static int report_topic_results(const rd_kafka_topic_result_t **res, size_t n, c
     return failed;
 }
 
+/* Returns 1 when every topic has all its partitions with a leader in the metadata. */
+static int all_topics_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
+{
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 5000))
+        return 0;
+    int ready = 0;
+    for (int i = 0; i < 6; i++) {
+        for (int t = 0; t < md->topic_cnt; t++) {
+            const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+            if (strcmp(mt->topic, names[i]) || mt->err || mt->partition_cnt == 0)
+                continue;
+            int led = 1;
+            for (int p = 0; p < mt->partition_cnt; p++)
+                led &= mt->partitions[p].leader >= 0;
+            ready += led;
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    return ready == 6;
+}
+
+/* "created" should mean "usable": wait until the broker serves every partition. */
+static int wait_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
+{
+    for (int i = 0; i < ADMIN_TIMEOUT_MS / 250; i++) {
+        if (all_topics_ready(rk, names))
+            return 0;
+        rd_kafka_poll(rk, 250);
+    }
+    fprintf(stderr, "aiq-admin: topics were created but not all partitions have a leader "
+                    "after %d s\n", ADMIN_TIMEOUT_MS / 1000);
+    return 1;
+}
+
 static int topics_create(const admin_opts_t *o)
 {
     char names[6][AIQ_TOPIC_MAX], errstr[512];
@@ -130,6 +165,8 @@ static int topics_create(const admin_opts_t *o)
         const rd_kafka_topic_result_t **res =
             rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
         rc = report_topic_results(res, n, "created");
+        if (rc == 0)
+            rc = wait_ready(rk, names);
     }
     if (ev)
         rd_kafka_event_destroy(ev);

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs what building and testing aiq needs, and does nothing that is already done:
+#   1. Debian packages (apt-get only for those missing; AIQ_BOOTSTRAP_SKIP_APT=1 skips this)
+#   2. Python test requirements (tests/requirements.txt)
+#   3. the Kafka broker jars (tools/kafka/kafka.sh fetch)
+# Runs as root, or through sudo when not root.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { echo "bootstrap: $*"; }
+die() { echo "bootstrap: $*" >&2; exit 1; }
+
+PACKAGES=(
+    build-essential cmake pkg-config
+    librdkafka-dev libuv1-dev libcurl4-openssl-dev libjansson-dev liblmdb-dev
+    libcmocka-dev libmicrohttpd-dev libssl-dev libzstd-dev
+    kafkacat clang-format
+)
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "not root and no sudo: cannot run $*"
+    fi
+}
+
+installed() {
+    dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^ii'
+}
+
+# 1. Debian packages
+if [ "${AIQ_BOOTSTRAP_SKIP_APT:-0}" = 1 ]; then
+    say "apt: skipped (AIQ_BOOTSTRAP_SKIP_APT=1)"
+else
+    wanted=("${PACKAGES[@]}")
+    # Java, Maven and pip only when the machine has none of its own.
+    command -v java >/dev/null 2>&1 || wanted+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null 2>&1 || wanted+=(maven)
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+        wanted+=(python3 python3-pip)
+    fi
+    missing=()
+    for p in "${wanted[@]}"; do
+        installed "$p" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "apt: all ${#wanted[@]} packages present"
+    else
+        say "apt: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        say "apt: done"
+    fi
+fi
+
+# 2. Python test requirements
+REQ="$ROOT/tests/requirements.txt"
+command -v python3 >/dev/null 2>&1 || die "python3 not found"
+pip_install() {
+    PIP_DISABLE_PIP_VERSION_CHECK=1 python3 -m pip install -q --root-user-action=ignore \
+        -r "$REQ" "$@"
+}
+pip_log="$(mktemp)"
+trap 'rm -f "$pip_log"' EXIT
+if pip_install >"$pip_log" 2>&1; then
+    say "pip: requirements of tests/requirements.txt satisfied"
+elif grep -q 'externally-managed-environment' "$pip_log"; then
+    if pip_install --break-system-packages >"$pip_log" 2>&1; then
+        say "pip: requirements installed (--break-system-packages)"
+    else
+        cat "$pip_log" >&2
+        die "pip install failed"
+    fi
+else
+    cat "$pip_log" >&2
+    die "pip install failed"
+fi
+
+# 3. Kafka broker jars
+tools/kafka/kafka.sh fetch
+say "done"
