@@ -44,6 +44,10 @@ static const cfg_entry_t table[] = {
      AIQ_CFG_ALL, "Deadline of a job without timeout_ms, counted from created_at"},
     {"worker.drain_timeout_ms", CFG_INT, S(drain_timeout_ms), 0, 3600000, "30000",
      AIQ_CFG_WORKER, "On SIGTERM, how long in-flight jobs may take to finish"},
+    {"worker.revoke_timeout_ms", CFG_INT, S(revoke_timeout_ms), 0, 300000, "10000",
+     AIQ_CFG_WORKER,
+     "On a rebalance, how long in-flight jobs of revoked partitions may take to finish "
+     "before the partitions are handed over"},
     {"worker.aging_ms", CFG_INT, S(aging_ms), 1, 86400000, "5000", AIQ_CFG_WORKER,
      "Anti-starvation: a waiting job rises one priority level per this much waiting"},
     {"worker.max_attempts", CFG_INT, S(max_attempts), 1, 20, "3", AIQ_CFG_WORKER,

@@ -14,6 +14,8 @@
 typedef struct part {
     aiq_offsets_t *tracker; /* NULL when not assigned */
     uint32_t generation;
+    size_t dropped;         /* tracked records given up unstarted (revoke): never finish */
+    int revoking;           /* revoked, waiting for its in-flight jobs before hand-over */
 } part_t;
 
 struct aiq_consumer {
@@ -24,6 +26,10 @@ struct aiq_consumer {
     uv_poll_t poll;
     uv_idle_t more;
     uv_timer_t tick; /* keeps the group alive when no fd event comes */
+    uv_timer_t revoke_timer;
+    rd_kafka_topic_partition_list_t *revoking; /* handed over once their jobs finished */
+    int64_t revoke_timeout_ms;
+    int closing;
     int fds[2];
     aiq_consumer_hooks_t hooks;
     char topics[AIQ_PRIO_COUNT][AIQ_TOPIC_MAX];
@@ -77,7 +83,8 @@ static void track_assigned(aiq_consumer_t *c, const rd_kafka_topic_partition_lis
     }
 }
 
-static void track_revoked(aiq_consumer_t *c, const rd_kafka_topic_partition_list_t *parts)
+/* Forgets revoked partitions: late finishes of their records are ignored from now on. */
+static void untrack(aiq_consumer_t *c, const rd_kafka_topic_partition_list_t *parts)
 {
     for (int i = 0; i < parts->cnt; i++) {
         int prio = aiq_topic_priority(c->prefix, parts->elems[i].topic);
@@ -87,9 +94,110 @@ static void track_revoked(aiq_consumer_t *c, const rd_kafka_topic_partition_list
         aiq_offsets_free(p->tracker);
         p->tracker = NULL;
         p->generation++;
+        p->dropped = 0;
+        p->revoking = 0;
+    }
+}
+
+/* Jobs of partition p that started and have not finished. */
+static size_t part_inflight(const part_t *p)
+{
+    size_t pending = p->tracker ? aiq_offsets_pending(p->tracker) : 0;
+    return pending > p->dropped ? pending - p->dropped : 0;
+}
+
+static void unassign(aiq_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+{
+    if (strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(c->rk, parts);
+        if (e) {
+            aiq_log_error(c->log, "incremental unassign: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+    } else {
+        rd_kafka_assign(c->rk, NULL);
+    }
+}
+
+/* Commits what the revoked partitions finished, then lets the group move them: the new
+ * owner starts at the lowest record we did not finish, so nothing we answered is redone. */
+static void finish_revoke(aiq_consumer_t *c)
+{
+    rd_kafka_topic_partition_list_t *parts = c->revoking;
+    c->revoking = NULL;
+    uv_timer_stop(&c->revoke_timer);
+    size_t left = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *p = part_get(c, aiq_topic_priority(c->prefix, parts->elems[i].topic),
+                             parts->elems[i].partition, 0);
+        left += p ? part_inflight(p) : 0;
+    }
+    if (left)
+        aiq_log_warn(c->log, "revoke timeout: %zu job(s) still running on revoked partitions; "
+                             "their new owner will run them again", left);
+    /* Synchronous on purpose: the hand-over must not overtake the commit. */
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        aiq_log_warn(c->log, "commit before hand-over: %s", rd_kafka_err2str(e));
+    untrack(c, parts);
+    unassign(c, parts);
+    log_partitions(c, "handed over", parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void check_revoke_done(aiq_consumer_t *c)
+{
+    if (!c->revoking)
+        return;
+    for (int i = 0; i < c->revoking->cnt; i++) {
+        part_t *p = part_get(c, aiq_topic_priority(c->prefix, c->revoking->elems[i].topic),
+                             c->revoking->elems[i].partition, 0);
+        if (p && part_inflight(p) > 0)
+            return;
+    }
+    finish_revoke(c);
+}
+
+static void on_revoke_timeout(uv_timer_t *t)
+{
+    aiq_consumer_t *c = t->data;
+    if (c->revoking)
+        finish_revoke(c);
+}
+
+/* Revoked (not lost) partitions: stop starting their jobs now, let running ones finish
+ * within revoke_timeout_ms, then commit and hand over. */
+static void begin_revoke(aiq_consumer_t *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    if (!c->revoking)
+        c->revoking = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        int prio = aiq_topic_priority(c->prefix, parts->elems[i].topic);
+        part_t *p = part_get(c, prio, parts->elems[i].partition, 0);
+        rd_kafka_topic_partition_list_add(c->revoking, parts->elems[i].topic,
+                                          parts->elems[i].partition);
+        if (!p)
+            continue;
+        p->revoking = 1;
         if (c->hooks.on_revoked)
             c->hooks.on_revoked(c->hooks.opaque, prio, parts->elems[i].partition);
     }
+    if (c->closing || c->revoke_timeout_ms == 0) {
+        finish_revoke(c);
+        return;
+    }
+    size_t running = 0;
+    for (int i = 0; i < c->revoking->cnt; i++) {
+        part_t *p = part_get(c, aiq_topic_priority(c->prefix, c->revoking->elems[i].topic),
+                             c->revoking->elems[i].partition, 0);
+        running += p ? part_inflight(p) : 0;
+    }
+    if (running)
+        aiq_log_info(c->log, "waiting for %zu running job(s) of revoked partitions before "
+                             "handing them over",
+                     running);
+    uv_timer_start(&c->revoke_timer, on_revoke_timeout, (uint64_t)c->revoke_timeout_ms, 0);
+    check_revoke_done(c);
 }
 
 static void apply_pause(aiq_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
@@ -119,17 +227,20 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         apply_pause(c, parts);
         return;
     }
-    log_partitions(c, err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? "revoked" : "lost", parts);
-    track_revoked(c, parts);
-    if (cooperative) {
-        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
-        if (e) {
-            aiq_log_error(c->log, "incremental unassign: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-        }
-    } else {
-        rd_kafka_assign(rk, NULL);
+    int lost = err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS || rd_kafka_assignment_lost(rk);
+    log_partitions(c, lost ? "lost" : "revoked", parts);
+    if (!lost) {
+        begin_revoke(c, parts);
+        return;
     }
+    /* Lost: another member may own them already; committing now could move its offsets. */
+    for (int i = 0; i < parts->cnt; i++) {
+        int prio = aiq_topic_priority(c->prefix, parts->elems[i].topic);
+        if (c->hooks.on_revoked && prio >= 0)
+            c->hooks.on_revoked(c->hooks.opaque, prio, parts->elems[i].partition);
+    }
+    untrack(c, parts);
+    unassign(c, parts);
 }
 
 static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
@@ -137,7 +248,7 @@ static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
     const char *topic = rd_kafka_topic_name(m->rkt);
     int prio = aiq_topic_priority(c->prefix, topic);
     part_t *p = part_get(c, prio, m->partition, 0);
-    if (!p || !p->tracker || aiq_offsets_track(p->tracker, m->offset)) {
+    if (!p || !p->tracker || p->revoking || aiq_offsets_track(p->tracker, m->offset)) {
         /* A record from a partition we no longer own (or a replay below what we track):
          * dropping it is safe, the partition's owner processes it. */
         aiq_log_debug(c->log, "dropping %s[%d]@%lld: not tracked", topic, m->partition,
@@ -232,6 +343,7 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
     c->log = log;
     c->hooks = *hooks;
     c->fetching = 1;
+    c->revoke_timeout_ms = cfg->revoke_timeout_ms;
     snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
     for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
         if (aiq_topic_jobs(cfg->topic_prefix, (aiq_priority_t)p, c->topics[p], AIQ_TOPIC_MAX)) {
@@ -275,7 +387,8 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
     uv_poll_init(c->loop, &c->poll, c->fds[0]);
     uv_idle_init(c->loop, &c->more);
     uv_timer_init(c->loop, &c->tick);
-    c->poll.data = c->more.data = c->tick.data = c;
+    uv_timer_init(c->loop, &c->revoke_timer);
+    c->poll.data = c->more.data = c->tick.data = c->revoke_timer.data = c;
     uv_poll_start(&c->poll, UV_READABLE, on_readable);
     /* The fd only signals a queue going non-empty; the tick catches anything left behind
      * (records that arrived while a serve pass was in progress). */
@@ -291,8 +404,11 @@ void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
     if (!p || !p->tracker || p->generation != ref->generation)
         return;
     int64_t next = aiq_offsets_done(p->tracker, ref->offset);
-    if (next < 0)
+    if (next < 0) {
+        if (p->revoking)
+            check_revoke_done(c);
         return;
+    }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, c->topics[ref->prio], ref->partition)->offset = next;
     rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
@@ -300,6 +416,16 @@ void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
         aiq_log_warn(c->log, "store offset %s[%d]@%lld: %s", c->topics[ref->prio],
                      ref->partition, (long long)next, rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(l);
+    if (p->revoking)
+        check_revoke_done(c);
+}
+
+void aiq_consumer_drop(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
+{
+    part_t *p = part_get(c, ref->prio, ref->partition, 0);
+    if (!p || !p->tracker || p->generation != ref->generation)
+        return;
+    p->dropped++;
 }
 
 void aiq_consumer_set_fetching(aiq_consumer_t *c, int want)
@@ -340,6 +466,10 @@ void aiq_consumer_close(aiq_consumer_t *c)
 {
     if (!c)
         return;
+    /* The final revoke inside close runs without the loop: hand over at once. */
+    c->closing = 1;
+    if (c->revoking)
+        finish_revoke(c);
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
     if (e)
         aiq_log_warn(c->log, "consumer close: %s", rd_kafka_err2str(e));
@@ -353,7 +483,8 @@ void aiq_consumer_close(aiq_consumer_t *c)
     if (c->fds[0]) {
         close(c->fds[0]);
         close(c->fds[1]);
-        c->closing_handles = 3;
+        c->closing_handles = 4;
+        uv_close((uv_handle_t *)&c->revoke_timer, on_closed);
         uv_close((uv_handle_t *)&c->poll, on_closed);
         uv_close((uv_handle_t *)&c->more, on_closed);
         uv_close((uv_handle_t *)&c->tick, on_closed);

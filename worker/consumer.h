@@ -26,7 +26,9 @@ typedef struct aiq_consumer_ref {
 typedef struct aiq_consumer_hooks {
     /* A record arrived; takes msg (destroy with rd_kafka_message_destroy). */
     void (*on_record)(void *opaque, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref);
-    /* These partitions were revoked: stop work that has not started. */
+    /* This partition was revoked or lost: drop its work that has not started (calling
+     * aiq_consumer_drop for each record). Running jobs may finish; on a revoke the
+     * hand-over waits for them up to worker.revoke_timeout_ms. */
     void (*on_revoked)(void *opaque, int prio, int32_t partition);
     void *opaque;
 } aiq_consumer_hooks_t;
@@ -40,6 +42,11 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err);
 /* The record ref is finished (its result acknowledged): advance the stored offset if it
  * was the lowest unfinished one. Ignored for revoked partitions. */
 void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref);
+
+/* The record ref will never run here (dropped from the backlog because its partition was
+ * revoked or the worker drains): it no longer holds up a revoked partition's hand-over, and
+ * its offset is never committed by this worker. */
+void aiq_consumer_drop(aiq_consumer_t *c, const aiq_consumer_ref_t *ref);
 
 /* Pauses (want=0) or resumes (want=1) fetching on every assigned partition; partitions
  * assigned later follow the current state. */

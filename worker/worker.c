@@ -64,15 +64,34 @@ static bool match_partition(aiq_sched_node_t *n, void *arg)
 
 static void drop_node(aiq_sched_node_t *n, void *arg)
 {
-    (void)arg;
-    aiq_task_drop(aiq_task_of_node(n));
+    aiq_worker_t *w = arg;
+    aiq_task_t *t = aiq_task_of_node(n);
+    aiq_consumer_drop(w->consumer, aiq_task_ref(t));
+    aiq_task_drop(t);
+}
+
+typedef struct drop_ctx {
+    aiq_worker_t *w;
+    const revoke_match_t *match; /* NULL: everything */
+} drop_ctx_t;
+
+static bool match_ctx(aiq_sched_node_t *n, void *arg)
+{
+    const drop_ctx_t *d = arg;
+    return match_partition(n, (void *)d->match);
+}
+
+static void drop_ctx_node(aiq_sched_node_t *n, void *arg)
+{
+    drop_node(n, ((drop_ctx_t *)arg)->w);
 }
 
 static void on_revoked(void *opaque, int prio, int32_t partition)
 {
     aiq_worker_t *w = opaque;
     revoke_match_t m = {prio, partition};
-    size_t n = aiq_sched_remove_if(w->sched, match_partition, drop_node, &m);
+    drop_ctx_t d = {w, &m};
+    size_t n = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
     if (n)
         aiq_log_info(w->log, "dropped %zu queued job(s) of a revoked partition; its new owner "
                              "runs them", n);
@@ -130,7 +149,8 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     w->draining = 1;
     aiq_consumer_set_fetching(w->consumer, 0);
-    size_t dropped = aiq_sched_remove_if(w->sched, match_partition, drop_node, NULL);
+    drop_ctx_t d = {w, NULL};
+    size_t dropped = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
     aiq_log_info(w->log, "signal %d: draining %lld in-flight job(s) (up to %lld ms); %zu queued "
                          "job(s) left for redelivery",
                  signum, (long long)w->inflight, (long long)w->cfg->drain_timeout_ms, dropped);
