@@ -40,12 +40,11 @@ static const cfg_entry_t table[] = {
      "Jobs held in memory waiting for a slot (the seed's queue size limit)"},
     {"worker.max_job_bytes", CFG_INT, S(max_job_bytes), 1024, 16777216, "524288", AIQ_CFG_ALL,
      "Largest job record accepted; larger ones go to the DLQ"},
-    {"worker.default_timeout_ms", CFG_INT, S(default_timeout_ms), 1, 3600000, "45000",
-     AIQ_CFG_ALL, "Deadline of a job without timeout_ms, counted from created_at"},
-    {"worker.drain_timeout_ms", CFG_INT, S(drain_timeout_ms), 0, 3600000, "30000",
-     AIQ_CFG_WORKER, "On SIGTERM, how long in-flight jobs may take to finish"},
-    {"worker.revoke_timeout_ms", CFG_INT, S(revoke_timeout_ms), 0, 300000, "10000",
-     AIQ_CFG_WORKER,
+    {"worker.default_timeout_ms", CFG_INT, S(default_timeout_ms), 1, 3600000, "45000", AIQ_CFG_ALL,
+     "Deadline of a job without timeout_ms, counted from created_at"},
+    {"worker.drain_timeout_ms", CFG_INT, S(drain_timeout_ms), 0, 3600000, "30000", AIQ_CFG_WORKER,
+     "On SIGTERM, how long in-flight jobs may take to finish"},
+    {"worker.revoke_timeout_ms", CFG_INT, S(revoke_timeout_ms), 0, 300000, "10000", AIQ_CFG_WORKER,
      "On a rebalance, how long in-flight jobs of revoked partitions may take to finish "
      "before the partitions are handed over"},
     {"worker.aging_ms", CFG_INT, S(aging_ms), 1, 86400000, "5000", AIQ_CFG_WORKER,
@@ -63,15 +62,14 @@ static const cfg_entry_t table[] = {
     {"bedrock.default_model", CFG_STR, S(default_model), 1, 0,
      "anthropic.claude-3-haiku-20240307-v1:0", AIQ_CFG_WORKER,
      "Model id used when a job names none"},
-    {"bedrock.default_max_tokens", CFG_INT, S(default_max_tokens), 1, 200000, "512",
-     AIQ_CFG_WORKER, "maxTokens when a job gives no inference.max_tokens"},
+    {"bedrock.default_max_tokens", CFG_INT, S(default_max_tokens), 1, 200000, "512", AIQ_CFG_WORKER,
+     "maxTokens when a job gives no inference.max_tokens"},
     {"bedrock.request_timeout_ms", CFG_INT, S(request_timeout_ms), 100, 600000, "60000",
      AIQ_CFG_WORKER, "Cap on one model call (the job's deadline caps it further)"},
-    {"log.level", CFG_STR, S(log_level), 1, 0, "info", AIQ_CFG_ALL,
-     "debug, info, warn or error"},
+    {"log.level", CFG_STR, S(log_level), 1, 0, "info", AIQ_CFG_ALL, "debug, info, warn or error"},
 };
 
-#define N_ENTRIES (sizeof(table) / sizeof(table[0]))
+#define N_ENTRIES       (sizeof(table) / sizeof(table[0]))
 #define PASSTHRU_PREFIX "kafka.rdkafka."
 
 static char **str_at(aiq_config_t *cfg, const cfg_entry_t *e)
@@ -124,8 +122,7 @@ static int set_entry(aiq_config_t *cfg, const cfg_entry_t *e, const char *value,
         return aiq_err_set(err, AIQ_EINVAL, "%s: must not be empty", e->name);
     if (strcmp(e->name, "log.level") == 0 && (strcmp(value, "debug") && strcmp(value, "info") &&
                                               strcmp(value, "warn") && strcmp(value, "error")))
-        return aiq_err_set(err, AIQ_EINVAL, "log.level: '%s' is not debug|info|warn|error",
-                           value);
+        return aiq_err_set(err, AIQ_EINVAL, "log.level: '%s' is not debug|info|warn|error", value);
     char *copy = strdup(value);
     if (!copy)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
@@ -217,15 +214,14 @@ int aiq_config_load_file(aiq_config_t *cfg, const char *path, aiq_err_t *err)
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return aiq_err_set(err, AIQ_EIO, "cannot open config file %s: %s", path,
-                           strerror(errno));
+        return aiq_err_set(err, AIQ_EIO, "cannot open config file %s: %s", path, strerror(errno));
     char line[4096];
     int lineno = 0, rc = 0;
     while (fgets(line, sizeof(line), f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
-            rc = aiq_err_set(err, AIQ_ETOOBIG, "%s:%d: line longer than %zu bytes", path,
-                             lineno, sizeof(line) - 1);
+            rc = aiq_err_set(err, AIQ_ETOOBIG, "%s:%d: line longer than %zu bytes", path, lineno,
+                             sizeof(line) - 1);
             break;
         }
         char *s = trim(line);
@@ -304,8 +300,7 @@ void aiq_config_dump(const aiq_config_t *cfg, FILE *out, int scope)
         if (!(e->scope & scope))
             continue;
         if (e->type == CFG_INT)
-            fprintf(out, "%s = %lld\n", e->name,
-                    (long long)*int_at((aiq_config_t *)cfg, e));
+            fprintf(out, "%s = %lld\n", e->name, (long long)*int_at((aiq_config_t *)cfg, e));
         else
             fprintf(out, "%s = %s\n", e->name, *str_at((aiq_config_t *)cfg, e));
     }

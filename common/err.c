@@ -18,18 +18,31 @@ int aiq_err_set(aiq_err_t *err, int code, const char *fmt, ...)
 const char *aiq_err_name(int code)
 {
     switch (code) {
-    case AIQ_OK: return "OK";
-    case AIQ_EINVAL: return "EINVAL";
-    case AIQ_ENOMEM: return "ENOMEM";
-    case AIQ_EIO: return "EIO";
-    case AIQ_ETOOBIG: return "ETOOBIG";
-    case AIQ_EKAFKA: return "EKAFKA";
-    case AIQ_EHTTP: return "EHTTP";
-    case AIQ_ETIMEDOUT: return "ETIMEDOUT";
-    case AIQ_ENOTFOUND: return "ENOTFOUND";
-    case AIQ_ESTATE: return "ESTATE";
-    case AIQ_ECRYPTO: return "ECRYPTO";
-    case AIQ_EFULL: return "EFULL";
-    default: return "EUNKNOWN";
+    case AIQ_OK:
+        return "OK";
+    case AIQ_EINVAL:
+        return "EINVAL";
+    case AIQ_ENOMEM:
+        return "ENOMEM";
+    case AIQ_EIO:
+        return "EIO";
+    case AIQ_ETOOBIG:
+        return "ETOOBIG";
+    case AIQ_EKAFKA:
+        return "EKAFKA";
+    case AIQ_EHTTP:
+        return "EHTTP";
+    case AIQ_ETIMEDOUT:
+        return "ETIMEDOUT";
+    case AIQ_ENOTFOUND:
+        return "ENOTFOUND";
+    case AIQ_ESTATE:
+        return "ESTATE";
+    case AIQ_ECRYPTO:
+        return "ECRYPTO";
+    case AIQ_EFULL:
+        return "EFULL";
+    default:
+        return "EUNKNOWN";
     }
 }

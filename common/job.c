@@ -6,19 +6,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TEXT_MAX (1 << 20)
+#define TEXT_MAX     (1 << 20)
 #define NAME_MAX_LEN 256
 #define MESSAGES_MAX 200
-#define CONTENT_MAX 50
+#define CONTENT_MAX  50
 #define STOP_SEQ_MAX 4
 
 const char *aiq_job_reject_name(aiq_job_reject_t r)
 {
     switch (r) {
-    case AIQ_JOB_OK: return "ok";
-    case AIQ_JOB_TOO_LARGE: return "too_large";
-    case AIQ_JOB_NOT_JSON: return "not_json";
-    case AIQ_JOB_INVALID: return "invalid_job";
+    case AIQ_JOB_OK:
+        return "ok";
+    case AIQ_JOB_TOO_LARGE:
+        return "too_large";
+    case AIQ_JOB_NOT_JSON:
+        return "not_json";
+    case AIQ_JOB_INVALID:
+        return "invalid_job";
     }
     return "unknown";
 }
@@ -66,8 +70,8 @@ static int opt_int(json_t *doc, const char *key, int64_t min, int64_t max, int64
         return aiq_err_set(err, AIQ_EINVAL, "%s: must be an integer", key);
     int64_t i = json_integer_value(v);
     if (i < min || i > max)
-        return aiq_err_set(err, AIQ_EINVAL, "%s: %lld out of range %lld..%lld", key,
-                           (long long)i, (long long)min, (long long)max);
+        return aiq_err_set(err, AIQ_EINVAL, "%s: %lld out of range %lld..%lld", key, (long long)i,
+                           (long long)min, (long long)max);
     *out = i;
     return 0;
 }
@@ -89,8 +93,8 @@ static int check_content(json_t *content, size_t i, aiq_err_t *err)
 {
     if (!json_is_array(content) || json_array_size(content) == 0 ||
         json_array_size(content) > CONTENT_MAX)
-        return aiq_err_set(err, AIQ_EINVAL, "messages[%zu].content: must be an array of 1..%d",
-                           i, CONTENT_MAX);
+        return aiq_err_set(err, AIQ_EINVAL, "messages[%zu].content: must be an array of 1..%d", i,
+                           CONTENT_MAX);
     size_t j;
     json_t *block;
     json_array_foreach(content, j, block)
@@ -178,14 +182,15 @@ static int check_identity(json_t *doc, aiq_job_t *j, aiq_err_t *err)
 {
     json_t *id = json_object_get(doc, "id");
     if (!json_is_string(id) || !aiq_job_id_valid(json_string_value(id)))
-        return aiq_err_set(err, AIQ_EINVAL,
-                           "id: required, 1..%d characters of [A-Za-z0-9._:-]", AIQ_JOB_ID_MAX);
+        return aiq_err_set(err, AIQ_EINVAL, "id: required, 1..%d characters of [A-Za-z0-9._:-]",
+                           AIQ_JOB_ID_MAX);
     j->id = json_string_value(id);
     json_t *op = json_object_get(doc, "operation");
     if (!json_is_string(op) || json_string_length(op) == 0 || json_string_length(op) > 64 ||
         !charset_ok(json_string_value(op), "._-"))
-        return aiq_err_set(err, AIQ_EINVAL, "operation: required, 1..64 characters of "
-                                            "[A-Za-z0-9._-]");
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "operation: required, 1..64 characters of "
+                           "[A-Za-z0-9._-]");
     j->operation = json_string_value(op);
     json_t *prio = json_object_get(doc, "priority");
     j->priority = -1;
@@ -263,8 +268,8 @@ static int check_doc(json_t *doc, aiq_job_t *j, aiq_err_t *err)
     if (!json_is_object(doc))
         return aiq_err_set(err, AIQ_EINVAL, "a job must be a JSON object");
     j->cache_ttl_s = -1;
-    if (check_identity(doc, j, err) || check_strings(doc, j, err) ||
-        check_request(doc, j, err) || check_numbers(doc, j, err))
+    if (check_identity(doc, j, err) || check_strings(doc, j, err) || check_request(doc, j, err) ||
+        check_numbers(doc, j, err))
         return AIQ_EINVAL;
     return 0;
 }
@@ -291,23 +296,19 @@ int aiq_job_decode(const void *buf, size_t len, size_t max_len, aiq_job_t **out,
         *id_hint = NULL;
     if (len > max_len) {
         *reject = AIQ_JOB_TOO_LARGE;
-        return aiq_err_set(err, AIQ_ETOOBIG, "record is %zu bytes, the limit is %zu", len,
-                           max_len);
+        return aiq_err_set(err, AIQ_ETOOBIG, "record is %zu bytes, the limit is %zu", len, max_len);
     }
     json_error_t jerr;
     /* Any JSON value decodes (a scalar is JSON that breaks the schema, not "not_json"). */
-    json_t *doc =
-        json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *doc = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!doc && json_error_code(&jerr) == json_error_duplicate_key) {
         /* Well-formed JSON, but ambiguous: no field of it, not even "id", can be trusted. */
         *reject = AIQ_JOB_INVALID;
-        return aiq_err_set(err, AIQ_EINVAL, "invalid job: %s at byte %d", jerr.text,
-                           jerr.position);
+        return aiq_err_set(err, AIQ_EINVAL, "invalid job: %s at byte %d", jerr.text, jerr.position);
     }
     if (!doc) {
         *reject = AIQ_JOB_NOT_JSON;
-        return aiq_err_set(err, AIQ_EINVAL, "not JSON: %s at byte %d", jerr.text,
-                           jerr.position);
+        return aiq_err_set(err, AIQ_EINVAL, "not JSON: %s at byte %d", jerr.text, jerr.position);
     }
     aiq_job_t *job = calloc(1, sizeof(*job));
     if (!job) {

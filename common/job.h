@@ -14,9 +14,9 @@
 /* Why a record was refused; the names are what DLQ headers and results carry. */
 typedef enum aiq_job_reject {
     AIQ_JOB_OK = 0,
-    AIQ_JOB_TOO_LARGE,  /* "too_large": bigger than the configured cap */
-    AIQ_JOB_NOT_JSON,   /* "not_json": not a UTF-8 JSON document */
-    AIQ_JOB_INVALID,    /* "invalid_job": JSON, but breaks the job schema */
+    AIQ_JOB_TOO_LARGE, /* "too_large": bigger than the configured cap */
+    AIQ_JOB_NOT_JSON,  /* "not_json": not a UTF-8 JSON document */
+    AIQ_JOB_INVALID,   /* "invalid_job": JSON, but breaks the job schema */
 } aiq_job_reject_t;
 
 const char *aiq_job_reject_name(aiq_job_reject_t r);
@@ -41,7 +41,7 @@ typedef struct aiq_job {
     json_t *body;      /* object or NULL (InvokeModel body) */
     json_t *inference; /* object or NULL */
     aiq_job_api_t api;
-    int priority; /* aiq_priority_t, or -1 when the job names none */
+    int priority;          /* aiq_priority_t, or -1 when the job names none */
     int64_t created_at_ms; /* 0 when absent */
     int64_t timeout_ms;    /* 0 when absent: the worker's default applies */
     int attempt;

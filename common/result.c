@@ -9,11 +9,16 @@
 const char *aiq_result_status_name(aiq_result_status_t s)
 {
     switch (s) {
-    case AIQ_RESULT_SUCCEEDED: return "succeeded";
-    case AIQ_RESULT_FAILED: return "failed";
-    case AIQ_RESULT_DEGRADED: return "degraded";
-    case AIQ_RESULT_EXPIRED: return "expired";
-    case AIQ_RESULT_REJECTED: return "rejected";
+    case AIQ_RESULT_SUCCEEDED:
+        return "succeeded";
+    case AIQ_RESULT_FAILED:
+        return "failed";
+    case AIQ_RESULT_DEGRADED:
+        return "degraded";
+    case AIQ_RESULT_EXPIRED:
+        return "expired";
+    case AIQ_RESULT_REJECTED:
+        return "rejected";
     }
     return "failed";
 }
@@ -38,9 +43,9 @@ static json_t *usage_obj(const aiq_result_t *r)
     json_object_set_new(u, "output_tokens", json_integer(r->output_tokens));
     json_object_set_new(u, "total_tokens", json_integer(r->input_tokens + r->output_tokens));
     /* Unknown (negative) or non-finite cost is null, never a silently missing key. */
-    json_object_set_new(u, "cost_usd", r->cost_usd >= 0 && isfinite(r->cost_usd)
-                                           ? json_real(r->cost_usd)
-                                           : json_null());
+    json_object_set_new(u, "cost_usd",
+                        r->cost_usd >= 0 && isfinite(r->cost_usd) ? json_real(r->cost_usd)
+                                                                  : json_null());
     return u;
 }
 
@@ -99,8 +104,7 @@ int aiq_result_encode(const aiq_result_t *r, char **out, size_t *len, aiq_err_t 
     json_object_set_new(o, "timings", timings_obj(r));
     put_str(o, "worker", r->worker, &bad);
     json_object_set_new(o, "error", error_obj(r, &bad));
-    put_str(o, "completed_at", aiq_time_format(r->completed_at_ms, done_at, sizeof(done_at)),
-            &bad);
+    put_str(o, "completed_at", aiq_time_format(r->completed_at_ms, done_at, sizeof(done_at)), &bad);
     if (r->traceparent)
         put_str(o, "traceparent", r->traceparent, &bad);
     if (bad) {

@@ -94,9 +94,9 @@ static void new_job_id(char *buf, size_t cap)
     }
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(buf, cap, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    snprintf(buf, cap, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 /* Fills id and created_at when absent, then checks the whole document. */
@@ -113,8 +113,8 @@ static int complete_job(json_t *doc, char *errstr, size_t errlen)
     }
     if (!json_object_get(doc, "created_at")) {
         char ts[32];
-        json_object_set_new(doc, "created_at", json_string(aiq_time_format(aiq_now_ms(), ts,
-                                                                           sizeof(ts))));
+        json_object_set_new(doc, "created_at",
+                            json_string(aiq_time_format(aiq_now_ms(), ts, sizeof(ts))));
     }
     aiq_err_t err = {0};
     if (aiq_job_validate(doc, &err)) {
@@ -131,9 +131,8 @@ static int produce(aiq_producer_t *p, const char *topic, const char *id, char *t
     if (!opaque)
         return AIQ_SUBMIT_ENOMEM;
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(id, strlen(id)),
-        RD_KAFKA_V_VALUE(text, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-        RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE(text, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
     if (!e)
         return 0;
     free(opaque);

@@ -149,14 +149,27 @@ static void usage(FILE *out)
 
 static int parse_opts(opts_t *o, int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"operation", 1, 0, 'o'}, {"priority", 1, 0, 'p'}, {"payload", 1, 0, 1},
-        {"text", 1, 0, 't'},      {"system", 1, 0, 2},     {"persona", 1, 0, 3},
-        {"model", 1, 0, 'm'},     {"id", 1, 0, 4},         {"correlation-id", 1, 0, 5},
-        {"reply-to", 1, 0, 6},    {"timeout-ms", 1, 0, 7}, {"json", 1, 0, 'j'},
-        {"wait", 0, 0, 'w'},      {"wait-timeout-ms", 1, 0, 8}, {"summary", 0, 0, 9},
-        {"brokers", 1, 0, 'b'},   {"prefix", 1, 0, 10},    {"quiet", 0, 0, 'q'},
-        {"help", 0, 0, 'h'},      {"version", 0, 0, 'V'},  {0, 0, 0, 0}};
+    static const struct option lo[] = {{"operation", 1, 0, 'o'},
+                                       {"priority", 1, 0, 'p'},
+                                       {"payload", 1, 0, 1},
+                                       {"text", 1, 0, 't'},
+                                       {"system", 1, 0, 2},
+                                       {"persona", 1, 0, 3},
+                                       {"model", 1, 0, 'm'},
+                                       {"id", 1, 0, 4},
+                                       {"correlation-id", 1, 0, 5},
+                                       {"reply-to", 1, 0, 6},
+                                       {"timeout-ms", 1, 0, 7},
+                                       {"json", 1, 0, 'j'},
+                                       {"wait", 0, 0, 'w'},
+                                       {"wait-timeout-ms", 1, 0, 8},
+                                       {"summary", 0, 0, 9},
+                                       {"brokers", 1, 0, 'b'},
+                                       {"prefix", 1, 0, 10},
+                                       {"quiet", 0, 0, 'q'},
+                                       {"help", 0, 0, 'h'},
+                                       {"version", 0, 0, 'V'},
+                                       {0, 0, 0, 0}};
     const char *env_b = getenv("AIQ_KAFKA_BROKERS"), *env_p = getenv("AIQ_KAFKA_TOPIC_PREFIX");
     o->brokers = env_b && *env_b ? env_b : "127.0.0.1:9092";
     o->prefix = env_p ? env_p : "aiq.";
@@ -165,16 +178,36 @@ static int parse_opts(opts_t *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "o:p:t:m:j:wb:qhV", lo, NULL)) != -1) {
         char *end;
         switch (c) {
-        case 'o': o->operation = optarg; break;
-        case 'p': o->priority = optarg; break;
-        case 1: o->payload = optarg; break;
-        case 't': o->text = optarg; break;
-        case 2: o->system = optarg; break;
-        case 3: o->persona = optarg; break;
-        case 'm': o->model = optarg; break;
-        case 4: o->id = optarg; break;
-        case 5: o->correlation_id = optarg; break;
-        case 6: o->reply_to = optarg; break;
+        case 'o':
+            o->operation = optarg;
+            break;
+        case 'p':
+            o->priority = optarg;
+            break;
+        case 1:
+            o->payload = optarg;
+            break;
+        case 't':
+            o->text = optarg;
+            break;
+        case 2:
+            o->system = optarg;
+            break;
+        case 3:
+            o->persona = optarg;
+            break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 4:
+            o->id = optarg;
+            break;
+        case 5:
+            o->correlation_id = optarg;
+            break;
+        case 6:
+            o->reply_to = optarg;
+            break;
         case 7:
         case 8: {
             long long v = strtoll(optarg, &end, 10);
@@ -186,15 +219,33 @@ static int parse_opts(opts_t *o, int argc, char **argv)
             *(c == 7 ? &o->timeout_ms : &o->wait_timeout_ms) = v;
             break;
         }
-        case 'j': o->json_doc = optarg; break;
-        case 'w': o->wait = 1; break;
-        case 9: o->summary = o->wait = 1; break;
-        case 'b': o->brokers = optarg; break;
-        case 10: o->prefix = optarg; break;
-        case 'q': o->quiet = 1; break;
-        case 'h': usage(stdout); exit(0);
-        case 'V': printf("aiq-submit %s\n", AIQ_VERSION); exit(0);
-        default: usage(stderr); return 2;
+        case 'j':
+            o->json_doc = optarg;
+            break;
+        case 'w':
+            o->wait = 1;
+            break;
+        case 9:
+            o->summary = o->wait = 1;
+            break;
+        case 'b':
+            o->brokers = optarg;
+            break;
+        case 10:
+            o->prefix = optarg;
+            break;
+        case 'q':
+            o->quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("aiq-submit %s\n", AIQ_VERSION);
+            exit(0);
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc)
@@ -223,14 +274,15 @@ static char *job_from_flags(const opts_t *o, char *err, size_t errlen)
         json_object_set_new(doc, "payload", pl);
     }
     if (o->text)
-        json_object_set_new(doc, "messages", json_pack("[{s:s,s:[{s:s}]}]", "role", "user",
-                                                       "content", "text", o->text));
+        json_object_set_new(
+            doc, "messages",
+            json_pack("[{s:s,s:[{s:s}]}]", "role", "user", "content", "text", o->text));
     if (!o->payload && !o->text)
         json_object_set_new(doc, "payload", json_object());
-    const char *keys[] = {"priority", "system", "persona", "model", "id", "correlation_id",
-                          "reply_to"};
-    const char *vals[] = {o->priority, o->system, o->persona, o->model, o->id,
-                          o->correlation_id, o->reply_to};
+    const char *keys[] = {"priority", "system",         "persona", "model",
+                          "id",       "correlation_id", "reply_to"};
+    const char *vals[] = {o->priority, o->system,         o->persona, o->model,
+                          o->id,       o->correlation_id, o->reply_to};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (vals[i])
             json_object_set_new(doc, keys[i], json_string(vals[i]));
@@ -386,19 +438,19 @@ static void print_summary(run_t *r)
 {
     double secs = (double)(aiq_mono_ms() - r->t0) / 1000.0;
     fprintf(stderr, "\n== aiq-submit summary ==\n");
-    fprintf(stderr, "jobs submitted: %llu   accepted by Kafka: %llu   invalid: %llu   "
-                    "results: %llu   duplicates: %llu   unanswered: %llu\n",
+    fprintf(stderr,
+            "jobs submitted: %llu   accepted by Kafka: %llu   invalid: %llu   "
+            "results: %llu   duplicates: %llu   unanswered: %llu\n",
             (unsigned long long)r->submitted, (unsigned long long)r->acked,
             (unsigned long long)r->invalid, (unsigned long long)r->answered,
-            (unsigned long long)r->duplicates,
-            (unsigned long long)(r->submitted - r->answered));
+            (unsigned long long)r->duplicates, (unsigned long long)(r->submitted - r->answered));
     fprintf(stderr, "by status:");
     for (int i = 0; i < r->n_status; i++)
         fprintf(stderr, " %s=%llu", r->status_names[i], (unsigned long long)r->by_status[i]);
     fprintf(stderr, "\nwall time: %.2f s   throughput: %.1f results/s\n", secs,
             secs > 0 ? (double)r->answered / secs : 0.0);
-    fprintf(stderr, "%-9s %7s %9s %9s %9s   (end-to-end latency, submit to result)\n",
-            "priority", "results", "p50 ms", "p95 ms", "p99 ms");
+    fprintf(stderr, "%-9s %7s %9s %9s %9s   (end-to-end latency, submit to result)\n", "priority",
+            "results", "p50 ms", "p95 ms", "p99 ms");
     int64_t *lat = malloc((r->table.n + 1) * sizeof(*lat));
     for (int p = 0; lat && p < AIQ_PRIO_COUNT; p++) {
         size_t n = 0;
@@ -460,8 +512,10 @@ int main(int argc, char **argv)
         snprintf(reply, sizeof(reply), "%s", r.o.reply_to);
     else
         aiq_topic_results(r.o.prefix, reply, sizeof(reply));
-    aiq_producer_conf_t pc = {.brokers = r.o.brokers, .topic_prefix = r.o.prefix,
-                              .client_id = "aiq-submit", .on_delivery = on_delivery,
+    aiq_producer_conf_t pc = {.brokers = r.o.brokers,
+                              .topic_prefix = r.o.prefix,
+                              .client_id = "aiq-submit",
+                              .on_delivery = on_delivery,
                               .opaque = &r};
     aiq_results_t *res = NULL;
     if (r.o.wait && aiq_results_open(&res, r.o.brokers, reply, NULL, err, sizeof(err))) {

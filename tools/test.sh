@@ -14,6 +14,9 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "bootstrap"
 tools/bootstrap.sh
 
+step "lint"
+tools/lint.sh
+
 step "build ($BUILD)"
 cmake -S . -B "$BUILD" -DAIQ_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j "$JOBS"

@@ -10,8 +10,8 @@
  * Operation templates (per-operation prompts) replace this later. */
 static json_t *messages_from_payload(const aiq_job_t *job)
 {
-    char *payload = job->payload ? json_dumps(job->payload, JSON_COMPACT | JSON_SORT_KEYS)
-                                 : strdup("{}");
+    char *payload =
+        job->payload ? json_dumps(job->payload, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
     if (!payload)
         return NULL;
     size_t cap = strlen(payload) + strlen(job->operation) + 128;
@@ -38,8 +38,9 @@ static json_t *inference_config(const aiq_bedrock_conf_t *conf, const aiq_job_t 
     json_t *cfg = json_object();
     json_t *inf = job->inference;
     json_t *mt = json_object_get(inf, "max_tokens");
-    json_object_set_new(cfg, "maxTokens", json_integer(json_is_integer(mt) ? json_integer_value(mt)
-                                                                           : conf->default_max_tokens));
+    json_object_set_new(
+        cfg, "maxTokens",
+        json_integer(json_is_integer(mt) ? json_integer_value(mt) : conf->default_max_tokens));
     /* The validator lets null stand for absent; Bedrock must not see nulls. */
     if (json_is_number(json_object_get(inf, "temperature")))
         json_object_set(cfg, "temperature", json_object_get(inf, "temperature"));
@@ -80,16 +81,15 @@ static json_t *invoke_body(const aiq_bedrock_conf_t *conf, const aiq_job_t *job)
         json_array_foreach(json_object_get(m, "content"), j, block)
             json_array_append_new(content, json_pack("{s:s, s:O}", "type", "text", "text",
                                                      json_object_get(block, "text")));
-        json_array_append_new(out, json_pack("{s:O, s:o}", "role", json_object_get(m, "role"),
-                                             "content", content));
+        json_array_append_new(
+            out, json_pack("{s:O, s:o}", "role", json_object_get(m, "role"), "content", content));
     }
     json_decref(msgs);
     json_t *mt = json_object_get(job->inference, "max_tokens");
-    json_t *body = json_pack("{s:s, s:I, s:o}", "anthropic_version", "bedrock-2023-05-31",
-                             "max_tokens",
-                             (json_int_t)(json_is_integer(mt) ? json_integer_value(mt)
-                                                              : conf->default_max_tokens),
-                             "messages", out);
+    json_t *body = json_pack(
+        "{s:s, s:I, s:o}", "anthropic_version", "bedrock-2023-05-31", "max_tokens",
+        (json_int_t)(json_is_integer(mt) ? json_integer_value(mt) : conf->default_max_tokens),
+        "messages", out);
     if (body && job->system)
         json_object_set_new(body, "system", json_string(job->system));
     return body;
@@ -111,9 +111,8 @@ static int split_endpoint(const char *endpoint, char *host, size_t hcap, const c
     return 0;
 }
 
-static int build_url(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call,
-                     aiq_job_api_t api, char *host, size_t hcap, const char **path,
-                     aiq_err_t *err)
+static int build_url(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call, aiq_job_api_t api,
+                     char *host, size_t hcap, const char **path, aiq_err_t *err)
 {
     const char *base;
     if (split_endpoint(conf->endpoint, host, hcap, &base))
@@ -238,8 +237,8 @@ static int concat_text(json_t *content, const char *type_filter, char **out)
 
 static int parse_converse(json_t *doc, aiq_bedrock_reply_t *r, aiq_err_t *err)
 {
-    json_t *content = json_object_get(json_object_get(json_object_get(doc, "output"), "message"),
-                                      "content");
+    json_t *content =
+        json_object_get(json_object_get(json_object_get(doc, "output"), "message"), "content");
     if (!json_is_array(content))
         return aiq_err_set(err, AIQ_EINVAL, "Converse response without output.message.content");
     json_t *usage = json_object_get(doc, "usage");
@@ -247,8 +246,7 @@ static int parse_converse(json_t *doc, aiq_bedrock_reply_t *r, aiq_err_t *err)
     r->output_tokens = json_integer_value(json_object_get(usage, "outputTokens"));
     const char *stop = json_string_value(json_object_get(doc, "stopReason"));
     snprintf(r->stop_reason, sizeof(r->stop_reason), "%s", stop ? stop : "");
-    return concat_text(content, NULL, &r->text) ? aiq_err_set(err, AIQ_ENOMEM, "out of memory")
-                                                 : 0;
+    return concat_text(content, NULL, &r->text) ? aiq_err_set(err, AIQ_ENOMEM, "out of memory") : 0;
 }
 
 static int parse_invoke(json_t *doc, aiq_bedrock_reply_t *r, aiq_err_t *err)
@@ -262,7 +260,7 @@ static int parse_invoke(json_t *doc, aiq_bedrock_reply_t *r, aiq_err_t *err)
     const char *stop = json_string_value(json_object_get(doc, "stop_reason"));
     snprintf(r->stop_reason, sizeof(r->stop_reason), "%s", stop ? stop : "");
     return concat_text(content, "text", &r->text) ? aiq_err_set(err, AIQ_ENOMEM, "out of memory")
-                                                   : 0;
+                                                  : 0;
 }
 
 int aiq_bedrock_parse(aiq_job_api_t api, const char *body, size_t len, aiq_bedrock_reply_t *reply,
@@ -273,7 +271,8 @@ int aiq_bedrock_parse(aiq_job_api_t api, const char *body, size_t len, aiq_bedro
     json_t *doc = json_loadb(body, len, 0, &jerr);
     if (!doc)
         return aiq_err_set(err, AIQ_EINVAL, "model response is not JSON: %s", jerr.text);
-    int rc = api == AIQ_API_INVOKE ? parse_invoke(doc, reply, err) : parse_converse(doc, reply, err);
+    int rc =
+        api == AIQ_API_INVOKE ? parse_invoke(doc, reply, err) : parse_converse(doc, reply, err);
     json_decref(doc);
     return rc;
 }
@@ -312,7 +311,14 @@ aiq_bedrock_class_t aiq_bedrock_classify(long status, const char *error_type, in
         is_type(kind, "AccessDeniedException"))
         return AIQ_BEDROCK_FINAL;
     switch (status) {
-    case 408: case 424: case 429: case 500: case 502: case 503: case 504: case 529:
+    case 408:
+    case 424:
+    case 429:
+    case 500:
+    case 502:
+    case 503:
+    case 504:
+    case 529:
         return AIQ_BEDROCK_RETRY;
     default:
         return AIQ_BEDROCK_FINAL;

@@ -9,13 +9,13 @@
 #include <unistd.h>
 
 #define RECORDS_PER_TURN 128
-#define MAX_PARTITIONS 4096
+#define MAX_PARTITIONS   4096
 
 typedef struct part {
     aiq_offsets_t *tracker; /* NULL when not assigned */
     uint32_t generation;
-    size_t dropped;         /* tracked records given up unstarted (revoke): never finish */
-    int revoking;           /* revoked, waiting for its in-flight jobs before hand-over */
+    size_t dropped; /* tracked records given up unstarted (revoke): never finish */
+    int revoking;   /* revoked, waiting for its in-flight jobs before hand-over */
 } part_t;
 
 struct aiq_consumer {
@@ -133,8 +133,10 @@ static void finish_revoke(aiq_consumer_t *c)
         left += p ? part_inflight(p) : 0;
     }
     if (left)
-        aiq_log_warn(c->log, "revoke timeout: %zu job(s) still running on revoked partitions; "
-                             "their new owner will run them again", left);
+        aiq_log_warn(c->log,
+                     "revoke timeout: %zu job(s) still running on revoked partitions; "
+                     "their new owner will run them again",
+                     left);
     /* Synchronous on purpose: the hand-over must not overtake the commit. */
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -193,8 +195,9 @@ static void begin_revoke(aiq_consumer_t *c, const rd_kafka_topic_partition_list_
         running += p ? part_inflight(p) : 0;
     }
     if (running)
-        aiq_log_info(c->log, "waiting for %zu running job(s) of revoked partitions before "
-                             "handing them over",
+        aiq_log_info(c->log,
+                     "waiting for %zu running job(s) of revoked partitions before "
+                     "handing them over",
                      running);
     uv_timer_start(&c->revoke_timer, on_revoke_timeout, (uint64_t)c->revoke_timeout_ms, 0);
     check_revoke_done(c);
@@ -333,8 +336,8 @@ static rd_kafka_conf_t *consumer_conf(aiq_consumer_t *c, const aiq_config_t *cfg
     return conf;
 }
 
-int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
-                     aiq_log_t *log, const aiq_consumer_hooks_t *hooks, aiq_err_t *err)
+int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
+                     const aiq_consumer_hooks_t *hooks, aiq_err_t *err)
 {
     aiq_consumer_t *c = calloc(1, sizeof(*c));
     if (!c)
@@ -393,8 +396,8 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
     /* The fd only signals a queue going non-empty; the tick catches anything left behind
      * (records that arrived while a serve pass was in progress). */
     uv_timer_start(&c->tick, on_tick, 100, 100);
-    aiq_log_info(c->log, "subscribed to %s, %s, %s, %s", c->topics[0], c->topics[1],
-                 c->topics[2], c->topics[3]);
+    aiq_log_info(c->log, "subscribed to %s, %s, %s, %s", c->topics[0], c->topics[1], c->topics[2],
+                 c->topics[3]);
     return 0;
 }
 
@@ -413,8 +416,8 @@ void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
     rd_kafka_topic_partition_list_add(l, c->topics[ref->prio], ref->partition)->offset = next;
     rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
     if (e)
-        aiq_log_warn(c->log, "store offset %s[%d]@%lld: %s", c->topics[ref->prio],
-                     ref->partition, (long long)next, rd_kafka_err2str(e));
+        aiq_log_warn(c->log, "store offset %s[%d]@%lld: %s", c->topics[ref->prio], ref->partition,
+                     (long long)next, rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(l);
     if (p->revoking)
         check_revoke_done(c);

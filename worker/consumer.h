@@ -33,8 +33,8 @@ typedef struct aiq_consumer_hooks {
     void *opaque;
 } aiq_consumer_hooks_t;
 
-int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
-                     aiq_log_t *log, const aiq_consumer_hooks_t *hooks, aiq_err_t *err);
+int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
+                     const aiq_consumer_hooks_t *hooks, aiq_err_t *err);
 
 /* Subscribes to the job topics and starts watching the queue. */
 int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err);

@@ -11,8 +11,8 @@ struct aiq_http {
     uv_timer_t timer;
     aiq_log_t *log;
     size_t inflight;
-    struct aiq_http_req *reqs;  /* in flight, for close */
-    struct sock_ctx *socks;     /* watched sockets, for close */
+    struct aiq_http_req *reqs; /* in flight, for close */
+    struct sock_ctx *socks;    /* watched sockets, for close */
 };
 
 struct aiq_http_req {
@@ -43,22 +43,22 @@ typedef struct sock_ctx {
 static void check_done(aiq_http_t *http);
 
 /* Intrusive doubly-linked list helpers for reqs and socks. */
-#define LIST_PUSH(head, n)                                                                   \
-    do {                                                                                     \
-        (n)->prev = NULL;                                                                    \
-        (n)->next = (head);                                                                  \
-        if (head)                                                                            \
-            (head)->prev = (n);                                                              \
-        (head) = (n);                                                                        \
+#define LIST_PUSH(head, n)                                                                         \
+    do {                                                                                           \
+        (n)->prev = NULL;                                                                          \
+        (n)->next = (head);                                                                        \
+        if (head)                                                                                  \
+            (head)->prev = (n);                                                                    \
+        (head) = (n);                                                                              \
     } while (0)
-#define LIST_UNLINK(head, n)                                                                 \
-    do {                                                                                     \
-        if ((n)->prev)                                                                       \
-            (n)->prev->next = (n)->next;                                                     \
-        else                                                                                 \
-            (head) = (n)->next;                                                              \
-        if ((n)->next)                                                                       \
-            (n)->next->prev = (n)->prev;                                                     \
+#define LIST_UNLINK(head, n)                                                                       \
+    do {                                                                                           \
+        if ((n)->prev)                                                                             \
+            (n)->prev->next = (n)->next;                                                           \
+        else                                                                                       \
+            (head) = (n)->next;                                                                    \
+        if ((n)->next)                                                                             \
+            (n)->next->prev = (n)->prev;                                                           \
     } while (0)
 
 static void req_free(aiq_http_req_t *req)
@@ -247,9 +247,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
     return n;
 }
 
-int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers,
-                  const void *body, size_t body_len, long timeout_ms, aiq_http_done_cb cb,
-                  void *opaque, aiq_http_req_t **req_out, aiq_err_t *err)
+int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers, const void *body,
+                  size_t body_len, long timeout_ms, aiq_http_done_cb cb, void *opaque,
+                  aiq_http_req_t **req_out, aiq_err_t *err)
 {
     aiq_http_req_t *req = calloc(1, sizeof(*req));
     if (!req || !(req->easy = curl_easy_init()) || !(req->body_out = malloc(body_len + 1))) {
@@ -326,8 +326,8 @@ static void finish(aiq_http_t *http, CURL *easy, CURLcode code)
     if (req->too_big)
         snprintf(req->curl_error, sizeof(req->curl_error), "response larger than %u bytes",
                  AIQ_HTTP_BODY_MAX);
-    resp.curl_error = code == CURLE_OK ? "" : (req->curl_error[0] ? req->curl_error
-                                                                    : curl_easy_strerror(code));
+    resp.curl_error =
+        code == CURLE_OK ? "" : (req->curl_error[0] ? req->curl_error : curl_easy_strerror(code));
     resp.elapsed_ms = aiq_mono_ms() - req->started_ms;
     req->cb(req->opaque, &resp);
     req_free(req);

@@ -15,13 +15,13 @@ typedef struct aiq_http aiq_http_t;
 typedef struct aiq_http_req aiq_http_req_t;
 
 typedef struct aiq_http_response {
-    long status;           /* HTTP status, 0 when no response arrived */
-    const char *body;      /* NUL-terminated; valid only during the callback */
+    long status;      /* HTTP status, 0 when no response arrived */
+    const char *body; /* NUL-terminated; valid only during the callback */
     size_t body_len;
-    const char *error_type; /* x-amzn-ErrorType as sent, "" when absent */
+    const char *error_type;  /* x-amzn-ErrorType as sent, "" when absent */
     const char *retry_after; /* Retry-After or x-amz-retry-after, "" when absent */
-    CURLcode curl_code;     /* CURLE_OK when the exchange completed */
-    const char *curl_error; /* human-readable transport error, "" when none */
+    CURLcode curl_code;      /* CURLE_OK when the exchange completed */
+    const char *curl_error;  /* human-readable transport error, "" when none */
     int64_t elapsed_ms;
 } aiq_http_response_t;
 
@@ -36,9 +36,9 @@ void aiq_http_close(aiq_http_t *http);
 
 /* Starts a POST. Takes headers (freed on success and on failure); copies body.
  * *req_out (may be NULL) identifies the request for aiq_http_cancel until cb runs. */
-int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers,
-                  const void *body, size_t body_len, long timeout_ms, aiq_http_done_cb cb,
-                  void *opaque, aiq_http_req_t **req_out, aiq_err_t *err);
+int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers, const void *body,
+                  size_t body_len, long timeout_ms, aiq_http_done_cb cb, void *opaque,
+                  aiq_http_req_t **req_out, aiq_err_t *err);
 
 /* Stops a request; its callback will not run. */
 void aiq_http_cancel(aiq_http_t *http, aiq_http_req_t *req);

@@ -26,12 +26,12 @@ struct aiq_task {
     aiq_consumer_ref_t ref;
     task_state_t state;
     aiq_job_t *job;
-    char *id_hint; /* id of a rejected record, when it had one */
+    char *id_hint;                                /* id of a rejected record, when it had one */
     int64_t received_ms, started_ms, deadline_ms; /* wall clock */
     int64_t provider_ms;
     int attempts;
-    int pending;   /* records produced and not yet acknowledged */
-    int timer_on;  /* timer initialised: freeing must wait for its close */
+    int pending;  /* records produced and not yet acknowledged */
+    int timer_on; /* timer initialised: freeing must wait for its close */
     uv_timer_t timer;
     aiq_http_req_t *req;
     /* outcome */
@@ -242,8 +242,10 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, c
     pl->stats.publish_retries++;
     if (permanent && !t->out_is_dlq) {
         /* The reply topic cannot take it (missing, too large): the DLQ keeps it instead. */
-        aiq_logj(pl->d.log, AIQ_LOG_ERROR, task_id(t), "result to %s failed for good (%s); "
-                 "sending it to %s", t->out_topic, errstr, pl->dlq_topic);
+        aiq_logj(pl->d.log, AIQ_LOG_ERROR, task_id(t),
+                 "result to %s failed for good (%s); "
+                 "sending it to %s",
+                 t->out_topic, errstr, pl->dlq_topic);
         snprintf(t->error_kind, sizeof(t->error_kind), "reply_failed");
         snprintf(t->error_msg, sizeof(t->error_msg), "result could not be written to %s: %s",
                  t->out_topic, errstr);
@@ -348,9 +350,15 @@ static void task_publish_result(aiq_task_t *t)
     snprintf(t->out_topic, sizeof(t->out_topic), "%s", reply_topic(t, job->reply_to));
     t->out_is_dlq = 0;
     switch (t->status) {
-    case AIQ_RESULT_SUCCEEDED: t->pl->stats.succeeded++; break;
-    case AIQ_RESULT_EXPIRED: t->pl->stats.expired++; break;
-    default: t->pl->stats.failed++; break;
+    case AIQ_RESULT_SUCCEEDED:
+        t->pl->stats.succeeded++;
+        break;
+    case AIQ_RESULT_EXPIRED:
+        t->pl->stats.expired++;
+        break;
+    default:
+        t->pl->stats.failed++;
+        break;
     }
     task_send(t);
 }
@@ -389,8 +397,8 @@ static void task_reject(aiq_task_t *t, aiq_job_reject_t why, const char *msg)
     rd_kafka_headers_t *h = result_headers(t);
     aiq_err_t err = {0};
     t->pending++;
-    if (aiq_publisher_send(pl->d.pub, pl->results_topic, t->id_hint, strlen(t->id_hint),
-                           t->out_val, t->out_len, h, on_reject_delivered, t, &err)) {
+    if (aiq_publisher_send(pl->d.pub, pl->results_topic, t->id_hint, strlen(t->id_hint), t->out_val,
+                           t->out_len, h, on_reject_delivered, t, &err)) {
         /* The DLQ record alone still answers for this record. */
         t->pending--;
         aiq_logj(pl->d.log, AIQ_LOG_WARN, t->id_hint, "rejected result not sent: %s", err.msg);
@@ -443,8 +451,9 @@ static void call_failed(aiq_task_t *t, aiq_bedrock_class_t cls, const char *retr
         }
     }
     t->status = now >= t->deadline_ms ? AIQ_RESULT_EXPIRED : AIQ_RESULT_FAILED;
-    aiq_logj(t->pl->d.log, AIQ_LOG_WARN, t->job->id, "model call failed after %d attempt(s): %s: %s",
-             t->attempts, t->error_kind, t->error_msg);
+    aiq_logj(t->pl->d.log, AIQ_LOG_WARN, t->job->id,
+             "model call failed after %d attempt(s): %s: %s", t->attempts, t->error_kind,
+             t->error_msg);
     task_publish_result(t);
 }
 
@@ -501,7 +510,8 @@ static void task_call(aiq_task_t *t)
     t->model = call.model;
     t->attempts++;
     pl->stats.model_calls++;
-    long timeout = (long)(left < pl->d.cfg->request_timeout_ms ? left : pl->d.cfg->request_timeout_ms);
+    long timeout =
+        (long)(left < pl->d.cfg->request_timeout_ms ? left : pl->d.cfg->request_timeout_ms);
     set_state(t, TASK_CALLING);
     int rc = aiq_http_post(pl->d.http, call.url, call.headers, call.body, call.body_len, timeout,
                            on_model_reply, t, &t->req, &err);

@@ -48,7 +48,8 @@ void aiq_pipeline_free(aiq_pipeline_t *pl);
 
 /* Wraps a consumed record (taken) into a task waiting in the backlog. NULL when out of
  * memory (the record is then destroyed). */
-aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref);
+aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg,
+                         const aiq_consumer_ref_t *ref);
 
 /* Frees a task that never started (backlog dropped on revoke or drain). */
 void aiq_task_drop(aiq_task_t *task);

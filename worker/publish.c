@@ -117,9 +117,14 @@ static int serve(aiq_publisher_t *p)
         if (!ev)
             return 0;
         switch (rd_kafka_event_type(ev)) {
-        case RD_KAFKA_EVENT_DR: handle_dr(p, ev); break;
-        case RD_KAFKA_EVENT_ERROR: handle_error(p, ev); break;
-        default: break;
+        case RD_KAFKA_EVENT_DR:
+            handle_dr(p, ev);
+            break;
+        case RD_KAFKA_EVENT_ERROR:
+            handle_error(p, ev);
+            break;
+        default:
+            break;
         }
         rd_kafka_event_destroy(ev);
     }

@@ -10,8 +10,8 @@
 /* Embedded in whatever is queued; the scheduler never allocates or frees nodes. */
 typedef struct aiq_sched_node {
     struct aiq_sched_node *next;
-    int prio;         /* 0 = critical .. 3 = low */
-    int64_t enq_ms;   /* monotonic time it was queued */
+    int prio;       /* 0 = critical .. 3 = low */
+    int64_t enq_ms; /* monotonic time it was queued */
 } aiq_sched_node_t;
 
 typedef struct aiq_sched aiq_sched_t;

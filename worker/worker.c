@@ -93,8 +93,10 @@ static void on_revoked(void *opaque, int prio, int32_t partition)
     drop_ctx_t d = {w, &m};
     size_t n = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
     if (n)
-        aiq_log_info(w->log, "dropped %zu queued job(s) of a revoked partition; its new owner "
-                             "runs them", n);
+        aiq_log_info(w->log,
+                     "dropped %zu queued job(s) of a revoked partition; its new owner "
+                     "runs them",
+                     n);
 }
 
 static void finish_drain(aiq_worker_t *w)
@@ -132,8 +134,9 @@ static void pump(aiq_worker_t *w)
 static void on_drain_timeout(uv_timer_t *t)
 {
     aiq_worker_t *w = t->data;
-    aiq_log_warn(w->log, "drain timeout: %lld job(s) still in flight are left uncommitted and "
-                         "will be redelivered",
+    aiq_log_warn(w->log,
+                 "drain timeout: %lld job(s) still in flight are left uncommitted and "
+                 "will be redelivered",
                  (long long)w->inflight);
     w->exit_code = 0;
     uv_stop(w->loop);
@@ -151,8 +154,9 @@ static void on_signal(uv_signal_t *s, int signum)
     aiq_consumer_set_fetching(w->consumer, 0);
     drop_ctx_t d = {w, NULL};
     size_t dropped = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
-    aiq_log_info(w->log, "signal %d: draining %lld in-flight job(s) (up to %lld ms); %zu queued "
-                         "job(s) left for redelivery",
+    aiq_log_info(w->log,
+                 "signal %d: draining %lld in-flight job(s) (up to %lld ms); %zu queued "
+                 "job(s) left for redelivery",
                  signum, (long long)w->inflight, (long long)w->cfg->drain_timeout_ms, dropped);
     if (w->inflight == 0) {
         finish_drain(w);
@@ -174,8 +178,8 @@ static void on_progress(uv_timer_t *t)
                  "retries=%llu inflight=%lld backlog=%zu",
                  (unsigned long long)s->succeeded, (unsigned long long)s->failed,
                  (unsigned long long)s->expired, (unsigned long long)s->rejected,
-                 (unsigned long long)s->dlq, (unsigned long long)s->retries,
-                 (long long)w->inflight, aiq_sched_len(w->sched));
+                 (unsigned long long)s->dlq, (unsigned long long)s->retries, (long long)w->inflight,
+                 aiq_sched_len(w->sched));
 }
 
 static void on_publisher_fatal(void *opaque, const char *errstr)
@@ -195,9 +199,10 @@ static int read_credentials(aiq_worker_t *w, aiq_pipeline_deps_t *d, aiq_err_t *
     const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
     const char *tok = getenv("AWS_SESSION_TOKEN");
     if (!ak || !*ak || !sk || !*sk)
-        return aiq_err_set(err, AIQ_EINVAL, "no AWS credentials: set AWS_ACCESS_KEY_ID and "
-                                            "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for "
-                                            "temporary credentials)");
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "no AWS credentials: set AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for "
+                           "temporary credentials)");
     const aiq_config_t *cfg = w->cfg;
     if (cfg->bedrock_endpoint[0])
         snprintf(w->endpoint, sizeof(w->endpoint), "%s", cfg->bedrock_endpoint);
@@ -228,8 +233,8 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
     w->loop = loop;
     w->cfg = cfg;
     w->log = log;
-    aiq_pipeline_deps_t d = {.loop = loop, .cfg = cfg, .log = log, .on_done = on_task_done,
-                             .opaque = w};
+    aiq_pipeline_deps_t d = {
+        .loop = loop, .cfg = cfg, .log = log, .on_done = on_task_done, .opaque = w};
     aiq_consumer_hooks_t hooks = {.on_record = on_record, .on_revoked = on_revoked, .opaque = w};
     int rc;
     if ((rc = read_credentials(w, &d, err)))

@@ -92,7 +92,8 @@ static int report_topic_results(const rd_kafka_topic_result_t **res, size_t n, c
         else if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && strcmp(verb, "deleted") == 0)
             printf("absent %s\n", name);
         else {
-            fprintf(stderr, "aiq-admin: %s: %s\n", name, rd_kafka_topic_result_error_string(res[i]));
+            fprintf(stderr, "aiq-admin: %s: %s\n", name,
+                    rd_kafka_topic_result_error_string(res[i]));
             failed = 1;
         }
     }
@@ -129,8 +130,10 @@ static int wait_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
             return 0;
         rd_kafka_poll(rk, 250);
     }
-    fprintf(stderr, "aiq-admin: topics were created but not all partitions have a leader "
-                    "after %d s\n", ADMIN_TIMEOUT_MS / 1000);
+    fprintf(stderr,
+            "aiq-admin: topics were created but not all partitions have a leader "
+            "after %d s\n",
+            ADMIN_TIMEOUT_MS / 1000);
     return 1;
 }
 
@@ -146,8 +149,8 @@ static int topics_create(const admin_opts_t *o)
         return 1;
     rd_kafka_NewTopic_t *nt[6];
     for (int i = 0; i < 6; i++) {
-        nt[i] = rd_kafka_NewTopic_new(names[i], o->partitions, o->replication, errstr,
-                                      sizeof(errstr));
+        nt[i] =
+            rd_kafka_NewTopic_new(names[i], o->partitions, o->replication, errstr, sizeof(errstr));
         /* Results and dead letters are the audit trail: keep them a week by default. */
         if (i >= 4)
             rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "604800000");
@@ -293,12 +296,20 @@ static int group_lag(const admin_opts_t *o)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"brokers", 1, 0, 'b'}, {"prefix", 1, 0, 1}, {"partitions", 1, 0, 2},
-        {"replication-factor", 1, 0, 3}, {"group", 1, 0, 4}, {"yes", 0, 0, 5},
-        {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
-    admin_opts_t o = {.brokers = "127.0.0.1:9092", .prefix = "aiq.", .group = "aiq-workers",
-                      .partitions = 6, .replication = 1};
+    static const struct option lo[] = {{"brokers", 1, 0, 'b'},
+                                       {"prefix", 1, 0, 1},
+                                       {"partitions", 1, 0, 2},
+                                       {"replication-factor", 1, 0, 3},
+                                       {"group", 1, 0, 4},
+                                       {"yes", 0, 0, 5},
+                                       {"help", 0, 0, 'h'},
+                                       {"version", 0, 0, 'V'},
+                                       {0, 0, 0, 0}};
+    admin_opts_t o = {.brokers = "127.0.0.1:9092",
+                      .prefix = "aiq.",
+                      .group = "aiq-workers",
+                      .partitions = 6,
+                      .replication = 1};
     const char *env;
     if ((env = getenv("AIQ_KAFKA_BROKERS")) && *env)
         o.brokers = env;
@@ -310,8 +321,12 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "b:hV", lo, NULL)) != -1) {
         char *end;
         switch (c) {
-        case 'b': o.brokers = optarg; break;
-        case 1: o.prefix = optarg; break;
+        case 'b':
+            o.brokers = optarg;
+            break;
+        case 1:
+            o.prefix = optarg;
+            break;
         case 2:
         case 3: {
             long v = strtol(optarg, &end, 10);
@@ -322,14 +337,25 @@ int main(int argc, char **argv)
             *(c == 2 ? &o.partitions : &o.replication) = (int)v;
             break;
         }
-        case 4: o.group = optarg; break;
-        case 5: o.yes = 1; break;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("aiq-admin %s\n", AIQ_VERSION); return 0;
-        default: usage(stderr); return 2;
+        case 4:
+            o.group = optarg;
+            break;
+        case 5:
+            o.yes = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("aiq-admin %s\n", AIQ_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
-    const char *a = optind < argc ? argv[optind] : "", *b = optind + 1 < argc ? argv[optind + 1] : "";
+    const char *a = optind < argc ? argv[optind] : "",
+               *b = optind + 1 < argc ? argv[optind + 1] : "";
     if (!strcmp(a, "topics") && !strcmp(b, "create"))
         return topics_create(&o);
     if (!strcmp(a, "topics") && !strcmp(b, "list"))

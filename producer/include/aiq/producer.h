@@ -20,12 +20,12 @@
 extern "C" {
 #endif
 
-#define AIQ_SUBMIT_EINVAL (-1)  /* the job or the configuration is invalid */
-#define AIQ_SUBMIT_ENOMEM (-2)
-#define AIQ_SUBMIT_ETOOBIG (-4) /* the job is larger than max_job_bytes */
-#define AIQ_SUBMIT_EKAFKA (-5)  /* Kafka refused or failed */
+#define AIQ_SUBMIT_EINVAL    (-1) /* the job or the configuration is invalid */
+#define AIQ_SUBMIT_ENOMEM    (-2)
+#define AIQ_SUBMIT_ETOOBIG   (-4) /* the job is larger than max_job_bytes */
+#define AIQ_SUBMIT_EKAFKA    (-5) /* Kafka refused or failed */
 #define AIQ_SUBMIT_ETIMEDOUT (-7)
-#define AIQ_SUBMIT_EFULL (-11)  /* local queue full: call aiq_producer_poll, then retry */
+#define AIQ_SUBMIT_EFULL     (-11) /* local queue full: call aiq_producer_poll, then retry */
 
 #define AIQ_JOB_ID_CAP 129 /* ids are at most 128 characters */
 
@@ -36,10 +36,10 @@ typedef struct aiq_producer aiq_producer_t;
 typedef void (*aiq_delivery_cb)(void *opaque, const char *job_id, int ok, const char *errstr);
 
 typedef struct aiq_producer_conf {
-    const char *brokers;      /* required: "host:port[,host:port...]" */
-    const char *topic_prefix; /* NULL → "aiq." */
-    const char *client_id;    /* NULL → "aiq-producer" */
-    size_t max_job_bytes;     /* 0 → 524288, the worker's default */
+    const char *brokers;         /* required: "host:port[,host:port...]" */
+    const char *topic_prefix;    /* NULL → "aiq." */
+    const char *client_id;       /* NULL → "aiq-producer" */
+    size_t max_job_bytes;        /* 0 → 524288, the worker's default */
     aiq_delivery_cb on_delivery; /* may be NULL */
     void *opaque;
     /* Extra librdkafka properties as NULL-terminated name, value pairs (e.g. SASL). */
