@@ -11,7 +11,8 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("AIQ_BUILD_DIR", os.path.join(ROOT, "build"))
@@ -134,6 +135,24 @@ class Env:
                    str(self.tmp / f"worker{n}.log"), extra)
         self.workers.append(w)
         return w
+
+    def wait_group_stable(self, members, timeout=60):
+        """Waits until the worker group is Stable with `members` members that all own
+        partitions, so a test's jobs are not split by a rebalance still in progress."""
+        admin = AdminClient({"bootstrap.servers": BROKERS})
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            try:
+                desc = admin.describe_consumer_groups([self.group])[self.group].result(10)
+                last = (desc.state, [len(m.assignment.topic_partitions) for m in desc.members])
+                if (desc.state == ConsumerGroupState.STABLE and len(desc.members) == members
+                        and all(n > 0 for n in last[1])):
+                    return
+            except Exception as e:  # the group may not exist yet
+                last = repr(e)
+            time.sleep(0.3)
+        raise AssertionError(f"group {self.group} not stable with {members} members: {last}")
 
     def consumer(self, **conf):
         c = {"bootstrap.servers": BROKERS, "group.id": f"verify-{uuid.uuid4().hex[:8]}",

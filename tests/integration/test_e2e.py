@@ -22,6 +22,7 @@ def test_e2e_thousand_jobs_answered_once(aiq_env):
     sim = aiq_env.start_sim(latency_ms=5)
     w1 = aiq_env.start_worker(AIQ_WORKER_MAX_INFLIGHT=20)
     w2 = aiq_env.start_worker(AIQ_WORKER_MAX_INFLIGHT=20)
+    aiq_env.wait_group_stable(2)
     jobs = make_jobs(aiq_env.tag)
     ndjson = "".join(json.dumps(j) + "\n" for j in jobs)
     r = run([binary("aiq-submit"), "-b", BROKERS, "--prefix", aiq_env.prefix, "-"],

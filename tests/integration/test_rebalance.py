@@ -12,6 +12,7 @@ N_JOBS = 1000
 def test_rebalance_join_under_load_no_loss_no_duplicates(aiq_env):
     sim = aiq_env.start_sim(latency_ms=50)
     w1 = aiq_env.start_worker(AIQ_WORKER_MAX_INFLIGHT=10)
+    aiq_env.wait_group_stable(1)
     jobs = [{"id": f"rb-{aiq_env.tag}-{i}", "operation": "content-generation",
              "priority": "critical", "payload": {"i": i}} for i in range(N_JOBS)]
     r = run([binary("aiq-submit"), "-q", "-b", BROKERS, "--prefix", aiq_env.prefix, "-"],
