@@ -53,6 +53,13 @@ for i in 1 2; do
     pids+=($!)
 done
 say "2 workers started (max_inflight $INFLIGHT each; logs in .demo/)"
+for _ in $(seq 300); do
+    n=0
+    for i in 1 2; do grep -q '"assigned [1-9]' "$RUN_DIR/worker$i.log" 2>/dev/null && n=$((n + 1)); done
+    [ "$n" = 2 ] && break
+    sleep 0.1
+done
+say "both workers joined consumer group aiq-demo"
 
 say "submitting $JOBS jobs of mixed priority and waiting for every result"
 python3 - "$JOBS" >"$RUN_DIR/jobs.ndjson" <<'PY'
