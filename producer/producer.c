@@ -179,6 +179,22 @@ int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, cha
     return rc;
 }
 
+int aiq_job_check(const char *job_json, size_t len, char *errstr, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(job_json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        snprintf(errstr, errlen, "not JSON: %s at byte %d", jerr.text, jerr.position);
+        return AIQ_SUBMIT_EINVAL;
+    }
+    aiq_err_t err = {0};
+    int rc = aiq_job_validate(doc, &err) ? AIQ_SUBMIT_EINVAL : 0;
+    if (rc)
+        snprintf(errstr, errlen, "%s", err.msg);
+    json_decref(doc);
+    return rc;
+}
+
 int aiq_producer_poll(aiq_producer_t *p, int timeout_ms)
 {
     return rd_kafka_poll(p->rk, timeout_ms);

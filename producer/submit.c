@@ -33,7 +33,7 @@ typedef struct opts {
     const char *brokers, *prefix, *operation, *payload, *text, *persona, *model, *priority;
     const char *reply_to, *system, *id, *correlation_id, *json_doc, *file;
     long long timeout_ms, wait_timeout_ms;
-    int wait, summary, quiet;
+    int wait, summary, quiet, check;
 } opts_t;
 
 typedef struct run {
@@ -142,6 +142,8 @@ static void usage(FILE *out)
             "                          default 127.0.0.1:9092)\n"
             "      --prefix PREFIX     topic prefix (env AIQ_KAFKA_TOPIC_PREFIX, default aiq.)\n"
             "  -q, --quiet             print nothing per job\n"
+            "      --check             only check the jobs against the schema (no Kafka);\n"
+            "                          prints 'ok' or the reason per job\n"
             "  -h, --help, -V, --version\n\n"
             "Exit status: 0 when every job was accepted (and, with --wait, answered); 1 when\n"
             "some input was invalid, undeliverable or unanswered; 2 on usage errors.\n");
@@ -149,27 +151,17 @@ static void usage(FILE *out)
 
 static int parse_opts(opts_t *o, int argc, char **argv)
 {
-    static const struct option lo[] = {{"operation", 1, 0, 'o'},
-                                       {"priority", 1, 0, 'p'},
-                                       {"payload", 1, 0, 1},
-                                       {"text", 1, 0, 't'},
-                                       {"system", 1, 0, 2},
-                                       {"persona", 1, 0, 3},
-                                       {"model", 1, 0, 'm'},
-                                       {"id", 1, 0, 4},
-                                       {"correlation-id", 1, 0, 5},
-                                       {"reply-to", 1, 0, 6},
-                                       {"timeout-ms", 1, 0, 7},
-                                       {"json", 1, 0, 'j'},
-                                       {"wait", 0, 0, 'w'},
-                                       {"wait-timeout-ms", 1, 0, 8},
-                                       {"summary", 0, 0, 9},
-                                       {"brokers", 1, 0, 'b'},
-                                       {"prefix", 1, 0, 10},
-                                       {"quiet", 0, 0, 'q'},
-                                       {"help", 0, 0, 'h'},
-                                       {"version", 0, 0, 'V'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {{"operation", 1, 0, 'o'},    {"priority", 1, 0, 'p'},
+                                       {"payload", 1, 0, 1},        {"text", 1, 0, 't'},
+                                       {"system", 1, 0, 2},         {"persona", 1, 0, 3},
+                                       {"model", 1, 0, 'm'},        {"id", 1, 0, 4},
+                                       {"correlation-id", 1, 0, 5}, {"reply-to", 1, 0, 6},
+                                       {"timeout-ms", 1, 0, 7},     {"json", 1, 0, 'j'},
+                                       {"wait", 0, 0, 'w'},         {"wait-timeout-ms", 1, 0, 8},
+                                       {"summary", 0, 0, 9},        {"brokers", 1, 0, 'b'},
+                                       {"prefix", 1, 0, 10},        {"quiet", 0, 0, 'q'},
+                                       {"check", 0, 0, 11},         {"help", 0, 0, 'h'},
+                                       {"version", 0, 0, 'V'},      {0, 0, 0, 0}};
     const char *env_b = getenv("AIQ_KAFKA_BROKERS"), *env_p = getenv("AIQ_KAFKA_TOPIC_PREFIX");
     o->brokers = env_b && *env_b ? env_b : "127.0.0.1:9092";
     o->prefix = env_p ? env_p : "aiq.";
@@ -237,6 +229,9 @@ static int parse_opts(opts_t *o, int argc, char **argv)
         case 'q':
             o->quiet = 1;
             break;
+        case 11:
+            o->check = 1;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -244,7 +239,7 @@ static int parse_opts(opts_t *o, int argc, char **argv)
             printf("aiq-submit %s\n", AIQ_VERSION);
             exit(0);
         default:
-            usage(stderr);
+            fprintf(stderr, "aiq-submit: see --help\n");
             return 2;
         }
     }
@@ -319,6 +314,15 @@ static int submit_one(run_t *r, const char *doc, size_t len, const char *where)
 {
     char id[AIQ_JOB_ID_CAP], err[512];
     int rc;
+    if (r->o.check) {
+        rc = aiq_job_check(doc, len, err, sizeof(err));
+        if (rc)
+            r->invalid++;
+        else
+            r->submitted++;
+        printf("%s: %s\n", where, rc ? err : "ok");
+        return rc;
+    }
     while ((rc = aiq_producer_submit(r->p, doc, len, id, sizeof(id), err, sizeof(err))) ==
            AIQ_SUBMIT_EFULL)
         aiq_producer_poll(r->p, 100);
@@ -518,6 +522,10 @@ int main(int argc, char **argv)
                               .on_delivery = on_delivery,
                               .opaque = &r};
     aiq_results_t *res = NULL;
+    if (r.o.check) {
+        rc = submit_all(&r);
+        return rc ? rc : (r.invalid ? 1 : 0);
+    }
     if (r.o.wait && aiq_results_open(&res, r.o.brokers, reply, NULL, err, sizeof(err))) {
         fprintf(stderr, "aiq-submit: cannot read results from %s: %s\n", reply, err);
         return 1;

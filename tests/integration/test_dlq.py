@@ -5,6 +5,7 @@ import json
 from confluent_kafka import Producer
 
 from conftest import BROKERS, binary, run
+from test_schemas import RESULT
 
 MAX_JOB_BYTES = 4096
 
@@ -71,6 +72,7 @@ def test_dlq_malformed_records_then_valid_job(aiq_env):
     # The refused job that named an id also got a "rejected" result.
     results = aiq_env.read_all(aiq_env.results_topic, 2, timeout=30)
     by_id = {json.loads(m.value())["job_id"]: json.loads(m.value()) for m in results}
+    RESULT.validate(by_id["bad-1"])
     assert by_id["bad-1"]["status"] == "rejected"
     assert by_id["bad-1"]["error"]["kind"] == "invalid_job"
     # Only the valid job reached the model.
@@ -90,6 +92,7 @@ def test_dlq_bad_signature_fails_without_retry(aiq_env):
              "--wait-timeout-ms", "60000", "-o", "vc-analysis", "--payload", "{}"])
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
+    RESULT.validate(result)
     assert result["status"] == "failed"
     assert result["error"]["kind"] == "AccessDeniedException"
     assert result["error"]["http_status"] == 403

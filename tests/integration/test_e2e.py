@@ -4,6 +4,7 @@ import json
 import subprocess
 
 from conftest import PRIORITIES, binary, run, BROKERS
+from test_schemas import RESULT
 
 N_JOBS = 1000
 
@@ -41,6 +42,7 @@ def test_e2e_thousand_jobs_answered_once(aiq_env):
     for m, res in zip(records, results):
         job = want[res["job_id"]]
         assert m.key().decode() == job["id"]
+        RESULT.validate(res)
         assert res["status"] == "succeeded", res
         assert res["correlation_id"] == job["correlation_id"]
         assert res["priority"] == job["priority"]

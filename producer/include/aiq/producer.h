@@ -55,6 +55,10 @@ int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char
 int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, char *id_out,
                         size_t id_cap, char *errstr, size_t errlen);
 
+/* Checks a job document against the job schema without sending it (no Kafka needed).
+ * Returns 0, or AIQ_SUBMIT_EINVAL with the reason (naming the field) in errstr. */
+int aiq_job_check(const char *job_json, size_t len, char *errstr, size_t errlen);
+
 /* Serves delivery callbacks, waiting up to timeout_ms for one. Returns how many were served. */
 int aiq_producer_poll(aiq_producer_t *p, int timeout_ms);
 
