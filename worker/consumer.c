@@ -36,7 +36,7 @@ struct aiq_consumer {
     char prefix[AIQ_TOPIC_MAX];
     part_t *parts[AIQ_PRIO_COUNT]; /* indexed by partition id */
     int32_t nparts[AIQ_PRIO_COUNT];
-    int fetching;
+    int fetching[AIQ_PRIO_COUNT];
     int closing_handles;
 };
 
@@ -203,11 +203,19 @@ static void begin_revoke(aiq_consumer_t *c, const rd_kafka_topic_partition_list_
     check_revoke_done(c);
 }
 
+/* Newly assigned partitions of a paused priority start paused too. */
 static void apply_pause(aiq_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
 {
-    if (c->fetching || !parts || parts->cnt == 0)
-        return;
-    rd_kafka_pause_partitions(c->rk, parts);
+    rd_kafka_topic_partition_list_t *paused = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        int prio = aiq_topic_priority(c->prefix, parts->elems[i].topic);
+        if (prio >= 0 && !c->fetching[prio])
+            rd_kafka_topic_partition_list_add(paused, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    }
+    if (paused->cnt)
+        rd_kafka_pause_partitions(c->rk, paused);
+    rd_kafka_topic_partition_list_destroy(paused);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -345,7 +353,8 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
     c->loop = loop;
     c->log = log;
     c->hooks = *hooks;
-    c->fetching = 1;
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        c->fetching[p] = 1;
     c->revoke_timeout_ms = cfg->revoke_timeout_ms;
     snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
     for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
@@ -431,21 +440,32 @@ void aiq_consumer_drop(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
     p->dropped++;
 }
 
-void aiq_consumer_set_fetching(aiq_consumer_t *c, int want)
+void aiq_consumer_set_fetching(aiq_consumer_t *c, int prio, int want)
 {
-    if (c->fetching == want)
+    int lo = prio < 0 ? 0 : prio, hi = prio < 0 ? AIQ_PRIO_COUNT - 1 : prio, changed = 0;
+    for (int p = lo; p <= hi; p++) {
+        changed |= c->fetching[p] != want;
+        c->fetching[p] = want;
+    }
+    rd_kafka_topic_partition_list_t *all = NULL;
+    if (!changed || rd_kafka_assignment(c->rk, &all) || !all)
         return;
-    c->fetching = want;
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(c->rk, &parts) || !parts)
-        return;
+    rd_kafka_topic_partition_list_t *sel = rd_kafka_topic_partition_list_new(all->cnt);
+    for (int i = 0; i < all->cnt; i++) {
+        int tp = aiq_topic_priority(c->prefix, all->elems[i].topic);
+        if (tp >= lo && tp <= hi)
+            rd_kafka_topic_partition_list_add(sel, all->elems[i].topic, all->elems[i].partition);
+    }
+    /* Pausing drops what librdkafka prefetched for these partitions; it is fetched again
+     * from the consumed position on resume, so nothing is skipped. */
     if (want)
-        rd_kafka_resume_partitions(c->rk, parts);
+        rd_kafka_resume_partitions(c->rk, sel);
     else
-        rd_kafka_pause_partitions(c->rk, parts);
-    aiq_log_debug(c->log, "%s fetching on %d partition(s)", want ? "resumed" : "paused",
-                  parts->cnt);
-    rd_kafka_topic_partition_list_destroy(parts);
+        rd_kafka_pause_partitions(c->rk, sel);
+    aiq_log_debug(c->log, "%s fetching on %d partition(s) of %s", want ? "resumed" : "paused",
+                  sel->cnt, prio < 0 ? "every priority" : aiq_priority_name((aiq_priority_t)prio));
+    rd_kafka_topic_partition_list_destroy(sel);
+    rd_kafka_topic_partition_list_destroy(all);
 }
 
 size_t aiq_consumer_pending(const aiq_consumer_t *c)

@@ -48,9 +48,9 @@ void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref);
  * its offset is never committed by this worker. */
 void aiq_consumer_drop(aiq_consumer_t *c, const aiq_consumer_ref_t *ref);
 
-/* Pauses (want=0) or resumes (want=1) fetching on every assigned partition; partitions
- * assigned later follow the current state. */
-void aiq_consumer_set_fetching(aiq_consumer_t *c, int want);
+/* Pauses (want=0) or resumes (want=1) fetching on the assigned partitions of one priority
+ * (prio < 0: all); partitions assigned later follow the current state. */
+void aiq_consumer_set_fetching(aiq_consumer_t *c, int prio, int want);
 
 /* Records received and not yet finished, over all partitions. */
 size_t aiq_consumer_pending(const aiq_consumer_t *c);

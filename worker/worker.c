@@ -5,6 +5,7 @@
 #include "publish.h"
 #include "scheduler.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -33,6 +34,22 @@ struct aiq_worker {
 
 static void pump(aiq_worker_t *w);
 
+/* Each priority may hold a quarter of the backlog: a flood of low work fills only its own
+ * share, and critical records keep flowing from Kafka into free slots. */
+static int64_t prio_quota(const aiq_worker_t *w)
+{
+    int64_t q = (w->cfg->backlog + AIQ_PRIO_COUNT - 1) / AIQ_PRIO_COUNT;
+    return q > 0 ? q : 1;
+}
+
+/* Resumes a paused priority once its queue is down to half its share. */
+static void refill(aiq_worker_t *w)
+{
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        if ((int64_t)aiq_sched_len_prio(w->sched, p) <= prio_quota(w) / 2)
+            aiq_consumer_set_fetching(w->consumer, p, 1);
+}
+
 /* ---- hooks from the consumer and the pipeline -------------------------------------- */
 
 static void on_record(void *opaque, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref)
@@ -45,8 +62,8 @@ static void on_record(void *opaque, rd_kafka_message_t *msg, const aiq_consumer_
         return;
     }
     aiq_sched_push(w->sched, aiq_task_node(t), ref->prio, aiq_mono_ms());
-    if ((int64_t)aiq_sched_len(w->sched) >= w->cfg->backlog)
-        aiq_consumer_set_fetching(w->consumer, 0);
+    if ((int64_t)aiq_sched_len_prio(w->sched, ref->prio) >= prio_quota(w))
+        aiq_consumer_set_fetching(w->consumer, ref->prio, 0);
     pump(w);
 }
 
@@ -110,8 +127,6 @@ static void on_task_done(void *opaque, aiq_task_t *t)
     aiq_worker_t *w = opaque;
     aiq_consumer_done(w->consumer, aiq_task_ref(t));
     w->inflight--;
-    if (!w->draining && (int64_t)aiq_sched_len(w->sched) <= w->cfg->backlog / 2)
-        aiq_consumer_set_fetching(w->consumer, 1);
     if (w->draining && w->inflight == 0)
         finish_drain(w);
     else
@@ -123,10 +138,12 @@ static void pump(aiq_worker_t *w)
     while (!w->draining && w->inflight < w->cfg->max_inflight) {
         aiq_sched_node_t *n = aiq_sched_pop(w->sched, aiq_mono_ms());
         if (!n)
-            return;
+            break;
         w->inflight++;
         aiq_pipeline_start(w->pl, aiq_task_of_node(n));
     }
+    if (!w->draining)
+        refill(w);
 }
 
 /* ---- signals and drain ------------------------------------------------------------- */
@@ -151,7 +168,7 @@ static void on_signal(uv_signal_t *s, int signum)
         _exit(128 + signum);
     }
     w->draining = 1;
-    aiq_consumer_set_fetching(w->consumer, 0);
+    aiq_consumer_set_fetching(w->consumer, -1, 0);
     drop_ctx_t d = {w, NULL};
     size_t dropped = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
     aiq_log_info(w->log,
