@@ -334,7 +334,8 @@ static rd_kafka_conf_t *consumer_conf(aiq_consumer_t *c, const aiq_config_t *cfg
         aiq__kafka_set(conf, "enable.auto.offset.store", "false", err) ||
         aiq__kafka_set(conf, "auto.offset.reset", "earliest", err) ||
         aiq__kafka_set(conf, "session.timeout.ms", session, err) ||
-        aiq__kafka_set(conf, "queued.max.messages.kbytes", "4096", err) ||
+        aiq__kafka_set(conf, "queued.max.messages.kbytes", "2048", err) ||
+        aiq__kafka_set(conf, "max.partition.fetch.bytes", "262144", err) ||
         (cfg->group_instance_id[0] &&
          aiq__kafka_set(conf, "group.instance.id", cfg->group_instance_id, err))) {
         rd_kafka_conf_destroy(conf);
