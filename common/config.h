@@ -29,6 +29,7 @@ typedef struct aiq_config {
     int64_t default_timeout_ms;
     int64_t drain_timeout_ms;
     int64_t revoke_timeout_ms;
+    int64_t commit_interval_ms;
     int64_t aging_ms;
     int64_t max_attempts;
     int64_t retry_base_ms;

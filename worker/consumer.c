@@ -1,6 +1,7 @@
 #include "consumer.h"
 #include "offsets.h"
 #include "publish.h"
+#include "timeutil.h"
 #include "topics.h"
 
 #include <fcntl.h>
@@ -16,6 +17,11 @@ typedef struct part {
     uint32_t generation;
     size_t dropped; /* tracked records given up unstarted (revoke): never finish */
     int revoking;   /* revoked, waiting for its in-flight jobs before hand-over */
+    /* Every record below this offset was answered by this worker (or committed before it
+     * started). Kept when the partition is lost or revoked: if the group hands it back
+     * before the commit went through, those records are not run a second time. */
+    int64_t answered_below;
+    uint64_t skipped; /* records skipped that way in the current assignment */
 } part_t;
 
 struct aiq_consumer {
@@ -27,6 +33,11 @@ struct aiq_consumer {
     uv_idle_t more;
     uv_timer_t tick; /* keeps the group alive when no fd event comes */
     uv_timer_t revoke_timer;
+    uv_timer_t commit_timer;
+    int64_t commit_interval_ms;
+    int64_t last_commit_ms;
+    int commit_inflight; /* an async commit is on its way */
+    int commit_dirty;    /* offsets were stored since the last commit started */
     rd_kafka_topic_partition_list_t *revoking; /* handed over once their jobs finished */
     int64_t revoke_timeout_ms;
     int closing;
@@ -80,6 +91,7 @@ static void track_assigned(aiq_consumer_t *c, const rd_kafka_topic_partition_lis
         aiq_offsets_free(p->tracker);
         p->tracker = aiq_offsets_new();
         p->generation++;
+        p->skipped = 0;
     }
 }
 
@@ -204,6 +216,49 @@ static void begin_revoke(aiq_consumer_t *c, const rd_kafka_topic_partition_list_
 }
 
 /* Newly assigned partitions of a paused priority start paused too. */
+static void maybe_commit(aiq_consumer_t *c);
+static void store_offset(aiq_consumer_t *c, part_t *p, int prio, int32_t partition, int64_t next);
+
+static void on_commit_done(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    (void)offsets;
+    aiq_consumer_t *c = opaque;
+    c->commit_inflight = 0;
+    /* A failed commit is retried by the next one: stored offsets stay stored. */
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        aiq_log_warn(c->log, "commit: %s", rd_kafka_err2str(err));
+        c->commit_dirty = 1;
+    }
+    maybe_commit(c);
+}
+
+static void on_commit_timer(uv_timer_t *t)
+{
+    maybe_commit(t->data);
+}
+
+/* Commits stored offsets soon after they advance, one commit in flight at a time, so a
+ * crash redoes only jobs finished in the last commit_interval_ms (plus in-flight ones). */
+static void maybe_commit(aiq_consumer_t *c)
+{
+    if (!c->commit_dirty || c->commit_inflight || c->closing)
+        return;
+    int64_t now = aiq_mono_ms(), due = c->last_commit_ms + c->commit_interval_ms;
+    if (now < due) {
+        if (!uv_is_active((uv_handle_t *)&c->commit_timer))
+            uv_timer_start(&c->commit_timer, on_commit_timer, (uint64_t)(due - now), 0);
+        return;
+    }
+    c->commit_dirty = 0;
+    c->last_commit_ms = now;
+    rd_kafka_resp_err_t e = rd_kafka_commit_queue(c->rk, NULL, c->q, on_commit_done, c);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        aiq_log_warn(c->log, "commit: %s", rd_kafka_err2str(e));
+    c->commit_inflight = !e;
+}
+
 static void apply_pause(aiq_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
 {
     rd_kafka_topic_partition_list_t *paused = rd_kafka_topic_partition_list_new(parts->cnt);
@@ -264,6 +319,18 @@ static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
          * dropping it is safe, the partition's owner processes it. */
         aiq_log_debug(c->log, "dropping %s[%d]@%lld: not tracked", topic, m->partition,
                       (long long)m->offset);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    if (m->offset < p->answered_below) {
+        if (p->skipped++ == 0)
+            aiq_log_info(c->log,
+                         "%s[%d] came back from offset %lld: skipping records below "
+                         "%lld, which this worker already answered",
+                         topic, m->partition, (long long)m->offset, (long long)p->answered_below);
+        int64_t next = aiq_offsets_done(p->tracker, m->offset);
+        if (next >= 0)
+            store_offset(c, p, prio, m->partition, next);
         rd_kafka_message_destroy(m);
         return;
     }
@@ -357,6 +424,7 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
         c->fetching[p] = 1;
     c->revoke_timeout_ms = cfg->revoke_timeout_ms;
+    c->commit_interval_ms = cfg->commit_interval_ms;
     snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
     for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
         if (aiq_topic_jobs(cfg->topic_prefix, (aiq_priority_t)p, c->topics[p], AIQ_TOPIC_MAX)) {
@@ -401,7 +469,8 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
     uv_idle_init(c->loop, &c->more);
     uv_timer_init(c->loop, &c->tick);
     uv_timer_init(c->loop, &c->revoke_timer);
-    c->poll.data = c->more.data = c->tick.data = c->revoke_timer.data = c;
+    uv_timer_init(c->loop, &c->commit_timer);
+    c->poll.data = c->more.data = c->tick.data = c->revoke_timer.data = c->commit_timer.data = c;
     uv_poll_start(&c->poll, UV_READABLE, on_readable);
     /* The fd only signals a queue going non-empty; the tick catches anything left behind
      * (records that arrived while a serve pass was in progress). */
@@ -411,24 +480,31 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
     return 0;
 }
 
+static void store_offset(aiq_consumer_t *c, part_t *p, int prio, int32_t partition, int64_t next)
+{
+    if (next > p->answered_below)
+        p->answered_below = next;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topics[prio], partition)->offset = next;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+    if (e)
+        aiq_log_warn(c->log, "store offset %s[%d]@%lld: %s", c->topics[prio], partition,
+                     (long long)next, rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+    if (!e) {
+        c->commit_dirty = 1;
+        maybe_commit(c);
+    }
+}
+
 void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
 {
     part_t *p = part_get(c, ref->prio, ref->partition, 0);
     if (!p || !p->tracker || p->generation != ref->generation)
         return;
     int64_t next = aiq_offsets_done(p->tracker, ref->offset);
-    if (next < 0) {
-        if (p->revoking)
-            check_revoke_done(c);
-        return;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, c->topics[ref->prio], ref->partition)->offset = next;
-    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
-    if (e)
-        aiq_log_warn(c->log, "store offset %s[%d]@%lld: %s", c->topics[ref->prio], ref->partition,
-                     (long long)next, rd_kafka_err2str(e));
-    rd_kafka_topic_partition_list_destroy(l);
+    if (next >= 0)
+        store_offset(c, p, ref->prio, ref->partition, next);
     if (p->revoking)
         check_revoke_done(c);
 }
@@ -507,7 +583,8 @@ void aiq_consumer_close(aiq_consumer_t *c)
     if (c->fds[0]) {
         close(c->fds[0]);
         close(c->fds[1]);
-        c->closing_handles = 4;
+        c->closing_handles = 5;
+        uv_close((uv_handle_t *)&c->commit_timer, on_closed);
         uv_close((uv_handle_t *)&c->revoke_timer, on_closed);
         uv_close((uv_handle_t *)&c->poll, on_closed);
         uv_close((uv_handle_t *)&c->more, on_closed);

@@ -109,6 +109,9 @@ static void on_revoked(void *opaque, int prio, int32_t partition)
     revoke_match_t m = {prio, partition};
     drop_ctx_t d = {w, &m};
     size_t n = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
+    /* The dropped records may have been what kept this priority paused: refill now, or
+     * nothing else would (no record arrives while paused, no job may be running). */
+    pump(w);
     if (n)
         aiq_log_info(w->log,
                      "dropped %zu queued job(s) of a revoked partition; its new owner "
