@@ -45,9 +45,9 @@ static const cfg_entry_t table[] = {
      "Deadline of a job without timeout_ms, counted from created_at"},
     {"worker.drain_timeout_ms", CFG_INT, S(drain_timeout_ms), 0, 3600000, "30000", AIQ_CFG_WORKER,
      "On SIGTERM, how long in-flight jobs may take to finish"},
-    {"worker.commit_interval_ms", CFG_INT, S(commit_interval_ms), 0, 60000, "20", AIQ_CFG_WORKER,
-     "Finished offsets are committed at most this often (one commit in flight at a time); "
-     "a crash redoes at most this window of finished jobs plus the in-flight ones"},
+    {"worker.commit_interval_ms", CFG_INT, S(commit_interval_ms), 1, 60000, "50", AIQ_CFG_WORKER,
+     "How often finished offsets are committed (librdkafka auto-commit of the stored "
+     "offsets); a crash redoes at most this window of finished jobs plus the running ones"},
     {"worker.revoke_timeout_ms", CFG_INT, S(revoke_timeout_ms), 0, 300000, "10000", AIQ_CFG_WORKER,
      "On a rebalance, how long in-flight jobs of revoked partitions may take to finish "
      "before the partitions are handed over"},

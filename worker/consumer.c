@@ -33,11 +33,6 @@ struct aiq_consumer {
     uv_idle_t more;
     uv_timer_t tick; /* keeps the group alive when no fd event comes */
     uv_timer_t revoke_timer;
-    uv_timer_t commit_timer;
-    int64_t commit_interval_ms;
-    int64_t last_commit_ms;
-    int commit_inflight; /* an async commit is on its way */
-    int commit_dirty;    /* offsets were stored since the last commit started */
     rd_kafka_topic_partition_list_t *revoking; /* handed over once their jobs finished */
     int64_t revoke_timeout_ms;
     int closing;
@@ -216,48 +211,7 @@ static void begin_revoke(aiq_consumer_t *c, const rd_kafka_topic_partition_list_
 }
 
 /* Newly assigned partitions of a paused priority start paused too. */
-static void maybe_commit(aiq_consumer_t *c);
 static void store_offset(aiq_consumer_t *c, part_t *p, int prio, int32_t partition, int64_t next);
-
-static void on_commit_done(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                           rd_kafka_topic_partition_list_t *offsets, void *opaque)
-{
-    (void)rk;
-    (void)offsets;
-    aiq_consumer_t *c = opaque;
-    c->commit_inflight = 0;
-    /* A failed commit is retried by the next one: stored offsets stay stored. */
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        aiq_log_warn(c->log, "commit: %s", rd_kafka_err2str(err));
-        c->commit_dirty = 1;
-    }
-    maybe_commit(c);
-}
-
-static void on_commit_timer(uv_timer_t *t)
-{
-    maybe_commit(t->data);
-}
-
-/* Commits stored offsets soon after they advance, one commit in flight at a time, so a
- * crash redoes only jobs finished in the last commit_interval_ms (plus in-flight ones). */
-static void maybe_commit(aiq_consumer_t *c)
-{
-    if (!c->commit_dirty || c->commit_inflight || c->closing)
-        return;
-    int64_t now = aiq_mono_ms(), due = c->last_commit_ms + c->commit_interval_ms;
-    if (now < due) {
-        if (!uv_is_active((uv_handle_t *)&c->commit_timer))
-            uv_timer_start(&c->commit_timer, on_commit_timer, (uint64_t)(due - now), 0);
-        return;
-    }
-    c->commit_dirty = 0;
-    c->last_commit_ms = now;
-    rd_kafka_resp_err_t e = rd_kafka_commit_queue(c->rk, NULL, c->q, on_commit_done, c);
-    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        aiq_log_warn(c->log, "commit: %s", rd_kafka_err2str(e));
-    c->commit_inflight = !e;
-}
 
 static void apply_pause(aiq_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
 {
@@ -392,12 +346,18 @@ static rd_kafka_conf_t *consumer_conf(aiq_consumer_t *c, const aiq_config_t *cfg
     rd_kafka_conf_t *conf = aiq__kafka_conf(cfg, c->log, cfg->worker_id, err);
     if (!conf)
         return NULL;
-    char session[32];
+    char session[32], commit_ms[32];
     snprintf(session, sizeof(session), "%lld", (long long)cfg->session_timeout_ms);
+    snprintf(commit_ms, sizeof(commit_ms), "%lld", (long long)cfg->commit_interval_ms);
     if (aiq__kafka_set(conf, "group.id", cfg->group_id, err) ||
         aiq__kafka_set(conf, "partition.assignment.strategy", "cooperative-sticky", err) ||
         aiq__kafka_set(conf, "enable.auto.commit", "true", err) ||
-        aiq__kafka_set(conf, "auto.commit.interval.ms", "1000", err) ||
+        /* librdkafka's own auto-commit, not ours: it holds back while a rebalance is in
+         * flight, where a commit would meet a new generation and librdkafka 2.0.2 would
+         * declare the whole assignment lost. */
+        aiq__kafka_set(conf, "auto.commit.interval.ms", commit_ms, err) ||
+        /* A resumed partition must not wait behind a long-poll fetch of idle ones. */
+        aiq__kafka_set(conf, "fetch.wait.max.ms", "50", err) ||
         aiq__kafka_set(conf, "enable.auto.offset.store", "false", err) ||
         aiq__kafka_set(conf, "auto.offset.reset", "earliest", err) ||
         aiq__kafka_set(conf, "session.timeout.ms", session, err) ||
@@ -424,7 +384,6 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
         c->fetching[p] = 1;
     c->revoke_timeout_ms = cfg->revoke_timeout_ms;
-    c->commit_interval_ms = cfg->commit_interval_ms;
     snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
     for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
         if (aiq_topic_jobs(cfg->topic_prefix, (aiq_priority_t)p, c->topics[p], AIQ_TOPIC_MAX)) {
@@ -469,8 +428,7 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
     uv_idle_init(c->loop, &c->more);
     uv_timer_init(c->loop, &c->tick);
     uv_timer_init(c->loop, &c->revoke_timer);
-    uv_timer_init(c->loop, &c->commit_timer);
-    c->poll.data = c->more.data = c->tick.data = c->revoke_timer.data = c->commit_timer.data = c;
+    c->poll.data = c->more.data = c->tick.data = c->revoke_timer.data = c;
     uv_poll_start(&c->poll, UV_READABLE, on_readable);
     /* The fd only signals a queue going non-empty; the tick catches anything left behind
      * (records that arrived while a serve pass was in progress). */
@@ -491,10 +449,6 @@ static void store_offset(aiq_consumer_t *c, part_t *p, int prio, int32_t partiti
         aiq_log_warn(c->log, "store offset %s[%d]@%lld: %s", c->topics[prio], partition,
                      (long long)next, rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(l);
-    if (!e) {
-        c->commit_dirty = 1;
-        maybe_commit(c);
-    }
 }
 
 void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
@@ -583,8 +537,7 @@ void aiq_consumer_close(aiq_consumer_t *c)
     if (c->fds[0]) {
         close(c->fds[0]);
         close(c->fds[1]);
-        c->closing_handles = 5;
-        uv_close((uv_handle_t *)&c->commit_timer, on_closed);
+        c->closing_handles = 4;
         uv_close((uv_handle_t *)&c->revoke_timer, on_closed);
         uv_close((uv_handle_t *)&c->poll, on_closed);
         uv_close((uv_handle_t *)&c->more, on_closed);
