@@ -29,9 +29,9 @@ for i in range(int(sys.argv[1])):
     print(json.dumps({"id": f"rss-{i}", "operation": "vc-analysis", "priority": "low",
                       "payload": {"company": f"Company {i}", "q": "What is the outlook?"}}))
 PY
-start=$(date +%s.%N)
+start=$(date +%s%N)
 "$BUILD/producer/aiq-submit" -q "$TMP/jobs.ndjson"
-echo "backlog_rss: submitted in $(echo "$(date +%s.%N) - $start" | bc) s"
+echo "backlog_rss: submitted in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 
 "$BUILD/tools/bedrock-sim/bedrock-sim" --port 0 --latency-ms 1000 >"$TMP/sim.out" 2>/dev/null &
 pids+=($!)
@@ -54,4 +54,3 @@ sort -n "$TMP/rss" | awk -v jobs="$JOBS" '{a[NR]=$1} END {
     printf "backlog_rss: jobs waiting=%d  rss min=%d KiB  median=%d KiB  max=%d KiB\n",
            jobs, a[1], a[int((NR+1)/2)], a[NR] }'
 echo "backlog_rss: first sample $(head -1 "$TMP/rss") KiB, last $(tail -1 "$TMP/rss") KiB"
-grep -c '"progress' "$TMP/worker.log" >/dev/null || true

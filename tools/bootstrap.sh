@@ -15,7 +15,7 @@ PACKAGES=(
     build-essential cmake pkg-config
     librdkafka-dev libuv1-dev libcurl4-openssl-dev libjansson-dev liblmdb-dev
     libcmocka-dev libmicrohttpd-dev libssl-dev libzstd-dev
-    kafkacat clang-format
+    kafkacat clang-format curl
 )
 
 as_root() {
