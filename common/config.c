@@ -70,6 +70,9 @@ static const cfg_entry_t table[] = {
      "maxTokens when a job gives no inference.max_tokens"},
     {"bedrock.request_timeout_ms", CFG_INT, S(request_timeout_ms), 100, 600000, "60000",
      AIQ_CFG_WORKER, "Cap on one model call (the job's deadline caps it further)"},
+    {"admin.listen", CFG_STR, S(admin_listen), 0, 0, "", AIQ_CFG_WORKER,
+     "host:port for GET /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464; port 0 picks one and "
+     "logs it); empty = off, so several workers can share a host"},
     {"log.level", CFG_STR, S(log_level), 1, 0, "info", AIQ_CFG_ALL, "debug, info, warn or error"},
 };
 

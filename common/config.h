@@ -40,6 +40,8 @@ typedef struct aiq_config {
     char *default_model;
     int64_t default_max_tokens;
     int64_t request_timeout_ms;
+    /* ops endpoints */
+    char *admin_listen;
     /* logging */
     char *log_level;
     /* librdkafka properties passed through verbatim ("kafka.rdkafka.<name>") */

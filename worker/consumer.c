@@ -43,6 +43,8 @@ struct aiq_consumer {
     part_t *parts[AIQ_PRIO_COUNT]; /* indexed by partition id */
     int32_t nparts[AIQ_PRIO_COUNT];
     int fetching[AIQ_PRIO_COUNT];
+    int joined;
+    int assigned;
     int closing_handles;
 };
 
@@ -150,6 +152,7 @@ static void finish_revoke(aiq_consumer_t *c)
         aiq_log_warn(c->log, "commit before hand-over: %s", rd_kafka_err2str(e));
     untrack(c, parts);
     unassign(c, parts);
+    c->assigned -= parts->cnt;
     log_partitions(c, "handed over", parts);
     rd_kafka_topic_partition_list_destroy(parts);
 }
@@ -233,6 +236,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     aiq_consumer_t *c = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        c->joined = 1;
+        c->assigned += parts->cnt;
         log_partitions(c, "assigned", parts);
         track_assigned(c, parts);
         rd_kafka_error_t *e = NULL;
@@ -261,6 +266,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     untrack(c, parts);
     unassign(c, parts);
+    c->assigned -= parts->cnt;
 }
 
 static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
@@ -497,6 +503,16 @@ void aiq_consumer_set_fetching(aiq_consumer_t *c, int prio, int want)
                   sel->cnt, prio < 0 ? "every priority" : aiq_priority_name((aiq_priority_t)prio));
     rd_kafka_topic_partition_list_destroy(sel);
     rd_kafka_topic_partition_list_destroy(all);
+}
+
+int aiq_consumer_joined(const aiq_consumer_t *c)
+{
+    return c->joined;
+}
+
+int aiq_consumer_assigned(const aiq_consumer_t *c)
+{
+    return c->assigned;
 }
 
 size_t aiq_consumer_pending(const aiq_consumer_t *c)

@@ -52,6 +52,12 @@ void aiq_consumer_drop(aiq_consumer_t *c, const aiq_consumer_ref_t *ref);
  * (prio < 0: all); partitions assigned later follow the current state. */
 void aiq_consumer_set_fetching(aiq_consumer_t *c, int prio, int want);
 
+/* True once the group gave this member an assignment (possibly empty). */
+int aiq_consumer_joined(const aiq_consumer_t *c);
+
+/* Job partitions currently assigned. */
+int aiq_consumer_assigned(const aiq_consumer_t *c);
+
 /* Records received and not yet finished, over all partitions. */
 size_t aiq_consumer_pending(const aiq_consumer_t *c);
 

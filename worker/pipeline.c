@@ -155,6 +155,13 @@ const aiq_pipeline_stats_t *aiq_pipeline_stats(const aiq_pipeline_t *pl)
 
 static void task_finish(aiq_task_t *t)
 {
+    if (t->job || t->id_hint) {
+        int64_t now = aiq_now_ms();
+        aiq_metrics_job(t->pl->d.metrics, t->ref.prio,
+                        t->job ? (int)t->status : (int)AIQ_RESULT_REJECTED,
+                        t->started_ms - t->received_ms, t->provider_ms, now - t->received_ms,
+                        t->reply.input_tokens, t->reply.output_tokens);
+    }
     set_state(t, TASK_DONE);
     t->pl->d.on_done(t->pl->d.opaque, t);
     task_release(t);
@@ -283,6 +290,7 @@ static void task_send(aiq_task_t *t)
 static void publish_to_dlq(aiq_task_t *t)
 {
     t->pl->stats.dlq++;
+    aiq_metrics_dlq(t->pl->d.metrics, t->error_kind);
     t->out_is_dlq = 1;
     snprintf(t->out_topic, sizeof(t->out_topic), "%s", t->pl->dlq_topic);
     task_send(t);
@@ -442,6 +450,7 @@ static void call_failed(aiq_task_t *t, aiq_bedrock_class_t cls, const char *retr
         int64_t wait = backoff_ms(t, retry_after);
         if (now + wait < t->deadline_ms) {
             t->pl->stats.retries++;
+            aiq_metrics_retry(t->pl->d.metrics);
             aiq_logj(t->pl->d.log, AIQ_LOG_INFO, t->job->id,
                      "attempt %d failed (%s), retrying in %lld ms", t->attempts, t->error_kind,
                      (long long)wait);
@@ -463,6 +472,7 @@ static void on_model_reply(void *opaque, const aiq_http_response_t *resp)
     t->req = NULL;
     t->provider_ms += resp->elapsed_ms;
     t->http_status = (int)resp->status;
+    aiq_metrics_model_call(t->pl->d.metrics, resp->curl_code == CURLE_OK ? resp->status : 0);
     aiq_bedrock_class_t cls =
         aiq_bedrock_classify(resp->status, resp->error_type, resp->curl_code != CURLE_OK,
                              t->error_kind, sizeof(t->error_kind));

@@ -10,6 +10,7 @@
 #include "consumer.h"
 #include "http_client.h"
 #include "log.h"
+#include "metrics.h"
 #include "publish.h"
 #include "scheduler.h"
 
@@ -35,6 +36,7 @@ typedef struct aiq_pipeline_deps {
     aiq_log_t *log;
     aiq_publisher_t *pub;
     aiq_http_t *http;
+    aiq_metrics_t *metrics;
     aiq_bedrock_conf_t bedrock; /* strings borrowed for the pipeline's lifetime */
     aiq_task_done_cb on_done;
     void *opaque;

@@ -1,6 +1,8 @@
 #include "worker.h"
+#include "admin_http.h"
 #include "consumer.h"
 #include "http_client.h"
+#include "metrics.h"
 #include "pipeline.h"
 #include "publish.h"
 #include "scheduler.h"
@@ -23,6 +25,9 @@ struct aiq_worker {
     aiq_http_t *http;
     aiq_pipeline_t *pl;
     aiq_sched_t *sched;
+    aiq_metrics_t *metrics;
+    aiq_admin_http_t *admin; /* NULL when admin.listen is empty */
+    uv_timer_t beat;
     char endpoint[1024];
     int64_t inflight;
     int draining;
@@ -61,6 +66,7 @@ static void on_record(void *opaque, rd_kafka_message_t *msg, const aiq_consumer_
         aiq_log_error(w->log, "out of memory queueing a record; it stays uncommitted");
         return;
     }
+    aiq_metrics_received(w->metrics, ref->prio);
     aiq_sched_push(w->sched, aiq_task_node(t), ref->prio, aiq_mono_ms());
     if ((int64_t)aiq_sched_len_prio(w->sched, ref->prio) >= prio_quota(w))
         aiq_consumer_set_fetching(w->consumer, ref->prio, 0);
@@ -202,6 +208,22 @@ static void on_progress(uv_timer_t *t)
                  aiq_sched_len(w->sched));
 }
 
+/* Publishes a fresh metrics snapshot and readiness to the admin server (its own thread). */
+static void on_beat(uv_timer_t *t)
+{
+    aiq_worker_t *w = t->data;
+    aiq_metrics_gauges_t g = {.inflight = w->inflight,
+                              .max_inflight = w->cfg->max_inflight,
+                              .draining = w->draining,
+                              .assigned_partitions = aiq_consumer_assigned(w->consumer)};
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        g.backlog[p] = (int64_t)aiq_sched_len_prio(w->sched, p);
+    char *text = aiq_metrics_render(w->metrics, &g, w->cfg->worker_id);
+    int joined = aiq_consumer_joined(w->consumer);
+    const char *why = w->draining ? "draining" : !joined ? "not yet joined the consumer group" : "";
+    aiq_admin_http_publish(w->admin, text, joined && !w->draining, why);
+}
+
 static void on_publisher_fatal(void *opaque, const char *errstr)
 {
     aiq_worker_t *w = opaque;
@@ -259,7 +281,7 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
     int rc;
     if ((rc = read_credentials(w, &d, err)))
         goto fail;
-    if (!(w->sched = aiq_sched_new(cfg->aging_ms))) {
+    if (!(w->sched = aiq_sched_new(cfg->aging_ms)) || !(w->metrics = aiq_metrics_new())) {
         rc = aiq_err_set(err, AIQ_ENOMEM, "out of memory");
         goto fail;
     }
@@ -269,6 +291,7 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
         goto fail_http;
     d.pub = w->pub;
     d.http = w->http;
+    d.metrics = w->metrics;
     if ((rc = aiq_pipeline_new(&w->pl, &d, err)))
         goto fail_pub;
     if ((rc = aiq_consumer_new(&w->consumer, loop, cfg, log, &hooks, err)))
@@ -283,6 +306,7 @@ fail_http:
     aiq_http_close(w->http);
 fail_sched:
     aiq_sched_free(w->sched);
+    aiq_metrics_free(w->metrics);
 fail:
     free(w);
     return rc;
@@ -293,6 +317,15 @@ int aiq_worker_start(aiq_worker_t *w, aiq_err_t *err)
     int rc = aiq_consumer_start(w->consumer, err);
     if (rc)
         return rc;
+    if (w->cfg->admin_listen[0]) {
+        if ((rc = aiq_admin_http_start(&w->admin, w->cfg->admin_listen, w->log, err)))
+            return rc;
+        aiq_log_info(w->log, "ops endpoints on port %u: /metrics /healthz /readyz",
+                     (unsigned)aiq_admin_http_port(w->admin));
+        uv_timer_init(w->loop, &w->beat);
+        w->beat.data = w;
+        uv_timer_start(&w->beat, on_beat, 0, 1000);
+    }
     uv_signal_init(w->loop, &w->sigterm);
     uv_signal_init(w->loop, &w->sigint);
     w->sigterm.data = w->sigint.data = w;
@@ -325,6 +358,10 @@ int aiq_worker_shutdown(aiq_worker_t *w)
     aiq_publisher_free(w->pub);
     aiq_http_close(w->http);
     aiq_sched_free(w->sched);
+    aiq_admin_http_stop(w->admin);
+    aiq_metrics_free(w->metrics);
+    if (w->admin)
+        uv_close((uv_handle_t *)&w->beat, close_cb_noop);
     uv_close((uv_handle_t *)&w->sigterm, close_cb_noop);
     uv_close((uv_handle_t *)&w->sigint, close_cb_noop);
     uv_close((uv_handle_t *)&w->drain_timer, close_cb_noop);

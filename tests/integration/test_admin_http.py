@@ -1,0 +1,83 @@
+"""Ops endpoints of a real worker: /healthz, /readyz and /metrics agree with what it did."""
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+
+from confluent_kafka import Producer
+
+from conftest import BROKERS, PRIORITIES, binary, run
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def admin_port(worker, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = re.search(r"ops endpoints on port (\d+)", worker.output())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.1)
+    raise AssertionError("worker did not report its admin port:\n" + worker.output()[-2000:])
+
+
+def metric(text, name, **labels):
+    """Value of the sample of `name` whose labels include `labels`."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        lbl = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.rindex("}") + 1]))
+        if all(lbl.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_admin_http_health_ready_and_metrics(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0")
+    base = f"http://127.0.0.1:{admin_port(w)}"
+    assert get(base + "/healthz")[0] == 200
+    deadline = time.time() + 30
+    while get(base + "/readyz")[0] != 200 and time.time() < deadline:
+        time.sleep(0.2)
+    assert get(base + "/readyz") == (200, "ready\n")
+    assert get(base + "/nope")[0] == 404
+
+    jobs = "".join(json.dumps({"operation": "vc-analysis", "priority": p, "payload": {"i": i}})
+                   + "\n" for i in range(3) for p in PRIORITIES)
+    r = run([binary("aiq-submit"), "-q", "--wait", "-b", BROKERS, "--prefix", aiq_env.prefix,
+             "-"], input=jobs)
+    assert r.returncode == 0, r.stderr
+    p = Producer({"bootstrap.servers": BROKERS})
+    p.produce(aiq_env.job_topic("low"), value=b"\x00 not json")
+    assert p.flush(10) == 0
+
+    deadline = time.time() + 15
+    while time.time() < deadline:  # snapshots are published every second
+        status, text = get(base + "/metrics")
+        assert status == 200
+        try:
+            if metric(text, "aiq_dlq_total", kind="not_json") == 1:
+                break
+        except AssertionError:
+            pass
+        time.sleep(0.3)
+    for prio in PRIORITIES:
+        assert metric(text, "aiq_jobs_finished_total", priority=prio, status="succeeded") == 3
+        assert metric(text, "aiq_job_seconds_count", priority=prio) == 3
+        assert metric(text, "aiq_job_seconds_bucket", priority=prio, le="+Inf") == 3
+    assert metric(text, "aiq_jobs_received_total", priority="low") == 4
+    assert metric(text, "aiq_model_calls_total", code="2xx") == 12 == sim.stats()["requests"]
+    assert metric(text, "aiq_dlq_total", kind="not_json") == 1
+    assert metric(text, "aiq_tokens_total", priority="high", direction="output") > 0
+    assert metric(text, "aiq_inflight") == 0
+    assert metric(text, "aiq_inflight_limit") == 10
+    assert metric(text, "aiq_assigned_partitions") == 24
+    assert w.stop() == 0

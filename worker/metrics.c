@@ -1,0 +1,252 @@
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const prio_names[4] = {"critical", "high", "normal", "low"};
+static const char *const status_names[AIQ_METRICS_STATUSES] = {"succeeded", "failed", "degraded",
+                                                               "expired", "rejected"};
+/* Upper bounds in ms; the seed's 25 s warning and 30 s target are bucket edges. */
+static const int64_t bucket_ms[AIQ_METRICS_BUCKETS] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 30000, 60000};
+
+typedef struct histo {
+    uint64_t buckets[AIQ_METRICS_BUCKETS]; /* non-cumulative; cumulated when rendered */
+    uint64_t count;
+    int64_t sum_ms;
+} histo_t;
+
+#define DLQ_KINDS 5
+static const char *const dlq_kinds[DLQ_KINDS] = {"not_json", "invalid_job", "too_large",
+                                                 "reply_failed", "other"};
+
+struct aiq_metrics {
+    uint64_t received[4];
+    uint64_t finished[4][AIQ_METRICS_STATUSES];
+    histo_t queue_wait[4], provider[4], total[4];
+    uint64_t tokens_in[4], tokens_out[4];
+    uint64_t model_calls_2xx, model_calls_4xx, model_calls_5xx, model_calls_none;
+    uint64_t retries;
+    uint64_t dlq[DLQ_KINDS];
+};
+
+aiq_metrics_t *aiq_metrics_new(void)
+{
+    return calloc(1, sizeof(aiq_metrics_t));
+}
+
+void aiq_metrics_free(aiq_metrics_t *m)
+{
+    free(m);
+}
+
+static void observe(histo_t *h, int64_t ms)
+{
+    if (ms < 0)
+        ms = 0;
+    int i = 0;
+    while (i < AIQ_METRICS_BUCKETS && ms > bucket_ms[i])
+        i++;
+    if (i < AIQ_METRICS_BUCKETS)
+        h->buckets[i]++;
+    h->count++;
+    h->sum_ms += ms;
+}
+
+static int clamp_prio(int prio)
+{
+    return prio < 0 ? 0 : prio > 3 ? 3 : prio;
+}
+
+void aiq_metrics_job(aiq_metrics_t *m, int prio, int status, int64_t queued_ms, int64_t provider_ms,
+                     int64_t total_ms, int64_t in_tokens, int64_t out_tokens)
+{
+    prio = clamp_prio(prio);
+    if (status < 0 || status >= AIQ_METRICS_STATUSES)
+        status = 1;
+    m->finished[prio][status]++;
+    observe(&m->queue_wait[prio], queued_ms);
+    observe(&m->total[prio], total_ms);
+    if (provider_ms > 0)
+        observe(&m->provider[prio], provider_ms);
+    m->tokens_in[prio] += (uint64_t)(in_tokens > 0 ? in_tokens : 0);
+    m->tokens_out[prio] += (uint64_t)(out_tokens > 0 ? out_tokens : 0);
+}
+
+void aiq_metrics_model_call(aiq_metrics_t *m, long http_status)
+{
+    if (http_status >= 200 && http_status < 300)
+        m->model_calls_2xx++;
+    else if (http_status >= 400 && http_status < 500)
+        m->model_calls_4xx++;
+    else if (http_status >= 500)
+        m->model_calls_5xx++;
+    else
+        m->model_calls_none++;
+}
+
+void aiq_metrics_retry(aiq_metrics_t *m)
+{
+    m->retries++;
+}
+
+void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind)
+{
+    int i = 0;
+    while (i < DLQ_KINDS - 1 && strcmp(dlq_kinds[i], kind ? kind : ""))
+        i++;
+    m->dlq[i]++;
+}
+
+void aiq_metrics_received(aiq_metrics_t *m, int prio)
+{
+    m->received[clamp_prio(prio)]++;
+}
+
+/* A growable text buffer; any allocation failure poisons it (out == NULL at the end). */
+typedef struct buf {
+    char *s;
+    size_t len, cap;
+    int failed;
+} buf_t;
+
+static void put(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(buf_t *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = 1;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = b->cap * 2 + (size_t)n;
+        char *ns = realloc(b->s, ncap);
+        if (!ns) {
+            b->failed = 1;
+            return;
+        }
+        b->s = ns;
+        b->cap = ncap;
+    }
+}
+
+static void render_histo(buf_t *b, const char *name, const char *help, const histo_t h[4],
+                         const char *w)
+{
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int p = 0; p < 4; p++) {
+        uint64_t cum = 0;
+        for (int i = 0; i < AIQ_METRICS_BUCKETS; i++) {
+            cum += h[p].buckets[i];
+            put(b, "%s_bucket{worker=\"%s\",priority=\"%s\",le=\"%.3f\"} %llu\n", name, w,
+                prio_names[p], (double)bucket_ms[i] / 1000.0, (unsigned long long)cum);
+        }
+        put(b, "%s_bucket{worker=\"%s\",priority=\"%s\",le=\"+Inf\"} %llu\n", name, w,
+            prio_names[p], (unsigned long long)h[p].count);
+        put(b, "%s_sum{worker=\"%s\",priority=\"%s\"} %.3f\n", name, w, prio_names[p],
+            (double)h[p].sum_ms / 1000.0);
+        put(b, "%s_count{worker=\"%s\",priority=\"%s\"} %llu\n", name, w, prio_names[p],
+            (unsigned long long)h[p].count);
+    }
+}
+
+static void render_counters(buf_t *b, const aiq_metrics_t *m, const char *w)
+{
+    put(b, "# HELP aiq_jobs_received_total Job records taken from Kafka.\n"
+           "# TYPE aiq_jobs_received_total counter\n");
+    for (int p = 0; p < 4; p++)
+        put(b, "aiq_jobs_received_total{worker=\"%s\",priority=\"%s\"} %llu\n", w, prio_names[p],
+            (unsigned long long)m->received[p]);
+    put(b, "# HELP aiq_jobs_finished_total Jobs answered, by result status.\n"
+           "# TYPE aiq_jobs_finished_total counter\n");
+    for (int p = 0; p < 4; p++)
+        for (int s = 0; s < AIQ_METRICS_STATUSES; s++)
+            put(b, "aiq_jobs_finished_total{worker=\"%s\",priority=\"%s\",status=\"%s\"} %llu\n", w,
+                prio_names[p], status_names[s], (unsigned long long)m->finished[p][s]);
+    put(b, "# HELP aiq_tokens_total Model tokens, by direction.\n"
+           "# TYPE aiq_tokens_total counter\n");
+    for (int p = 0; p < 4; p++) {
+        put(b, "aiq_tokens_total{worker=\"%s\",priority=\"%s\",direction=\"input\"} %llu\n", w,
+            prio_names[p], (unsigned long long)m->tokens_in[p]);
+        put(b, "aiq_tokens_total{worker=\"%s\",priority=\"%s\",direction=\"output\"} %llu\n", w,
+            prio_names[p], (unsigned long long)m->tokens_out[p]);
+    }
+    put(b, "# HELP aiq_model_calls_total Model calls, by HTTP status class.\n"
+           "# TYPE aiq_model_calls_total counter\n");
+    put(b, "aiq_model_calls_total{worker=\"%s\",code=\"2xx\"} %llu\n", w,
+        (unsigned long long)m->model_calls_2xx);
+    put(b, "aiq_model_calls_total{worker=\"%s\",code=\"4xx\"} %llu\n", w,
+        (unsigned long long)m->model_calls_4xx);
+    put(b, "aiq_model_calls_total{worker=\"%s\",code=\"5xx\"} %llu\n", w,
+        (unsigned long long)m->model_calls_5xx);
+    put(b, "aiq_model_calls_total{worker=\"%s\",code=\"none\"} %llu\n", w,
+        (unsigned long long)m->model_calls_none);
+    put(b,
+        "# HELP aiq_retries_total Model calls retried after a retryable failure.\n"
+        "# TYPE aiq_retries_total counter\naiq_retries_total{worker=\"%s\"} %llu\n",
+        w, (unsigned long long)m->retries);
+    put(b, "# HELP aiq_dlq_total Records sent to the dead-letter topic, by reason.\n"
+           "# TYPE aiq_dlq_total counter\n");
+    for (int i = 0; i < DLQ_KINDS; i++)
+        put(b, "aiq_dlq_total{worker=\"%s\",kind=\"%s\"} %llu\n", w, dlq_kinds[i],
+            (unsigned long long)m->dlq[i]);
+}
+
+static void render_gauges(buf_t *b, const aiq_metrics_gauges_t *g, const char *w)
+{
+    put(b,
+        "# HELP aiq_inflight Jobs being processed now.\n# TYPE aiq_inflight gauge\n"
+        "aiq_inflight{worker=\"%s\"} %lld\n",
+        w, (long long)g->inflight);
+    put(b,
+        "# HELP aiq_inflight_limit The in-flight limit.\n# TYPE aiq_inflight_limit gauge\n"
+        "aiq_inflight_limit{worker=\"%s\"} %lld\n",
+        w, (long long)g->max_inflight);
+    put(b, "# HELP aiq_backlog Jobs held in memory waiting for a slot.\n"
+           "# TYPE aiq_backlog gauge\n");
+    for (int p = 0; p < 4; p++)
+        put(b, "aiq_backlog{worker=\"%s\",priority=\"%s\"} %lld\n", w, prio_names[p],
+            (long long)g->backlog[p]);
+    put(b,
+        "# HELP aiq_draining 1 while the worker drains after SIGTERM.\n"
+        "# TYPE aiq_draining gauge\naiq_draining{worker=\"%s\"} %d\n",
+        w, g->draining);
+    put(b,
+        "# HELP aiq_assigned_partitions Job partitions this worker owns.\n"
+        "# TYPE aiq_assigned_partitions gauge\naiq_assigned_partitions{worker=\"%s\"} %lld\n",
+        w, (long long)g->assigned_partitions);
+}
+
+char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
+                         const char *worker_id)
+{
+    buf_t b = {.s = malloc(16384), .cap = 16384};
+    if (!b.s)
+        return NULL;
+    b.s[0] = '\0';
+    render_counters(&b, m, worker_id);
+    render_gauges(&b, g, worker_id);
+    render_histo(&b, "aiq_queue_wait_seconds", "Time from receipt to a free slot.", m->queue_wait,
+                 worker_id);
+    render_histo(&b, "aiq_provider_seconds", "Time spent in model calls (all attempts).",
+                 m->provider, worker_id);
+    render_histo(&b, "aiq_job_seconds", "Time from receipt to result acknowledged.", m->total,
+                 worker_id);
+    if (b.failed) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}

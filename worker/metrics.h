@@ -1,0 +1,40 @@
+/* metrics.h — the worker's counters, gauges and latency histograms, and their Prometheus
+ * text rendering. Updated and rendered on the loop thread only; the admin HTTP server
+ * serves a rendered copy (see admin_http.h). */
+#ifndef AIQ_METRICS_H
+#define AIQ_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AIQ_METRICS_STATUSES 5 /* aiq_result_status_t values */
+#define AIQ_METRICS_BUCKETS  14
+
+typedef struct aiq_metrics aiq_metrics_t;
+
+/* Gauges the worker owns, read at render time. */
+typedef struct aiq_metrics_gauges {
+    int64_t inflight;
+    int64_t max_inflight;
+    int64_t backlog[4]; /* per priority */
+    int draining;
+    int64_t assigned_partitions;
+} aiq_metrics_gauges_t;
+
+aiq_metrics_t *aiq_metrics_new(void); /* NULL when out of memory */
+void aiq_metrics_free(aiq_metrics_t *m);
+
+/* One finished job: priority 0..3, status an aiq_result_status_t, durations in ms. */
+void aiq_metrics_job(aiq_metrics_t *m, int prio, int status, int64_t queued_ms, int64_t provider_ms,
+                     int64_t total_ms, int64_t in_tokens, int64_t out_tokens);
+void aiq_metrics_model_call(aiq_metrics_t *m, long http_status);
+void aiq_metrics_retry(aiq_metrics_t *m);
+void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind);
+void aiq_metrics_received(aiq_metrics_t *m, int prio);
+
+/* Renders everything in the Prometheus text format (version 0.0.4) into a new malloc'd
+ * string (caller frees); NULL when out of memory. */
+char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
+                         const char *worker_id);
+
+#endif
