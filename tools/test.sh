@@ -41,4 +41,11 @@ if [ "${AIQ_TEST_INTEGRATION:-1}" = 1 ]; then
     stop_kafka() { if [ "$started_kafka" = 1 ]; then tools/kafka/kafka.sh stop; fi; }
     trap stop_kafka EXIT
     AIQ_BUILD_DIR="$BUILD" python3 -m pytest -p no:cacheprovider -q tests/integration
+    if [ "${AIQ_TEST_SANITIZE:-1}" = 1 ]; then
+        step "integration tests with ASan+UBSan binaries (worker, sim, CLIs)"
+        # A sanitizer report makes the process exit non-zero, which these tests assert.
+        AIQ_BUILD_DIR="$BUILD-asan" python3 -m pytest -p no:cacheprovider -q \
+            tests/integration/test_e2e.py tests/integration/test_dlq.py \
+            tests/integration/test_admin_http.py tests/integration/test_rebalance.py
+    fi
 fi
