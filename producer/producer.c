@@ -22,6 +22,9 @@ struct aiq_producer {
 
 struct aiq_results {
     rd_kafka_t *rk;
+    int n;         /* partitions of the topic */
+    int64_t *hi;   /* high watermark of each partition when the reader was opened */
+    int64_t *next; /* offset of the next record to read, per partition */
 };
 
 static int set_props(rd_kafka_conf_t *conf, const char *const *props, char *errstr, size_t errlen)
@@ -99,8 +102,9 @@ static void new_job_id(char *buf, size_t cap)
              b[14], b[15]);
 }
 
-/* Fills id and created_at when absent, then checks the whole document. */
-static int complete_job(json_t *doc, char *errstr, size_t errlen)
+/* Fills id and created_at when absent, applies the options, then checks the whole
+ * document. */
+static int complete_job(json_t *doc, const aiq_submit_opts_t *o, char *errstr, size_t errlen)
 {
     if (!json_is_object(doc)) {
         snprintf(errstr, errlen, "a job must be a JSON object");
@@ -108,9 +112,14 @@ static int complete_job(json_t *doc, char *errstr, size_t errlen)
     }
     if (!json_object_get(doc, "id")) {
         char id[64];
-        new_job_id(id, sizeof(id));
-        json_object_set_new(doc, "id", json_string(id));
+        if (!o || !o->default_id)
+            new_job_id(id, sizeof(id));
+        json_object_set_new(doc, "id", json_string(o && o->default_id ? o->default_id : id));
     }
+    if (o && o->priority)
+        json_object_set_new(doc, "priority", json_string(o->priority));
+    if (o && o->timeout_ms > 0 && !json_object_get(doc, "timeout_ms"))
+        json_object_set_new(doc, "timeout_ms", json_integer(o->timeout_ms));
     if (!json_object_get(doc, "created_at")) {
         char ts[32];
         json_object_set_new(doc, "created_at",
@@ -141,8 +150,9 @@ static int produce(aiq_producer_t *p, const char *topic, const char *id, char *t
     return e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? AIQ_SUBMIT_EFULL : AIQ_SUBMIT_EKAFKA;
 }
 
-int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, char *id_out,
-                        size_t id_cap, char *errstr, size_t errlen)
+/* Parses, completes and checks a job; on success *doc_out owns the document. */
+static int prepare(const char *job_json, size_t len, const aiq_submit_opts_t *o, json_t **doc_out,
+                   char *errstr, size_t errlen)
 {
     json_error_t jerr;
     json_t *doc = json_loadb(job_json, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -150,16 +160,33 @@ int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, cha
         snprintf(errstr, errlen, "not JSON: %s at byte %d", jerr.text, jerr.position);
         return AIQ_SUBMIT_EINVAL;
     }
-    int rc = complete_job(doc, errstr, errlen);
+    int rc = complete_job(doc, o, errstr, errlen);
     if (rc) {
         json_decref(doc);
         return rc;
     }
-    const char *id = json_string_value(json_object_get(doc, "id"));
+    *doc_out = doc;
+    return 0;
+}
+
+static int doc_priority(json_t *doc)
+{
     int prio = aiq_priority_parse(json_string_value(json_object_get(doc, "priority")));
+    return prio < 0 ? AIQ_PRIO_NORMAL : prio;
+}
+
+int aiq_producer_submit_ex(aiq_producer_t *p, const char *job_json, size_t len,
+                           const aiq_submit_opts_t *opts, char *id_out, size_t id_cap,
+                           int *prio_out, char *errstr, size_t errlen)
+{
+    json_t *doc = NULL;
+    int rc = prepare(job_json, len, opts, &doc, errstr, errlen);
+    if (rc)
+        return rc;
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    int prio = doc_priority(doc);
     char topic[AIQ_TOPIC_MAX];
-    aiq_topic_jobs(p->prefix, prio < 0 ? AIQ_PRIO_NORMAL : (aiq_priority_t)prio, topic,
-                   sizeof(topic));
+    aiq_topic_jobs(p->prefix, (aiq_priority_t)prio, topic, sizeof(topic));
     char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text) {
         json_decref(doc);
@@ -174,7 +201,42 @@ int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, cha
     }
     if (id_out)
         snprintf(id_out, id_cap, "%s", id);
+    if (prio_out)
+        *prio_out = prio;
     rc = produce(p, topic, id, text, tlen, errstr, errlen);
+    json_decref(doc);
+    return rc;
+}
+
+int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, char *id_out,
+                        size_t id_cap, char *errstr, size_t errlen)
+{
+    return aiq_producer_submit_ex(p, job_json, len, NULL, id_out, id_cap, NULL, errstr, errlen);
+}
+
+int aiq_job_check_ex(const char *job_json, size_t len, const aiq_submit_opts_t *opts,
+                     size_t max_job_bytes, char *id_out, size_t id_cap, int *prio_out, char *errstr,
+                     size_t errlen)
+{
+    json_t *doc = NULL;
+    int rc = prepare(job_json, len, opts, &doc, errstr, errlen);
+    if (rc)
+        return rc;
+    if (max_job_bytes) {
+        char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        size_t tlen = text ? strlen(text) : 0;
+        free(text);
+        if (!text)
+            rc = AIQ_SUBMIT_ENOMEM;
+        else if (tlen > max_job_bytes) {
+            snprintf(errstr, errlen, "job is %zu bytes, the limit is %zu", tlen, max_job_bytes);
+            rc = AIQ_SUBMIT_ETOOBIG;
+        }
+    }
+    if (!rc && id_out)
+        snprintf(id_out, id_cap, "%s", json_string_value(json_object_get(doc, "id")));
+    if (!rc && prio_out)
+        *prio_out = doc_priority(doc);
     json_decref(doc);
     return rc;
 }
@@ -252,29 +314,70 @@ static int partition_count(rd_kafka_t *rk, const char *topic, char *errstr, size
     return n;
 }
 
-/* Assigns every partition at its current high watermark, so nothing produced after this
- * call is missed (OFFSET_END would be resolved later, racing with fast results). */
-static int assign_at_end(rd_kafka_t *rk, const char *topic, int n, char *errstr, size_t errlen)
+static rd_kafka_resp_err_t watermarks(rd_kafka_t *rk, const char *topic, int part, int64_t *hi)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int i = 0; i < n; i++) {
-        int64_t lo, hi, until = aiq_mono_ms() + 10000;
-        rd_kafka_resp_err_t e;
-        /* Right after topic creation a partition's leader may still be loading it. */
-        while ((e = rd_kafka_query_watermark_offsets(rk, topic, i, &lo, &hi, 5000)) &&
-               (e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
-                e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
-                e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
-               aiq_mono_ms() < until)
-            rd_kafka_poll(rk, 200);
+    int64_t lo, until = aiq_mono_ms() + 10000;
+    rd_kafka_resp_err_t e;
+    /* Right after topic creation a partition's leader may still be loading it. */
+    while ((e = rd_kafka_query_watermark_offsets(rk, topic, part, &lo, hi, 5000)) &&
+           (e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+            e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+            e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+           aiq_mono_ms() < until)
+        rd_kafka_poll(rk, 200);
+    return e;
+}
+
+/* Start offsets for since_ms: the first record with a timestamp >= since_ms, or the high
+ * watermark when there is none (or since_ms < 0). */
+static int start_offsets(aiq_results_t *r, const char *topic, int64_t since_ms, char *errstr,
+                         size_t errlen)
+{
+    for (int i = 0; i < r->n; i++)
+        r->next[i] = r->hi[i];
+    if (since_ms < 0)
+        return 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->n);
+    for (int i = 0; i < r->n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, i)->offset = since_ms;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(r->rk, l, 10000);
+    for (int i = 0; !e && i < l->cnt; i++) {
+        int64_t off = l->elems[i].offset;
+        if (l->elems[i].err)
+            e = l->elems[i].err;
+        else if (off >= 0 && off < r->hi[l->elems[i].partition])
+            r->next[l->elems[i].partition] = off;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e)
+        snprintf(errstr, errlen, "offsets for time in %s: %s", topic, rd_kafka_err2str(e));
+    return e ? AIQ_SUBMIT_EKAFKA : 0;
+}
+
+/* Assigns every partition at an explicit offset (the high watermark when reading from the
+ * end), so nothing produced after this call is missed (OFFSET_END would be resolved later,
+ * racing with fast results). */
+static int assign_from(aiq_results_t *r, const char *topic, int64_t since_ms, char *errstr,
+                       size_t errlen)
+{
+    r->hi = calloc((size_t)r->n, sizeof(*r->hi));
+    r->next = calloc((size_t)r->n, sizeof(*r->next));
+    if (!r->hi || !r->next)
+        return AIQ_SUBMIT_ENOMEM;
+    for (int i = 0; i < r->n; i++) {
+        rd_kafka_resp_err_t e = watermarks(r->rk, topic, i, &r->hi[i]);
         if (e) {
             snprintf(errstr, errlen, "watermarks of %s[%d]: %s", topic, i, rd_kafka_err2str(e));
-            rd_kafka_topic_partition_list_destroy(l);
             return AIQ_SUBMIT_EKAFKA;
         }
-        rd_kafka_topic_partition_list_add(l, topic, i)->offset = hi;
     }
-    rd_kafka_resp_err_t e = rd_kafka_assign(rk, l);
+    int rc = start_offsets(r, topic, since_ms, errstr, errlen);
+    if (rc)
+        return rc;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->n);
+    for (int i = 0; i < r->n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, i)->offset = r->next[i];
+    rd_kafka_resp_err_t e = rd_kafka_assign(r->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (e) {
         snprintf(errstr, errlen, "assign %s: %s", topic, rd_kafka_err2str(e));
@@ -286,6 +389,21 @@ static int assign_at_end(rd_kafka_t *rk, const char *topic, int n, char *errstr,
 int aiq_results_open(aiq_results_t **out, const char *brokers, const char *topic,
                      const char *const *kafka_props, char *errstr, size_t errlen)
 {
+    return aiq_results_open_at(out, brokers, topic, -1, kafka_props, errstr, errlen);
+}
+
+int aiq_results_caught_up(const aiq_results_t *r)
+{
+    for (int i = 0; i < r->n; i++)
+        if (r->next[i] < r->hi[i])
+            return 0;
+    return 1;
+}
+
+int aiq_results_open_at(aiq_results_t **out, const char *brokers, const char *topic,
+                        int64_t since_ms, const char *const *kafka_props, char *errstr,
+                        size_t errlen)
+{
     aiq_results_t *r = calloc(1, sizeof(*r));
     if (!r)
         return AIQ_SUBMIT_ENOMEM;
@@ -293,7 +411,7 @@ int aiq_results_open(aiq_results_t **out, const char *brokers, const char *topic
     if (rd_kafka_conf_set(kc, "bootstrap.servers", brokers, errstr, errlen) ||
         rd_kafka_conf_set(kc, "group.id", "aiq-results-reader", errstr, errlen) ||
         rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, errlen) ||
-        rd_kafka_conf_set(kc, "enable.partition.eof", "false", errstr, errlen) ||
+        rd_kafka_conf_set(kc, "enable.partition.eof", "true", errstr, errlen) ||
         set_props(kc, kafka_props, errstr, errlen)) {
         rd_kafka_conf_destroy(kc);
         free(r);
@@ -306,8 +424,8 @@ int aiq_results_open(aiq_results_t **out, const char *brokers, const char *topic
         return AIQ_SUBMIT_EKAFKA;
     }
     rd_kafka_poll_set_consumer(r->rk);
-    int n = partition_count(r->rk, topic, errstr, errlen);
-    int rc = n < 0 ? n : assign_at_end(r->rk, topic, n, errstr, errlen);
+    r->n = partition_count(r->rk, topic, errstr, errlen);
+    int rc = r->n < 0 ? r->n : assign_from(r, topic, since_ms, errstr, errlen);
     if (rc) {
         aiq_results_close(r);
         return rc;
@@ -325,6 +443,15 @@ int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id
         rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, left > 0 ? (int)left : 0);
         if (!m)
             return 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && m->partition < r->n) {
+            /* Control records (transaction markers) are never delivered: the end is. */
+            if (r->next[m->partition] < m->offset)
+                r->next[m->partition] = m->offset;
+            rd_kafka_message_destroy(m);
+            if (aiq_mono_ms() >= until)
+                return 0;
+            continue;
+        }
         if (m->err) {
             snprintf(errstr, errlen, "%s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
@@ -337,6 +464,8 @@ int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id
             rd_kafka_message_destroy(m);
             return AIQ_SUBMIT_ENOMEM;
         }
+        if (m->partition >= 0 && m->partition < r->n)
+            r->next[m->partition] = m->offset + 1;
         memcpy(s, m->payload, m->len);
         s[m->len] = '\0';
         size_t klen = m->key_len < id_cap ? m->key_len : id_cap - 1;
@@ -352,7 +481,11 @@ void aiq_results_close(aiq_results_t *r)
 {
     if (!r)
         return;
-    rd_kafka_consumer_close(r->rk);
-    rd_kafka_destroy(r->rk);
+    if (r->rk) {
+        rd_kafka_consumer_close(r->rk);
+        rd_kafka_destroy(r->rk);
+    }
+    free(r->hi);
+    free(r->next);
     free(r);
 }

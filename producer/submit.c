@@ -1,6 +1,7 @@
 /* aiq-submit: submit jobs from flags, a JSON document or NDJSON, optionally wait for the
  * results and print a latency summary. */
 #include "aiq/producer.h"
+#include "batch_cli.h"
 #include "config.h"
 #include "timeutil.h"
 #include "topics.h"
@@ -34,6 +35,7 @@ typedef struct opts {
     const char *reply_to, *system, *id, *correlation_id, *json_doc, *file;
     long long timeout_ms, wait_timeout_ms;
     int wait, summary, quiet, check;
+    aiq__batch_opts_t batch; /* used when --results is given */
 } opts_t;
 
 typedef struct run {
@@ -130,13 +132,28 @@ static void usage(FILE *out)
             "      --id ID             job id (default: a random UUID)\n"
             "      --correlation-id X  echoed in the result\n"
             "      --reply-to TOPIC    result topic (default <prefix>results)\n"
-            "      --timeout-ms N      deadline from now (default: the worker's, 45000)\n"
+            "      --timeout-ms N      deadline from now (default: the worker's, 45000); for\n"
+            "                          a --results batch, the deadline of lines setting none\n"
             "  -j, --json DOC          one job document\n\n"
             "Waiting:\n"
             "  -w, --wait              wait for every job's result and print it\n"
             "      --wait-timeout-ms N give up waiting after N ms (default 120000)\n"
             "      --summary           print counts, throughput and latency percentiles per\n"
             "                          priority to stderr at the end (implies --wait)\n\n"
+            "Batch (NDJSON FILE or '-' in, one result per line out):\n"
+            "      --results OUT       write {\"line\":N,\"job_id\":..,\"result\":{..}} per input\n"
+            "                          line to OUT (implies --wait); the batch's progress is\n"
+            "                          kept in OUT.state. -p overrides each job's priority.\n"
+            "      --batch-id ID       a job without id gets id ID-<line> (default: from the\n"
+            "                          file's name, size and mtime; required for stdin)\n"
+            "      --resume            continue the batch of OUT.state: acknowledged lines are\n"
+            "                          not sent again, earlier results are kept and collected\n"
+            "      --strict            check every line first; send nothing if one is invalid\n"
+            "                          (default: report invalid lines and skip them)\n"
+            "      --rate N            submit at most N jobs per second\n"
+            "      --max-lag N         pause while more than N jobs are unanswered\n"
+            "      --no-progress       no progress line (default: live on a terminal, else\n"
+            "                          every 5 s)\n\n"
             "Connection:\n"
             "  -b, --brokers LIST      Kafka bootstrap servers (env AIQ_KAFKA_BROKERS,\n"
             "                          default 127.0.0.1:9092)\n"
@@ -149,23 +166,81 @@ static void usage(FILE *out)
             "some input was invalid, undeliverable or unanswered; 2 on usage errors.\n");
 }
 
+/* The batch flags; returns 0 or 2 (usage error, reported). */
+static int batch_opt(aiq__batch_opts_t *b, int c, const char *arg)
+{
+    char *end;
+    double v = 0;
+    if (c == 24 || c == 25) {
+        v = strtod(arg, &end);
+        if (*end || !(v > 0) || v > 1e9) {
+            fprintf(stderr, "aiq-submit: %s: '%s' is not a positive number\n",
+                    c == 24 ? "--rate" : "--max-lag", arg);
+            return 2;
+        }
+    }
+    switch (c) {
+    case 20:
+        b->results = arg;
+        break;
+    case 21:
+        b->batch_id = arg;
+        break;
+    case 22:
+        b->resume = 1;
+        break;
+    case 23:
+        b->strict = 1;
+        break;
+    case 24:
+        b->rate = v;
+        break;
+    case 25:
+        b->max_lag = (long long)v;
+        break;
+    default:
+        b->progress = 0;
+        break;
+    }
+    return 0;
+}
+
 static int parse_opts(opts_t *o, int argc, char **argv)
 {
-    static const struct option lo[] = {{"operation", 1, 0, 'o'},    {"priority", 1, 0, 'p'},
-                                       {"payload", 1, 0, 1},        {"text", 1, 0, 't'},
-                                       {"system", 1, 0, 2},         {"persona", 1, 0, 3},
-                                       {"model", 1, 0, 'm'},        {"id", 1, 0, 4},
-                                       {"correlation-id", 1, 0, 5}, {"reply-to", 1, 0, 6},
-                                       {"timeout-ms", 1, 0, 7},     {"json", 1, 0, 'j'},
-                                       {"wait", 0, 0, 'w'},         {"wait-timeout-ms", 1, 0, 8},
-                                       {"summary", 0, 0, 9},        {"brokers", 1, 0, 'b'},
-                                       {"prefix", 1, 0, 10},        {"quiet", 0, 0, 'q'},
-                                       {"check", 0, 0, 11},         {"help", 0, 0, 'h'},
-                                       {"version", 0, 0, 'V'},      {0, 0, 0, 0}};
+    static const struct option lo[] = {{"operation", 1, 0, 'o'},
+                                       {"priority", 1, 0, 'p'},
+                                       {"payload", 1, 0, 1},
+                                       {"text", 1, 0, 't'},
+                                       {"system", 1, 0, 2},
+                                       {"persona", 1, 0, 3},
+                                       {"model", 1, 0, 'm'},
+                                       {"id", 1, 0, 4},
+                                       {"correlation-id", 1, 0, 5},
+                                       {"reply-to", 1, 0, 6},
+                                       {"timeout-ms", 1, 0, 7},
+                                       {"json", 1, 0, 'j'},
+                                       {"wait", 0, 0, 'w'},
+                                       {"wait-timeout-ms", 1, 0, 8},
+                                       {"summary", 0, 0, 9},
+                                       {"brokers", 1, 0, 'b'},
+                                       {"prefix", 1, 0, 10},
+                                       {"quiet", 0, 0, 'q'},
+                                       {"check", 0, 0, 11},
+                                       {"help", 0, 0, 'h'},
+                                       {"version", 0, 0, 'V'},
+                                       {"results", 1, 0, 20},
+                                       {"batch-id", 1, 0, 21},
+                                       {"resume", 0, 0, 22},
+                                       {"strict", 0, 0, 23},
+                                       {"rate", 1, 0, 24},
+                                       {"max-lag", 1, 0, 25},
+                                       {"no-progress", 0, 0, 26},
+                                       {0, 0, 0, 0}};
     const char *env_b = getenv("AIQ_KAFKA_BROKERS"), *env_p = getenv("AIQ_KAFKA_TOPIC_PREFIX");
     o->brokers = env_b && *env_b ? env_b : "127.0.0.1:9092";
     o->prefix = env_p ? env_p : "aiq.";
     o->wait_timeout_ms = 120000;
+    o->batch.progress = -1;
     int c;
     while ((c = getopt_long(argc, argv, "o:p:t:m:j:wb:qhV", lo, NULL)) != -1) {
         char *end;
@@ -232,6 +307,16 @@ static int parse_opts(opts_t *o, int argc, char **argv)
         case 11:
             o->check = 1;
             break;
+        case 20:
+        case 21:
+        case 22:
+        case 23:
+        case 24:
+        case 25:
+        case 26:
+            if (batch_opt(&o->batch, c, optarg))
+                return 2;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -250,6 +335,23 @@ static int parse_opts(opts_t *o, int argc, char **argv)
                         "stdin); see --help\n");
         return 2;
     }
+    aiq__batch_opts_t *b = &o->batch;
+    if (!b->results && (b->batch_id || b->resume || b->strict || b->rate > 0 || b->max_lag)) {
+        fprintf(stderr, "aiq-submit: --batch-id, --resume, --strict, --rate and --max-lag "
+                        "need --results\n");
+        return 2;
+    }
+    if (b->results && !o->file) {
+        fprintf(stderr, "aiq-submit: --results needs an NDJSON FILE or '-'\n");
+        return 2;
+    }
+    b->brokers = o->brokers;
+    b->prefix = o->prefix;
+    b->reply_to = o->reply_to;
+    b->file = o->file;
+    b->priority = o->priority;
+    b->wait_timeout_ms = o->wait_timeout_ms;
+    b->timeout_ms = o->timeout_ms;
     return 0;
 }
 
@@ -511,6 +613,8 @@ int main(int argc, char **argv)
     int rc = parse_opts(&r.o, argc, argv);
     if (rc)
         return rc;
+    if (r.o.batch.results && !r.o.check)
+        return aiq__batch_run(&r.o.batch);
     char err[512], reply[AIQ_TOPIC_MAX];
     if (r.o.reply_to)
         snprintf(reply, sizeof(reply), "%s", r.o.reply_to);

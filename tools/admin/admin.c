@@ -112,9 +112,15 @@ static int all_topics_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
             const struct rd_kafka_metadata_topic *mt = &md->topics[t];
             if (strcmp(mt->topic, names[i]) || mt->err || mt->partition_cnt == 0)
                 continue;
+            /* A leader in the metadata is not yet a leader serving the partition: ask it
+             * for the watermarks, as the first producer or consumer will. */
             int led = 1;
-            for (int p = 0; p < mt->partition_cnt; p++)
-                led &= mt->partitions[p].leader >= 0;
+            for (int p = 0; p < mt->partition_cnt && led; p++) {
+                int64_t lo, hi;
+                led = mt->partitions[p].leader >= 0 &&
+                      rd_kafka_query_watermark_offsets(rk, names[i], p, &lo, &hi, 2000) ==
+                          RD_KAFKA_RESP_ERR_NO_ERROR;
+            }
             ready += led;
         }
     }

@@ -55,6 +55,27 @@ int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char
 int aiq_producer_submit(aiq_producer_t *p, const char *job_json, size_t len, char *id_out,
                         size_t id_cap, char *errstr, size_t errlen);
 
+/* Options of one submission. Strings are borrowed for the duration of the call. */
+typedef struct aiq_submit_opts {
+    const char *default_id; /* the id of a job that has none; NULL → a random UUID */
+    const char *priority;   /* when not NULL, replaces the job's priority */
+    int64_t timeout_ms;     /* when > 0, the deadline of a job that sets none */
+} aiq_submit_opts_t;
+
+/* aiq_producer_submit with options (opts may be NULL). *prio_out (may be NULL) receives the
+ * job's priority (aiq priority index: 0 critical .. 3 low). */
+int aiq_producer_submit_ex(aiq_producer_t *p, const char *job_json, size_t len,
+                           const aiq_submit_opts_t *opts, char *id_out, size_t id_cap,
+                           int *prio_out, char *errstr, size_t errlen);
+
+/* Completes a job as aiq_producer_submit_ex would (id, created_at, opts) and checks it,
+ * including its size against max_job_bytes when not 0, without sending it. Returns 0 and
+ * the id and priority it would be sent with, or AIQ_SUBMIT_EINVAL / AIQ_SUBMIT_ETOOBIG with
+ * the reason in errstr. No Kafka needed. */
+int aiq_job_check_ex(const char *job_json, size_t len, const aiq_submit_opts_t *opts,
+                     size_t max_job_bytes, char *id_out, size_t id_cap, int *prio_out, char *errstr,
+                     size_t errlen);
+
 /* Checks a job document against the job schema without sending it (no Kafka needed).
  * Returns 0, or AIQ_SUBMIT_EINVAL with the reason (naming the field) in errstr. */
 int aiq_job_check(const char *job_json, size_t len, char *errstr, size_t errlen);
@@ -80,6 +101,17 @@ typedef struct aiq_results aiq_results_t;
  * submitting, and it sees every result produced after. */
 int aiq_results_open(aiq_results_t **out, const char *brokers, const char *topic,
                      const char *const *kafka_props, char *errstr, size_t errlen);
+
+/* Like aiq_results_open, but starts at the first record with a timestamp >= since_ms
+ * (epoch ms; via the broker's time index), so results produced while the reader was not
+ * running are found. since_ms < 0 means the current end. */
+int aiq_results_open_at(aiq_results_t **out, const char *brokers, const char *topic,
+                        int64_t since_ms, const char *const *kafka_props, char *errstr,
+                        size_t errlen);
+
+/* 1 once every record that was in the topic when the reader was opened (from its start
+ * offsets) has been returned by aiq_results_next, else 0. */
+int aiq_results_caught_up(const aiq_results_t *r);
 
 /* Waits up to timeout_ms for the next result. Returns 1 and sets *json (malloc'd,
  * NUL-terminated, caller frees) and job_id (the record key), 0 on timeout, or a negative
