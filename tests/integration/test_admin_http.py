@@ -64,7 +64,9 @@ def test_admin_http_health_ready_and_metrics(aiq_env):
         status, text = get(base + "/metrics")
         assert status == 200
         try:
-            if metric(text, "aiq_dlq_total", kind="not_json") == 1:
+            # the DLQ record counts when sent; the job leaves in-flight once it is acked
+            if metric(text, "aiq_dlq_total", kind="not_json") == 1 and metric(
+                    text, "aiq_inflight") == 0:
                 break
         except AssertionError:
             pass
