@@ -73,6 +73,8 @@ static const cfg_entry_t table[] = {
     {"admin.listen", CFG_STR, S(admin_listen), 0, 0, "", AIQ_CFG_WORKER,
      "host:port for GET /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464; port 0 picks one and "
      "logs it); empty = off, so several workers can share a host"},
+    {"metrics.interval_ms", CFG_INT, S(metrics_interval_ms), 0, 3600000, "10000", AIQ_CFG_WORKER,
+     "How often a metrics snapshot goes to <prefix>metrics; 0 = never"},
     {"log.level", CFG_STR, S(log_level), 1, 0, "info", AIQ_CFG_ALL, "debug, info, warn or error"},
 };
 

@@ -42,6 +42,7 @@ typedef struct aiq_config {
     int64_t request_timeout_ms;
     /* ops endpoints */
     char *admin_listen;
+    int64_t metrics_interval_ms;
     /* logging */
     char *log_level;
     /* librdkafka properties passed through verbatim ("kafka.rdkafka.<name>") */

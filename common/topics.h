@@ -27,6 +27,7 @@ int aiq_priority_parse(const char *name);
 int aiq_topic_jobs(const char *prefix, aiq_priority_t p, char *buf, size_t cap);
 int aiq_topic_results(const char *prefix, char *buf, size_t cap);
 int aiq_topic_dlq(const char *prefix, char *buf, size_t cap);
+int aiq_topic_metrics(const char *prefix, char *buf, size_t cap); /* "<prefix>metrics" */
 
 /* The priority a job topic stands for, or -1 when topic is not one of prefix's job topics. */
 int aiq_topic_priority(const char *prefix, const char *topic);

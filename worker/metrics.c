@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include <jansson.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,4 +251,93 @@ char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
         return NULL;
     }
     return b.s;
+}
+
+/* Upper edge (ms) of the bucket holding quantile q; the last edge when beyond. */
+static int64_t quantile_ms(const histo_t *h, double q)
+{
+    if (h->count == 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)h->count + 0.999999), cum = 0;
+    for (int i = 0; i < AIQ_METRICS_BUCKETS; i++) {
+        cum += h->buckets[i];
+        if (cum >= want)
+            return bucket_ms[i];
+    }
+    return bucket_ms[AIQ_METRICS_BUCKETS - 1];
+}
+
+static json_t *per_prio_counts(const uint64_t v[4])
+{
+    json_t *o = json_object();
+    for (int p = 0; p < 4; p++)
+        json_object_set_new(o, prio_names[p], json_integer((json_int_t)v[p]));
+    return o;
+}
+
+static json_t *snapshot_finished(const aiq_metrics_t *m)
+{
+    json_t *o = json_object();
+    for (int p = 0; p < 4; p++) {
+        json_t *st = json_object();
+        for (int s = 0; s < AIQ_METRICS_STATUSES; s++)
+            json_object_set_new(st, status_names[s], json_integer((json_int_t)m->finished[p][s]));
+        json_object_set_new(o, prio_names[p], st);
+    }
+    return o;
+}
+
+static json_t *snapshot_latency(const aiq_metrics_t *m)
+{
+    json_t *o = json_object();
+    for (int p = 0; p < 4; p++)
+        json_object_set_new(o, prio_names[p],
+                            json_pack("{s:I, s:I, s:I, s:I}", "count",
+                                      (json_int_t)m->total[p].count, "p50_ms",
+                                      (json_int_t)quantile_ms(&m->total[p], 0.50), "p95_ms",
+                                      (json_int_t)quantile_ms(&m->total[p], 0.95), "p99_ms",
+                                      (json_int_t)quantile_ms(&m->total[p], 0.99)));
+    return o;
+}
+
+static json_t *snapshot_calls(const aiq_metrics_t *m)
+{
+    json_t *dlq = json_object();
+    for (int i = 0; i < DLQ_KINDS; i++)
+        json_object_set_new(dlq, dlq_kinds[i], json_integer((json_int_t)m->dlq[i]));
+    uint64_t in = 0, out = 0;
+    for (int p = 0; p < 4; p++) {
+        in += m->tokens_in[p];
+        out += m->tokens_out[p];
+    }
+    return json_pack("{s:{s:I, s:I, s:I, s:I}, s:I, s:o, s:{s:I, s:I}}", "model_calls", "2xx",
+                     (json_int_t)m->model_calls_2xx, "4xx", (json_int_t)m->model_calls_4xx, "5xx",
+                     (json_int_t)m->model_calls_5xx, "none", (json_int_t)m->model_calls_none,
+                     "retries", (json_int_t)m->retries, "dlq", dlq, "tokens", "input",
+                     (json_int_t)in, "output", (json_int_t)out);
+}
+
+char *aiq_metrics_snapshot(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
+                           const char *worker_id, const char *ts)
+{
+    json_t *o =
+        json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:b}", "worker", worker_id, "ts", ts,
+                  "received", per_prio_counts(m->received), "finished", snapshot_finished(m),
+                  "latency_ms", snapshot_latency(m), "inflight", (json_int_t)g->inflight,
+                  "inflight_limit", (json_int_t)g->max_inflight, "assigned_partitions",
+                  (json_int_t)g->assigned_partitions, "draining", g->draining);
+    if (!o)
+        return NULL;
+    uint64_t backlog[4];
+    for (int p = 0; p < 4; p++)
+        backlog[p] = (uint64_t)(g->backlog[p] > 0 ? g->backlog[p] : 0);
+    json_object_set_new(o, "backlog", per_prio_counts(backlog));
+    json_t *calls = snapshot_calls(m);
+    if (calls) {
+        json_object_update(o, calls);
+        json_decref(calls);
+    }
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
 }

@@ -37,4 +37,9 @@ void aiq_metrics_received(aiq_metrics_t *m, int prio);
 char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
                          const char *worker_id);
 
+/* The same numbers as one JSON document (schemas/metrics.schema.json) for the metrics
+ * topic; counters are totals since the worker started. malloc'd, NULL when out of memory. */
+char *aiq_metrics_snapshot(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
+                           const char *worker_id, const char *ts);
+
 #endif

@@ -28,6 +28,8 @@ struct aiq_worker {
     aiq_metrics_t *metrics;
     aiq_admin_http_t *admin; /* NULL when admin.listen is empty */
     uv_timer_t beat;
+    uv_timer_t snapshot;
+    char metrics_topic[AIQ_TOPIC_MAX];
     char endpoint[1024];
     int64_t inflight;
     int draining;
@@ -208,20 +210,53 @@ static void on_progress(uv_timer_t *t)
                  aiq_sched_len(w->sched));
 }
 
+static aiq_metrics_gauges_t gauges(aiq_worker_t *w);
+
 /* Publishes a fresh metrics snapshot and readiness to the admin server (its own thread). */
 static void on_beat(uv_timer_t *t)
 {
     aiq_worker_t *w = t->data;
+    aiq_metrics_gauges_t g = gauges(w);
+    char *text = aiq_metrics_render(w->metrics, &g, w->cfg->worker_id);
+    int joined = aiq_consumer_joined(w->consumer);
+    const char *why = w->draining ? "draining" : !joined ? "not yet joined the consumer group" : "";
+    aiq_admin_http_publish(w->admin, text, joined && !w->draining, why);
+}
+
+static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
+{
     aiq_metrics_gauges_t g = {.inflight = w->inflight,
                               .max_inflight = w->cfg->max_inflight,
                               .draining = w->draining,
                               .assigned_partitions = aiq_consumer_assigned(w->consumer)};
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
         g.backlog[p] = (int64_t)aiq_sched_len_prio(w->sched, p);
-    char *text = aiq_metrics_render(w->metrics, &g, w->cfg->worker_id);
-    int joined = aiq_consumer_joined(w->consumer);
-    const char *why = w->draining ? "draining" : !joined ? "not yet joined the consumer group" : "";
-    aiq_admin_http_publish(w->admin, text, joined && !w->draining, why);
+    return g;
+}
+
+static void on_snapshot_sent(void *opaque, rd_kafka_resp_err_t err, int permanent,
+                             const char *errstr)
+{
+    (void)permanent;
+    aiq_worker_t *w = opaque;
+    /* A lost snapshot is superseded by the next one; say so, do not retry. */
+    if (err)
+        aiq_log_warn(w->log, "metrics snapshot to %s not delivered: %s", w->metrics_topic, errstr);
+}
+
+static void on_snapshot(uv_timer_t *t)
+{
+    aiq_worker_t *w = t->data;
+    aiq_metrics_gauges_t g = gauges(w);
+    char ts[32];
+    aiq_time_format(aiq_now_ms(), ts, sizeof(ts));
+    char *doc = aiq_metrics_snapshot(w->metrics, &g, w->cfg->worker_id, ts);
+    aiq_err_t err = {0};
+    if (doc &&
+        aiq_publisher_send(w->pub, w->metrics_topic, w->cfg->worker_id, strlen(w->cfg->worker_id),
+                           doc, strlen(doc), NULL, on_snapshot_sent, w, &err))
+        aiq_log_warn(w->log, "metrics snapshot: %s", err.msg);
+    free(doc);
 }
 
 static void on_publisher_fatal(void *opaque, const char *errstr)
@@ -317,6 +352,12 @@ int aiq_worker_start(aiq_worker_t *w, aiq_err_t *err)
     int rc = aiq_consumer_start(w->consumer, err);
     if (rc)
         return rc;
+    uv_timer_init(w->loop, &w->snapshot);
+    w->snapshot.data = w;
+    aiq_topic_metrics(w->cfg->topic_prefix, w->metrics_topic, sizeof(w->metrics_topic));
+    if (w->cfg->metrics_interval_ms > 0)
+        uv_timer_start(&w->snapshot, on_snapshot, (uint64_t)w->cfg->metrics_interval_ms,
+                       (uint64_t)w->cfg->metrics_interval_ms);
     if (w->cfg->admin_listen[0]) {
         if ((rc = aiq_admin_http_start(&w->admin, w->cfg->admin_listen, w->log, err)))
             return rc;
@@ -362,6 +403,8 @@ int aiq_worker_shutdown(aiq_worker_t *w)
     aiq_metrics_free(w->metrics);
     if (w->admin)
         uv_close((uv_handle_t *)&w->beat, close_cb_noop);
+    if (w->snapshot.data)
+        uv_close((uv_handle_t *)&w->snapshot, close_cb_noop);
     uv_close((uv_handle_t *)&w->sigterm, close_cb_noop);
     uv_close((uv_handle_t *)&w->sigint, close_cb_noop);
     uv_close((uv_handle_t *)&w->drain_timer, close_cb_noop);

@@ -8,6 +8,9 @@ import urllib.request
 from confluent_kafka import Producer
 
 from conftest import BROKERS, PRIORITIES, binary, run
+from test_schemas import schema
+
+METRICS = schema("metrics.schema.json")
 
 
 def get(url):
@@ -41,7 +44,7 @@ def metric(text, name, **labels):
 
 def test_admin_http_health_ready_and_metrics(aiq_env):
     sim = aiq_env.start_sim(latency_ms=2)
-    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0")
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_METRICS_INTERVAL_MS=300)
     base = f"http://127.0.0.1:{admin_port(w)}"
     assert get(base + "/healthz")[0] == 200
     deadline = time.time() + 30
@@ -82,4 +85,19 @@ def test_admin_http_health_ready_and_metrics(aiq_env):
     assert metric(text, "aiq_inflight") == 0
     assert metric(text, "aiq_inflight_limit") == 10
     assert metric(text, "aiq_assigned_partitions") == 24
+
+    # The same numbers arrive as JSON snapshots on the metrics topic, keyed by worker id.
+    def settled(out):
+        return any(json.loads(m.value())["finished"]["low"]["succeeded"] == 3
+                   and json.loads(m.value())["dlq"]["not_json"] == 1 for m in out)
+    snaps = aiq_env.read_all(aiq_env.prefix + "metrics", 10000, timeout=20, stop=settled)
+    assert settled(snaps)
+    last = json.loads(snaps[-1].value())
+    METRICS.validate(last)
+    assert snaps[-1].key().decode() == last["worker"]
+    for prio in PRIORITIES:
+        assert last["finished"][prio]["succeeded"] == 3
+        assert last["latency_ms"][prio]["count"] == 3
+    assert last["model_calls"]["2xx"] == 12
+    assert last["received"]["low"] == 4
     assert w.stop() == 0

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define ADMIN_TIMEOUT_MS 30000
+#define N_TOPICS         7 /* four job topics, results, dlq, metrics */
 
 typedef struct admin_opts {
     const char *brokers, *prefix, *group;
@@ -20,8 +21,9 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: aiq-admin [options] COMMAND\n\n"
             "Commands:\n"
-            "  topics create   create <prefix>jobs.{critical,high,normal,low}, <prefix>results\n"
-            "                  and <prefix>dlq; topics that exist are left as they are\n"
+            "  topics create   create <prefix>jobs.{critical,high,normal,low}, <prefix>results,\n"
+            "                  <prefix>dlq and <prefix>metrics; topics that exist are left as\n"
+            "                  they are\n"
             "  topics list     show aiq's topics with partition counts\n"
             "  topics delete   delete aiq's topics (needs --yes)\n"
             "  group lag       committed offset, end offset and lag per job partition of\n"
@@ -56,15 +58,16 @@ static rd_kafka_t *connect_kafka(const admin_opts_t *o, rd_kafka_type_t type, co
     return rk;
 }
 
-static int topic_names(const admin_opts_t *o, char names[6][AIQ_TOPIC_MAX])
+static int topic_names(const admin_opts_t *o, char names[N_TOPICS][AIQ_TOPIC_MAX])
 {
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
         if (aiq_topic_jobs(o->prefix, (aiq_priority_t)p, names[p], AIQ_TOPIC_MAX))
             return -1;
     if (aiq_topic_results(o->prefix, names[4], AIQ_TOPIC_MAX) ||
-        aiq_topic_dlq(o->prefix, names[5], AIQ_TOPIC_MAX))
+        aiq_topic_dlq(o->prefix, names[5], AIQ_TOPIC_MAX) ||
+        aiq_topic_metrics(o->prefix, names[6], AIQ_TOPIC_MAX))
         return -1;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < N_TOPICS; i++)
         if (!aiq_topic_name_valid(names[i]))
             return -1;
     return 0;
@@ -101,13 +104,13 @@ static int report_topic_results(const rd_kafka_topic_result_t **res, size_t n, c
 }
 
 /* Returns 1 when every topic has all its partitions with a leader in the metadata. */
-static int all_topics_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
+static int all_topics_ready(rd_kafka_t *rk, char names[N_TOPICS][AIQ_TOPIC_MAX])
 {
     const struct rd_kafka_metadata *md;
     if (rd_kafka_metadata(rk, 1, NULL, &md, 5000))
         return 0;
     int ready = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < N_TOPICS; i++) {
         for (int t = 0; t < md->topic_cnt; t++) {
             const struct rd_kafka_metadata_topic *mt = &md->topics[t];
             if (strcmp(mt->topic, names[i]) || mt->err || mt->partition_cnt == 0)
@@ -125,11 +128,11 @@ static int all_topics_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
         }
     }
     rd_kafka_metadata_destroy(md);
-    return ready == 6;
+    return ready == N_TOPICS;
 }
 
 /* "created" should mean "usable": wait until the broker serves every partition. */
-static int wait_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
+static int wait_ready(rd_kafka_t *rk, char names[N_TOPICS][AIQ_TOPIC_MAX])
 {
     for (int i = 0; i < ADMIN_TIMEOUT_MS / 250; i++) {
         if (all_topics_ready(rk, names))
@@ -145,7 +148,7 @@ static int wait_ready(rd_kafka_t *rk, char names[6][AIQ_TOPIC_MAX])
 
 static int topics_create(const admin_opts_t *o)
 {
-    char names[6][AIQ_TOPIC_MAX], errstr[512];
+    char names[N_TOPICS][AIQ_TOPIC_MAX], errstr[512];
     if (topic_names(o, names)) {
         fprintf(stderr, "aiq-admin: --prefix '%s' makes invalid topic names\n", o->prefix);
         return 2;
@@ -153,18 +156,21 @@ static int topics_create(const admin_opts_t *o)
     rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_PRODUCER, NULL);
     if (!rk)
         return 1;
-    rd_kafka_NewTopic_t *nt[6];
-    for (int i = 0; i < 6; i++) {
+    rd_kafka_NewTopic_t *nt[N_TOPICS];
+    for (int i = 0; i < N_TOPICS; i++) {
         nt[i] =
             rd_kafka_NewTopic_new(names[i], o->partitions, o->replication, errstr, sizeof(errstr));
-        /* Results and dead letters are the audit trail: keep them a week by default. */
-        if (i >= 4)
+        /* Results and dead letters are the audit trail: keep them a week by default;
+         * metrics snapshots a day. */
+        if (i == 4 || i == 5)
             rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "604800000");
+        if (i == 6)
+            rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "86400000");
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_operation_timeout(ao, ADMIN_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_CreateTopics(rk, nt, 6, ao, q);
+    rd_kafka_CreateTopics(rk, nt, N_TOPICS, ao, q);
     rd_kafka_event_t *ev = admin_wait(q);
     int rc = 1;
     if (ev && rd_kafka_event_error(ev))
@@ -180,7 +186,7 @@ static int topics_create(const admin_opts_t *o)
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_AdminOptions_destroy(ao);
-    rd_kafka_NewTopic_destroy_array(nt, 6);
+    rd_kafka_NewTopic_destroy_array(nt, N_TOPICS);
     rd_kafka_queue_destroy(q);
     rd_kafka_destroy(rk);
     return rc;
@@ -188,7 +194,7 @@ static int topics_create(const admin_opts_t *o)
 
 static int topics_delete(const admin_opts_t *o)
 {
-    char names[6][AIQ_TOPIC_MAX], errstr[512];
+    char names[N_TOPICS][AIQ_TOPIC_MAX], errstr[512];
     if (!o->yes) {
         fprintf(stderr, "aiq-admin: topics delete removes every job, result and dead letter; "
                         "add --yes to confirm\n");
@@ -199,13 +205,13 @@ static int topics_delete(const admin_opts_t *o)
     rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_PRODUCER, NULL);
     if (!rk)
         return 1;
-    rd_kafka_DeleteTopic_t *dt[6];
-    for (int i = 0; i < 6; i++)
+    rd_kafka_DeleteTopic_t *dt[N_TOPICS];
+    for (int i = 0; i < N_TOPICS; i++)
         dt[i] = rd_kafka_DeleteTopic_new(names[i]);
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
     rd_kafka_AdminOptions_set_operation_timeout(ao, ADMIN_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_DeleteTopics(rk, dt, 6, ao, q);
+    rd_kafka_DeleteTopics(rk, dt, N_TOPICS, ao, q);
     rd_kafka_event_t *ev = admin_wait(q);
     int rc = 1;
     if (ev) {
@@ -216,7 +222,7 @@ static int topics_delete(const admin_opts_t *o)
         rd_kafka_event_destroy(ev);
     }
     rd_kafka_AdminOptions_destroy(ao);
-    rd_kafka_DeleteTopic_destroy_array(dt, 6);
+    rd_kafka_DeleteTopic_destroy_array(dt, N_TOPICS);
     rd_kafka_queue_destroy(q);
     rd_kafka_destroy(rk);
     return rc;
@@ -224,7 +230,7 @@ static int topics_delete(const admin_opts_t *o)
 
 static int topics_list(const admin_opts_t *o)
 {
-    char names[6][AIQ_TOPIC_MAX];
+    char names[N_TOPICS][AIQ_TOPIC_MAX];
     if (topic_names(o, names))
         return 2;
     rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_PRODUCER, NULL);
@@ -238,7 +244,7 @@ static int topics_list(const admin_opts_t *o)
         return 1;
     }
     int missing = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < N_TOPICS; i++) {
         int found = -1;
         for (int t = 0; t < md->topic_cnt; t++)
             if (strcmp(md->topics[t].topic, names[i]) == 0)
@@ -257,7 +263,7 @@ static int topics_list(const admin_opts_t *o)
 
 static int group_lag(const admin_opts_t *o)
 {
-    char names[6][AIQ_TOPIC_MAX];
+    char names[N_TOPICS][AIQ_TOPIC_MAX];
     if (topic_names(o, names))
         return 2;
     rd_kafka_t *rk = connect_kafka(o, RD_KAFKA_CONSUMER, o->group);
