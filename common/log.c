@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #define LOG_LINE_MAX 8192
+/* Longest PII a scanner can match (an e-mail address); what a truncated message loses. */
+#define LOG_PII_TAIL (RED_LOCAL_MAX + 1 + RED_DOMAIN_MAX)
 
 struct aiq_log {
     char component[32];
@@ -48,6 +50,383 @@ int aiq_log_enabled(const aiq_log_t *log, aiq_log_level_t level)
     return level >= (log ? log->level : AIQ_LOG_INFO);
 }
 
+/* ---- PII redaction ----
+ * Hand-written scanners, tried at each input position in the order e-mail, IBAN, number.
+ * Each scanner starts only at a token boundary and looks ahead a bounded distance, so a
+ * redaction pass is O(n) with a constant of at most a few hundred bytes. Bytes >= 0x80 are
+ * never part of a match, so UTF-8 text passes through untouched. */
+
+#define RED_LOCAL_MAX  64  /* RFC 5321 local part */
+#define RED_DOMAIN_MAX 253 /* RFC 1035 domain name */
+#define RED_LABEL_MAX  63
+#define RED_NUM_MAX    40 /* longest number-like token (digits + separators) considered */
+#define RED_GROUPS_MAX 20
+#define RED_IBAN_MAX   34 /* ISO 13616: 2 letters, 2 check digits, up to 30 alphanumerics */
+#define RED_IBAN_MIN   15 /* ... at least 11 alphanumerics */
+
+static int is_digit(int c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int is_upper(int c)
+{
+    return c >= 'A' && c <= 'Z';
+}
+
+static int is_alpha(int c)
+{
+    return is_upper(c) || (c >= 'a' && c <= 'z');
+}
+
+static int is_alnum(int c)
+{
+    return is_alpha(c) || is_digit(c);
+}
+
+static int in_set(int c, const char *set)
+{
+    return c != '\0' && strchr(set, c) != NULL;
+}
+
+static int is_local_char(int c)
+{
+    return is_alnum(c) || in_set(c, "._%+-");
+}
+
+/* Returns the length of the domain part of an address starting at s (0 when none): labels of
+ * letters, digits and inner hyphens, at least two, the last one alphabetic (a TLD). The match
+ * ends after the last label that can end a domain, so "a@x.com." leaves the full stop. */
+static size_t email_domain(const char *s)
+{
+    size_t k = 0, end = 0;
+    for (int labels = 1;; labels++) {
+        size_t ls = k;
+        int alpha = 1;
+        while (k - ls < RED_LABEL_MAX && (is_alnum(s[k]) || s[k] == '-')) {
+            alpha &= is_alpha(s[k]);
+            k++;
+        }
+        if (k == ls || s[ls] == '-' || s[k - 1] == '-' || k > RED_DOMAIN_MAX)
+            break;
+        if (labels >= 2 && alpha && k - ls >= 2)
+            end = k;
+        if (s[k] != '.' || !is_alnum(s[k + 1]))
+            break;
+        k++;
+    }
+    if (end && (is_alnum(s[end]) || in_set(s[end], "_@")))
+        return 0;
+    return end;
+}
+
+static size_t match_email(const char *s, size_t i)
+{
+    if (!is_alnum(s[i]) && s[i] != '_')
+        return 0;
+    /* Start after a boundary; also after . + - so that "...john@x.io" is still found. */
+    if (i > 0 && is_local_char(s[i - 1]) && !in_set(s[i - 1], ".+-"))
+        return 0;
+    size_t j = i;
+    while (j - i < RED_LOCAL_MAX && is_local_char(s[j]))
+        j++;
+    if (s[j] != '@' || s[j - 1] == '.')
+        return 0;
+    size_t d = email_domain(s + j + 1);
+    return d ? j + 1 + d - i : 0;
+}
+
+/* ISO 7064 mod 97-10 over the IBAN with its first four characters moved to the end. */
+static int iban_checksum_ok(const char *b, size_t n)
+{
+    unsigned r = 0;
+    for (size_t k = 0; k < n; k++) {
+        char c = b[(k + 4) % n];
+        if (is_digit(c))
+            r = (r * 10 + (unsigned)(c - '0')) % 97;
+        else
+            r = (r * 100 + (unsigned)(c - 'A' + 10)) % 97;
+    }
+    return r == 1;
+}
+
+/* Either compact ("DE89370400440532013000") or printed in groups of four separated by single
+ * spaces; in the printed form a shorter match ending at a group is also tried, so a following
+ * upper-case word ("... 00 EUR") does not hide the IBAN. Returns the match length, or 0 with
+ * *skip set to the length of an IBAN-shaped token whose checksum fails (so that its digits are
+ * not then taken for a card or phone number). */
+static size_t match_iban(const char *s, size_t i, size_t *skip)
+{
+    *skip = 0;
+    if (i > 0 && (is_alnum(s[i - 1]) || in_set(s[i - 1], "_-.@/")))
+        return 0;
+    if (!is_upper(s[i]) || !is_upper(s[i + 1]) || !is_digit(s[i + 2]) || !is_digit(s[i + 3]))
+        return 0;
+    char b[RED_IBAN_MAX];
+    size_t end_at[RED_IBAN_MAX + 1] = {0}; /* input offset after the n-th character */
+    size_t n = 0, j = i;
+    int grouped = s[i + 4] == ' ';
+    while (n < RED_IBAN_MAX) {
+        char c = s[j];
+        if (is_upper(c) || is_digit(c)) {
+            if (grouped && n > 0 && n % 4 == 0 && s[j - 1] != ' ')
+                break; /* a group longer than four */
+            b[n++] = c;
+            end_at[n] = ++j;
+        } else if (grouped && c == ' ' && n % 4 == 0 &&
+                   (is_upper(s[j + 1]) || is_digit(s[j + 1]))) {
+            j++;
+        } else {
+            break;
+        }
+    }
+    for (size_t m = n; m >= RED_IBAN_MIN; m--) {
+        char after = s[end_at[m]];
+        int boundary = !is_alnum(after) && !in_set(after, "_@");
+        if (!boundary || (m != n && !(grouped && m % 4 == 0)))
+            continue;
+        if (iban_checksum_ok(b, m))
+            return end_at[m] - i;
+        if (!*skip)
+            *skip = end_at[m] - i;
+        if (!grouped)
+            break;
+    }
+    return 0;
+}
+
+enum { SEP_SPACE = 1, SEP_DASH = 2, SEP_DOT = 4, SEP_PAREN = 8 };
+
+typedef struct num_tok {
+    size_t len;     /* input bytes from start to the last digit */
+    int plus;       /* began with '+' */
+    int joined;     /* continues into a larger non-numeric token */
+    unsigned seps;  /* SEP_* seen */
+    size_t ndig;    /* digits, in dig[] */
+    size_t ngroups; /* digit groups, lengths in glen[] (first RED_GROUPS_MAX) */
+    unsigned char dig[RED_NUM_MAX];
+    unsigned char glen[RED_GROUPS_MAX];
+} num_tok_t;
+
+/* Consumes a separator run between two digit groups: one of space - . at most, plus at most
+ * one parenthesis (the depth stays 0 or 1). Returns its length, 0 when s is not one. */
+static size_t num_sep(const char *s, int *depth, unsigned *seps)
+{
+    size_t k = 0;
+    int plain = 0, d = *depth;
+    unsigned kinds = 0;
+    for (; k < 3; k++) {
+        char c = s[k];
+        if (c == ' ' || c == '-' || c == '.') {
+            plain++;
+            kinds |= c == ' ' ? SEP_SPACE : c == '-' ? SEP_DASH : SEP_DOT;
+        } else if ((c == '(' && !d) || (c == ')' && d)) {
+            d = !d;
+            kinds |= SEP_PAREN;
+        } else {
+            break;
+        }
+    }
+    if (k == 0 || plain > 1 || !is_digit(s[k]))
+        return 0;
+    *depth = d;
+    *seps |= kinds;
+    return k;
+}
+
+static void num_close_group(num_tok_t *t, size_t glen)
+{
+    if (t->ngroups < RED_GROUPS_MAX)
+        t->glen[t->ngroups] = (unsigned char)glen;
+    t->ngroups++;
+}
+
+/* Scans a number-like token: [+][(]digits{sep digits}. 0 when s+i does not start one at a
+ * boundary, is too long, has an unclosed parenthesis or is followed by "@". t->joined is set
+ * when it runs into something that makes it part of a larger token (a letter, "_", or one of
+ * : . - / followed by a letter or digit): that keeps times, IP:port and identifiers out. */
+static size_t scan_number(const char *s, size_t i, num_tok_t *t)
+{
+    if (!is_digit(s[i]) && s[i] != '+' && s[i] != '(')
+        return 0;
+    memset(t, 0, sizeof(*t));
+    /* ':' is a boundary before "+CC" (tel:+1...) but not before digits (host:port, times). */
+    const char *bad = s[i] == '+' ? "._@/+-\\#$%&*[" : "._@:/+-\\#$%&*[";
+    if (i > 0 && (is_alnum(s[i - 1]) || in_set(s[i - 1], bad)))
+        return 0;
+    size_t j = i, end = 0, glen = 0;
+    int depth = 0;
+    if (s[j] == '(' && s[j + 1] == '+') { /* "(+49) 30 1234567" */
+        depth = 1;
+        t->seps |= SEP_PAREN;
+        j++;
+    }
+    if (s[j] == '+') {
+        t->plus = 1;
+        j++;
+    }
+    if (s[j] == '(' && !depth) {
+        depth = 1;
+        t->seps |= SEP_PAREN;
+        j++;
+    }
+    while (j - i < RED_NUM_MAX) {
+        if (is_digit(s[j])) {
+            t->dig[t->ndig++] = (unsigned char)(s[j] - '0');
+            glen++;
+            end = ++j;
+            continue;
+        }
+        size_t k = glen ? num_sep(s + j, &depth, &t->seps) : 0;
+        if (k == 0)
+            break;
+        num_close_group(t, glen);
+        glen = 0;
+        j += k;
+    }
+    if (!end || j - i >= RED_NUM_MAX || depth)
+        return 0;
+    num_close_group(t, glen);
+    if (s[end] == '@')
+        return 0; /* maybe the local part of an address starting later */
+    t->len = end - i;
+    char a = s[end];
+    t->joined = is_alnum(a) || a == '_' || (in_set(a, ":.-/") && is_alnum(s[end + 1]));
+    return t->len;
+}
+
+static int luhn_ok(const unsigned char *d, size_t n)
+{
+    unsigned sum = 0;
+    for (size_t k = 0; k < n; k++) {
+        unsigned v = d[n - 1 - k];
+        if (k % 2 == 1)
+            v = v * 2 > 9 ? v * 2 - 9 : v * 2;
+        sum += v;
+    }
+    return sum % 10 == 0;
+}
+
+/* Card issuer numbers start with 2–6 (Mastercard 2/5, Amex/Diners/JCB 3, Visa 4, Discover/
+ * UnionPay 6); requiring that keeps 13-digit epoch milliseconds ("1764300523123") out. */
+static int is_card(const num_tok_t *t)
+{
+    return !t->plus && !(t->seps & (SEP_DOT | SEP_PAREN)) && t->ndig >= 13 && t->ndig <= 19 &&
+           t->dig[0] >= 2 && t->dig[0] <= 6 && luhn_ok(t->dig, t->ndig);
+}
+
+/* Dotted national forms ("415.555.2671") need three groups of two or more digits, and dotted
+ * quads of 1–3 digits are IPv4 addresses; dates ("2026-11-28 …") are never phones. */
+static int is_national_phone(const num_tok_t *t)
+{
+    if (t->ndig < 9 || t->ndig > 15 || t->ngroups < 2 || t->ngroups > RED_GROUPS_MAX)
+        return 0;
+    if (t->ngroups >= 3 && t->glen[0] == 4 && t->glen[1] == 2 && t->glen[2] == 2)
+        return 0;
+    if (t->seps & SEP_DOT) {
+        int quad = t->ngroups == 4;
+        for (size_t g = 0; g < t->ngroups; g++) {
+            if (g > 0 && t->glen[g] < 2)
+                return 0;
+            quad &= t->glen[g] <= 3;
+        }
+        if (t->ngroups < 3 || quad)
+            return 0;
+    }
+    return 1;
+}
+
+/* A number-like token that is not PII is skipped whole (*len set, NULL returned), so that its
+ * tail is not matched on its own: "4111 1111 1111 1113" must not become "4111 [phone]". */
+static const char *match_number(const char *s, size_t i, size_t *len)
+{
+    num_tok_t t;
+    if (!scan_number(s, i, &t))
+        return NULL;
+    *len = t.len;
+    if (t.joined)
+        return NULL;
+    if (is_card(&t))
+        return "[card]";
+    if (t.plus)
+        return t.ndig >= 8 && t.ndig <= 15 ? "[phone]" : NULL;
+    return is_national_phone(&t) ? "[phone]" : NULL;
+}
+
+/* Returns the marker for PII starting at s+i and its length in *len; or NULL with *len the
+ * number of bytes to copy unchanged (at least 1). */
+static const char *match_pii(const char *s, size_t i, size_t *len)
+{
+    size_t skip = 0;
+    if ((*len = match_email(s, i)) != 0)
+        return "[email]";
+    if ((*len = match_iban(s, i, &skip)) != 0)
+        return "[iban]";
+    *len = skip;
+    const char *mark = skip ? NULL : match_number(s, i, len);
+    if (*len == 0)
+        *len = 1;
+    return mark;
+}
+
+/* Length of out[0..n) without a trailing incomplete UTF-8 sequence. */
+static size_t utf8_trim(const char *out, size_t n)
+{
+    size_t k = n, back = 0;
+    while (k > 0 && back < 4 && ((unsigned char)out[k - 1] & 0xC0) == 0x80) {
+        k--;
+        back++;
+    }
+    if (k == 0)
+        return n;
+    unsigned char lead = (unsigned char)out[k - 1];
+    size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    return (lead >= 0xC0 && n - (k - 1) < want) ? k - 1 : n;
+}
+
+size_t aiq_log_redact(const char *in, char *out, size_t cap)
+{
+    if (!out || cap == 0)
+        return 0;
+    if (!in)
+        in = "";
+    size_t i = 0, n = 0;
+    int cut = 0;
+    while (in[i] && !cut) {
+        size_t mlen = 0;
+        const char *mark = match_pii(in, i, &mlen);
+        const char *src = mark ? mark : in + i;
+        size_t slen = mark ? strlen(mark) : mlen;
+        if (n + slen >= cap) {
+            /* Plain text is cut where the buffer ends; a marker is written whole or not at all. */
+            if (!mark) {
+                memcpy(out + n, src, cap - 1 - n);
+                n = cap - 1;
+            }
+            cut = 1;
+            break;
+        }
+        memcpy(out + n, src, slen);
+        n += slen;
+        i += mlen;
+    }
+    if (cut)
+        n = utf8_trim(out, n);
+    out[n] = '\0';
+    return n;
+}
+
+/* vsnprintf cut the message, possibly inside an address or number that the redactor then could
+ * not recognise; drop the tail that may hold such a fragment and say so. */
+static void truncated_tail(char *red, size_t n, size_t cap)
+{
+    static const char note[] = " ...[truncated]";
+    size_t keep = n > LOG_PII_TAIL ? utf8_trim(red, n - LOG_PII_TAIL) : 0;
+    if (keep + sizeof(note) > cap)
+        keep = cap - sizeof(note);
+    memcpy(red + keep, note, sizeof(note));
+}
+
 void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *fmt, ...)
 {
     if (!aiq_log_enabled(log, level))
@@ -55,8 +434,14 @@ void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char
     char msg[LOG_LINE_MAX / 2];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int r = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (r < 0)
+        msg[0] = '\0';
+    char red[LOG_LINE_MAX / 2];
+    size_t rn = aiq_log_redact(msg, red, sizeof(red));
+    if (r >= (int)sizeof(msg))
+        truncated_tail(red, rn, sizeof(red));
 
     char ts[32];
     aiq_time_format(aiq_now_ms(), ts, sizeof(ts));
@@ -71,7 +456,7 @@ void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char
     if (job)
         json_object_set_new(o, "job", json_string(job));
     /* json_string rejects invalid UTF-8; a log line must never be dropped for that. */
-    json_t *m = json_string(msg);
+    json_t *m = json_string(red);
     json_object_set_new(o, "msg", m ? m : json_string("(message was not valid UTF-8)"));
     char line[LOG_LINE_MAX];
     size_t n = json_dumpb(o, line, sizeof(line) - 1, JSON_COMPACT | JSON_PRESERVE_ORDER);

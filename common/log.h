@@ -3,6 +3,8 @@
 #ifndef AIQ_LOG_H
 #define AIQ_LOG_H
 
+#include <stddef.h>
+
 typedef enum aiq_log_level {
     AIQ_LOG_DEBUG = 0,
     AIQ_LOG_INFO = 1,
@@ -21,6 +23,7 @@ void aiq_log_free(aiq_log_t *log);
 int aiq_log_level_parse(const char *name);
 
 /* Writes one line {"ts","level","component","instance","job"?,"msg"} when level is enabled.
+ * msg is passed through aiq_log_redact first; job is not (job ids are not personal data).
  * job may be NULL. log may be NULL (then a default logger at info writes). Any thread. */
 void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -29,6 +32,16 @@ void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char
 #define aiq_log_info(log, ...)  aiq_logj((log), AIQ_LOG_INFO, NULL, __VA_ARGS__)
 #define aiq_log_warn(log, ...)  aiq_logj((log), AIQ_LOG_WARN, NULL, __VA_ARGS__)
 #define aiq_log_error(log, ...) aiq_logj((log), AIQ_LOG_ERROR, NULL, __VA_ARGS__)
+
+/* Copies in to out with personal data replaced by fixed markers: e-mail addresses → "[email]",
+ * phone numbers (+CC with 8–15 digits, or national forms of 9–15 digits in separated groups)
+ * → "[phone]", Luhn-valid 13–19 digit card numbers starting 2–6 → "[card]", mod-97-valid IBANs
+ * → "[iban]". Pure: no allocation, no locale, O(strlen(in)) with bounded lookahead.
+ * out (caller-owned, cap bytes) is always NUL-terminated when cap > 0; on truncation a marker is
+ * never cut and no partial UTF-8 sequence is left at the end. in == NULL is treated as "".
+ * Returns the number of bytes written before the NUL (always < cap; 0 when cap == 0). Any thread.
+ */
+size_t aiq_log_redact(const char *in, char *out, size_t cap);
 
 /* True when level would be written (to skip building expensive messages). */
 int aiq_log_enabled(const aiq_log_t *log, aiq_log_level_t level);
