@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *const prio_names[4] = {"critical", "high", "normal", "low"};
 static const char *const status_names[AIQ_METRICS_STATUSES] = {"succeeded", "failed", "degraded",
@@ -208,6 +209,14 @@ static void render_counters(buf_t *b, const aiq_metrics_t *m, const char *w)
 
 static void render_gauges(buf_t *b, const aiq_metrics_gauges_t *g, const char *w)
 {
+    /* Rendered by the loop: a stalled loop freezes this while scrapes keep succeeding. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    put(b,
+        "# HELP aiq_loop_heartbeat_timestamp_seconds When the event loop last published.\n"
+        "# TYPE aiq_loop_heartbeat_timestamp_seconds gauge\n"
+        "aiq_loop_heartbeat_timestamp_seconds{worker=\"%s\"} %lld\n",
+        w, (long long)ts.tv_sec);
     put(b,
         "# HELP aiq_inflight Jobs being processed now.\n# TYPE aiq_inflight gauge\n"
         "aiq_inflight{worker=\"%s\"} %lld\n",
