@@ -18,6 +18,8 @@ struct aiq_producer {
     aiq_delivery_cb on_delivery;
     void *opaque;
     uint64_t failed;
+    double rate, tokens; /* token bucket; rate 0 = unlimited */
+    int64_t refill_ms;
 };
 
 struct aiq_results {
@@ -62,6 +64,8 @@ int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char
     p->max_job_bytes = conf->max_job_bytes ? conf->max_job_bytes : 524288;
     p->on_delivery = conf->on_delivery;
     p->opaque = conf->opaque;
+    p->rate = conf->rate_per_s > 0 ? conf->rate_per_s : 0;
+    p->refill_ms = aiq_mono_ms();
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->brokers, errstr, errlen) ||
         rd_kafka_conf_set(kc, "client.id", conf->client_id ? conf->client_id : "aiq-producer",
@@ -175,10 +179,32 @@ static int doc_priority(json_t *doc)
     return prio < 0 ? AIQ_PRIO_NORMAL : prio;
 }
 
+/* Blocks until the token bucket allows one more submission, serving delivery reports. */
+static void rate_wait(aiq_producer_t *p)
+{
+    if (p->rate <= 0)
+        return;
+    for (;;) {
+        int64_t now = aiq_mono_ms();
+        p->tokens += (double)(now - p->refill_ms) * p->rate / 1000.0;
+        p->refill_ms = now;
+        double burst = p->rate / 10.0 > 1.0 ? p->rate / 10.0 : 1.0;
+        if (p->tokens > burst)
+            p->tokens = burst;
+        if (p->tokens >= 1.0) {
+            p->tokens -= 1.0;
+            return;
+        }
+        int wait = (int)((1.0 - p->tokens) * 1000.0 / p->rate) + 1;
+        rd_kafka_poll(p->rk, wait);
+    }
+}
+
 int aiq_producer_submit_ex(aiq_producer_t *p, const char *job_json, size_t len,
                            const aiq_submit_opts_t *opts, char *id_out, size_t id_cap,
                            int *prio_out, char *errstr, size_t errlen)
 {
+    rate_wait(p);
     json_t *doc = NULL;
     int rc = prepare(job_json, len, opts, &doc, errstr, errlen);
     if (rc)
@@ -488,4 +514,121 @@ void aiq_results_close(aiq_results_t *r)
     free(r->hi);
     free(r->next);
     free(r);
+}
+
+/* ---- collector ---------------------------------------------------------------------- */
+
+typedef struct slot {
+    char *id;
+    int answered;
+} slot_t;
+
+/* Open addressing over job ids; it only grows (a batch's ids live as long as the batch). */
+struct aiq_collector {
+    aiq_results_t *r;
+    slot_t *slots;
+    size_t cap, n, answered;
+    uint64_t duplicates;
+};
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static slot_t *slot_find(const aiq_collector_t *c, const char *id)
+{
+    for (size_t i = fnv1a(id) & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
+        if (!c->slots[i].id || strcmp(c->slots[i].id, id) == 0)
+            return &c->slots[i];
+    }
+}
+
+static int collector_grow(aiq_collector_t *c)
+{
+    size_t ncap = c->cap ? c->cap * 2 : 1024;
+    slot_t *old = c->slots, *ns = calloc(ncap, sizeof(*ns));
+    if (!ns)
+        return AIQ_SUBMIT_ENOMEM;
+    size_t ocap = c->cap;
+    c->slots = ns;
+    c->cap = ncap;
+    for (size_t i = 0; i < ocap; i++)
+        if (old[i].id)
+            *slot_find(c, old[i].id) = old[i];
+    free(old);
+    return 0;
+}
+
+int aiq_collector_new(aiq_collector_t **out, aiq_results_t *r)
+{
+    aiq_collector_t *c = calloc(1, sizeof(*c));
+    if (!c || collector_grow(c)) {
+        free(c);
+        return AIQ_SUBMIT_ENOMEM;
+    }
+    c->r = r;
+    *out = c;
+    return 0;
+}
+
+int aiq_collector_expect(aiq_collector_t *c, const char *job_id)
+{
+    if ((c->n + 1) * 2 > c->cap && collector_grow(c))
+        return AIQ_SUBMIT_ENOMEM;
+    slot_t *s = slot_find(c, job_id);
+    if (s->id)
+        return 0;
+    if (!(s->id = strdup(job_id)))
+        return AIQ_SUBMIT_ENOMEM;
+    c->n++;
+    return 0;
+}
+
+int aiq_collector_next(aiq_collector_t *c, int timeout_ms, char **json, char *job_id, size_t id_cap,
+                       char *errstr, size_t errlen)
+{
+    int64_t until = aiq_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = until - aiq_mono_ms();
+        int rc =
+            aiq_results_next(c->r, left > 0 ? (int)left : 0, json, job_id, id_cap, errstr, errlen);
+        if (rc <= 0)
+            return rc;
+        slot_t *s = slot_find(c, job_id);
+        if (s->id && !s->answered) {
+            s->answered = 1;
+            c->answered++;
+            return 1;
+        }
+        if (s->id)
+            c->duplicates++;
+        free(*json);
+        *json = NULL;
+        if (left <= 0)
+            return 0;
+    }
+}
+
+size_t aiq_collector_pending(const aiq_collector_t *c)
+{
+    return c->n - c->answered;
+}
+
+uint64_t aiq_collector_duplicates(const aiq_collector_t *c)
+{
+    return c->duplicates;
+}
+
+void aiq_collector_free(aiq_collector_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->cap; i++)
+        free(c->slots[i].id);
+    free(c->slots);
+    free(c);
 }

@@ -22,7 +22,7 @@ SIM_KEY, SIM_SECRET = "AKIDSIMULATOR", "simulator-secret"
 
 
 def binary(name):
-    for sub in ("worker", "producer", "tools/admin", "tools/bedrock-sim"):
+    for sub in ("worker", "producer", "tools/admin", "tools/bedrock-sim", "examples"):
         path = os.path.join(BUILD, sub, name)
         if os.path.exists(path):
             return path

@@ -178,3 +178,59 @@ def test_batch_leaves_room_for_interactive_critical(aiq_env, tmp_path):
             if batch.poll() is None:
                 batch.kill()
     assert os.path.exists(str(out) + ".state")
+
+
+def test_batch_library_example_rate_limited_one_answer_each(aiq_env):
+    """examples/batch.c: the library's rate limit and de-duplicating collector."""
+    start_pool(aiq_env, workers=1, inflight=20)
+    n, rate = 300, 600.0
+    jobs = "".join(json.dumps({"id": f"lib-{aiq_env.tag}-{i}", "operation": "x",
+                               "priority": PRIORITIES[i % 4], "payload": {"i": i}}) + "\n"
+                   for i in range(n)) + "not a job\n"
+    t0 = time.time()
+    r = run([binary("example-batch"), BROKERS, aiq_env.prefix, str(rate)], input=jobs)
+    took = time.time() - t0
+    assert r.returncode == 1, r.stderr  # one invalid line
+    assert f"line {n + 1}:" in r.stderr
+    results = [json.loads(x) for x in r.stdout.splitlines()]
+    assert sorted(x["job_id"] for x in results) == sorted(f"lib-{aiq_env.tag}-{i}"
+                                                          for i in range(n))
+    assert all(x["status"] == "succeeded" for x in results)
+    # The library stamps created_at at submission: their spread is the submission time,
+    # which the rate limit stretches to (n - 1) / rate minus the 0.1 s burst.
+    from datetime import datetime
+    stamps = []
+    for prio in PRIORITIES:
+        for m in aiq_env.read_all(aiq_env.job_topic(prio), n // 4, timeout=20):
+            ts = json.loads(m.value())["created_at"].replace("Z", "+00:00")
+            stamps.append(datetime.fromisoformat(ts).timestamp())
+    assert len(stamps) == n
+    spread = max(stamps) - min(stamps)
+    assert spread >= (n - 1) / rate - 0.1 - 0.02, spread
+    assert spread <= took
+
+
+def test_batch_max_lag_bounds_unanswered_jobs(aiq_env, tmp_path):
+    """--max-lag: the batch never has more than N submitted-but-unanswered jobs (plus the
+    jobs acknowledged in one poll), measured from record timestamps and result times."""
+    from datetime import datetime
+    start_pool(aiq_env, latency_ms=20, workers=1, inflight=10)
+    n, max_lag = 400, 30
+    src, out = tmp_path / "jobs.ndjson", tmp_path / "out.ndjson"
+    write_batch(src, n)
+    r = run(submit_cmd(aiq_env, "-p", "low", "--max-lag", str(max_lag), "--results", str(out),
+                       str(src)))
+    assert r.returncode == 0, r.stderr
+    assert_complete(read_results(out), n)
+    events = [(m.timestamp()[1] / 1000.0, +1)
+              for m in aiq_env.read_all(aiq_env.job_topic("low"), n, timeout=20)]
+    for m in aiq_env.read_all(aiq_env.results_topic, n, timeout=20):
+        done = json.loads(m.value())["completed_at"].replace("Z", "+00:00")
+        events.append((datetime.fromisoformat(done).timestamp(), -1))
+    assert len(events) == 2 * n
+    lag = worst = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        lag += step
+        worst = max(worst, lag)
+    print(f"max-lag {max_lag}: worst unanswered {worst}")
+    assert worst <= max_lag + 15, worst  # without --max-lag it reaches ~n

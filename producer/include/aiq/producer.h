@@ -44,6 +44,9 @@ typedef struct aiq_producer_conf {
     void *opaque;
     /* Extra librdkafka properties as NULL-terminated name, value pairs (e.g. SASL). */
     const char *const *kafka_props;
+    /* Submissions per second at most (token bucket, 0.1 s burst); 0 = unlimited. Submit
+     * calls then block, serving delivery callbacks, until the next token is due. */
+    double rate_per_s;
 } aiq_producer_conf_t;
 
 /* Creates a producer. Copies everything it needs from conf. */
@@ -120,6 +123,29 @@ int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id
                      char *errstr, size_t errlen);
 
 void aiq_results_close(aiq_results_t *r); /* NULL is a no-op */
+
+/* ---- collecting the answers of a batch -------------------------------------------- */
+
+/* Tracks the ids a caller submitted and hands back exactly one result per id: the reply
+ * topic is at-least-once, so duplicates and other submitters' results are skipped. */
+typedef struct aiq_collector aiq_collector_t;
+
+/* Borrows r (keep it open while the collector lives). */
+int aiq_collector_new(aiq_collector_t **out, aiq_results_t *r);
+
+/* Expects an answer for job_id (copied). Adding an id twice is a no-op. */
+int aiq_collector_expect(aiq_collector_t *c, const char *job_id);
+
+/* Waits up to timeout_ms for the first result of an expected, unanswered id. Returns 1 with
+ * *json (malloc'd, caller frees) and job_id set, 0 on timeout, or a negative code. */
+int aiq_collector_next(aiq_collector_t *c, int timeout_ms, char **json, char *job_id, size_t id_cap,
+                       char *errstr, size_t errlen);
+
+/* Expected ids without an answer yet; duplicates skipped so far. */
+size_t aiq_collector_pending(const aiq_collector_t *c);
+uint64_t aiq_collector_duplicates(const aiq_collector_t *c);
+
+void aiq_collector_free(aiq_collector_t *c); /* NULL is a no-op */
 
 #ifdef __cplusplus
 }
