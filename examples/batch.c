@@ -1,6 +1,6 @@
 /* examples/batch.c — submit a batch of jobs with libaiq_producer and collect one answer
- * per job. Build against an installed aiq:
- *     cc batch.c $(pkg-config --cflags --libs aiq-producer) -o batch
+ * per job. The build makes it as build/examples/example-batch; outside the tree:
+ *     cc batch.c -I<aiq>/producer/include -L<build>/producer -laiq_producer -o batch
  * Run:  ./batch BROKERS PREFIX RATE < jobs.ndjson > results.ndjson
  * Each input line is a job (schemas/job.schema.json); each output line is its result. */
 #include <aiq/producer.h>
