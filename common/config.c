@@ -52,7 +52,8 @@ static const cfg_entry_t table[] = {
      "On a rebalance, how long in-flight jobs of revoked partitions may take to finish "
      "before the partitions are handed over"},
     {"worker.aging_ms", CFG_INT, S(aging_ms), 1, 86400000, "5000", AIQ_CFG_WORKER,
-     "Anti-starvation: a waiting job rises one priority level per this much waiting"},
+     "Anti-starvation: a priority queue not served for this long competes one level "
+     "higher (up to one above critical), so low work still gets slots under load"},
     {"worker.max_attempts", CFG_INT, S(max_attempts), 1, 20, "3", AIQ_CFG_WORKER,
      "Model calls per job at most (first try + retries on throttling/5xx)"},
     {"worker.retry_base_ms", CFG_INT, S(retry_base_ms), 1, 60000, "200", AIQ_CFG_WORKER,
