@@ -1,5 +1,6 @@
 /* libaiq_producer: job submission and result reading for backend services. */
 #include "aiq/producer.h"
+#include "idmap.h"
 #include "job.h"
 #include "timeutil.h"
 #include "topics.h"
@@ -518,55 +519,18 @@ void aiq_results_close(aiq_results_t *r)
 
 /* ---- collector ---------------------------------------------------------------------- */
 
-typedef struct slot {
-    char *id;
-    int answered;
-} slot_t;
-
-/* Open addressing over job ids; it only grows (a batch's ids live as long as the batch). */
+/* Expected ids map to 0 while unanswered, 1 once answered. */
 struct aiq_collector {
     aiq_results_t *r;
-    slot_t *slots;
-    size_t cap, n, answered;
+    aiq_idmap_t *ids;
+    size_t answered;
     uint64_t duplicates;
 };
-
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static slot_t *slot_find(const aiq_collector_t *c, const char *id)
-{
-    for (size_t i = fnv1a(id) & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
-        if (!c->slots[i].id || strcmp(c->slots[i].id, id) == 0)
-            return &c->slots[i];
-    }
-}
-
-static int collector_grow(aiq_collector_t *c)
-{
-    size_t ncap = c->cap ? c->cap * 2 : 1024;
-    slot_t *old = c->slots, *ns = calloc(ncap, sizeof(*ns));
-    if (!ns)
-        return AIQ_SUBMIT_ENOMEM;
-    size_t ocap = c->cap;
-    c->slots = ns;
-    c->cap = ncap;
-    for (size_t i = 0; i < ocap; i++)
-        if (old[i].id)
-            *slot_find(c, old[i].id) = old[i];
-    free(old);
-    return 0;
-}
 
 int aiq_collector_new(aiq_collector_t **out, aiq_results_t *r)
 {
     aiq_collector_t *c = calloc(1, sizeof(*c));
-    if (!c || collector_grow(c)) {
+    if (!c || !(c->ids = aiq_idmap_new())) {
         free(c);
         return AIQ_SUBMIT_ENOMEM;
     }
@@ -577,15 +541,10 @@ int aiq_collector_new(aiq_collector_t **out, aiq_results_t *r)
 
 int aiq_collector_expect(aiq_collector_t *c, const char *job_id)
 {
-    if ((c->n + 1) * 2 > c->cap && collector_grow(c))
-        return AIQ_SUBMIT_ENOMEM;
-    slot_t *s = slot_find(c, job_id);
-    if (s->id)
+    uint64_t v;
+    if (aiq_idmap_get(c->ids, job_id, &v) == 0)
         return 0;
-    if (!(s->id = strdup(job_id)))
-        return AIQ_SUBMIT_ENOMEM;
-    c->n++;
-    return 0;
+    return aiq_idmap_put(c->ids, job_id, 0) < 0 ? AIQ_SUBMIT_ENOMEM : 0;
 }
 
 int aiq_collector_next(aiq_collector_t *c, int timeout_ms, char **json, char *job_id, size_t id_cap,
@@ -598,14 +557,15 @@ int aiq_collector_next(aiq_collector_t *c, int timeout_ms, char **json, char *jo
             aiq_results_next(c->r, left > 0 ? (int)left : 0, json, job_id, id_cap, errstr, errlen);
         if (rc <= 0)
             return rc;
-        slot_t *s = slot_find(c, job_id);
-        if (s->id && !s->answered) {
-            s->answered = 1;
-            c->answered++;
-            return 1;
-        }
-        if (s->id)
+        uint64_t answered;
+        if (aiq_idmap_get(c->ids, job_id, &answered) == 0) {
+            if (!answered) {
+                aiq_idmap_put(c->ids, job_id, 1); /* replaces: cannot fail */
+                c->answered++;
+                return 1;
+            }
             c->duplicates++;
+        }
         free(*json);
         *json = NULL;
         if (left <= 0)
@@ -615,7 +575,7 @@ int aiq_collector_next(aiq_collector_t *c, int timeout_ms, char **json, char *jo
 
 size_t aiq_collector_pending(const aiq_collector_t *c)
 {
-    return c->n - c->answered;
+    return aiq_idmap_len(c->ids) - c->answered;
 }
 
 uint64_t aiq_collector_duplicates(const aiq_collector_t *c)
@@ -627,8 +587,6 @@ void aiq_collector_free(aiq_collector_t *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->cap; i++)
-        free(c->slots[i].id);
-    free(c->slots);
+    aiq_idmap_free(c->ids);
     free(c);
 }

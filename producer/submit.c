@@ -3,6 +3,7 @@
 #include "aiq/producer.h"
 #include "batch_cli.h"
 #include "config.h"
+#include "idmap.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -22,12 +23,11 @@ typedef struct pending_job {
     int answered;
 } pending_job_t;
 
-/* Open-addressing table of submitted jobs, so each result finds its job in O(1). */
+/* Submitted jobs in order, and an index by id so each result finds its job in O(1). */
 typedef struct job_table {
     pending_job_t *jobs;
     size_t n, cap;
-    size_t *slots; /* index+1 into jobs, 0 = empty */
-    size_t nslots;
+    aiq_idmap_t *index; /* id -> position in jobs */
 } job_table_t;
 
 typedef struct opts {
@@ -49,47 +49,15 @@ typedef struct run {
     int64_t t0;
 } run_t;
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static int table_grow(job_table_t *t)
-{
-    size_t nslots = t->nslots ? t->nslots * 2 : 1024;
-    size_t *slots = calloc(nslots, sizeof(*slots));
-    if (!slots)
-        return -1;
-    for (size_t i = 0; i < t->n; i++) {
-        size_t h = hash_str(t->jobs[i].id) & (nslots - 1);
-        while (slots[h])
-            h = (h + 1) & (nslots - 1);
-        slots[h] = i + 1;
-    }
-    free(t->slots);
-    t->slots = slots;
-    t->nslots = nslots;
-    return 0;
-}
-
 static pending_job_t *table_find(job_table_t *t, const char *id)
 {
-    if (!t->nslots)
-        return NULL;
-    for (size_t h = hash_str(id) & (t->nslots - 1); t->slots[h]; h = (h + 1) & (t->nslots - 1)) {
-        pending_job_t *j = &t->jobs[t->slots[h] - 1];
-        if (strcmp(j->id, id) == 0)
-            return j;
-    }
-    return NULL;
+    uint64_t i;
+    return t->index && aiq_idmap_get(t->index, id, &i) == 0 ? &t->jobs[i] : NULL;
 }
 
 static pending_job_t *table_add(job_table_t *t, const char *id, int prio)
 {
-    if ((t->n + 1) * 2 > t->nslots && table_grow(t))
+    if (!t->index && !(t->index = aiq_idmap_new()))
         return NULL;
     if (t->n == t->cap) {
         size_t ncap = t->cap ? t->cap * 2 : 1024;
@@ -99,16 +67,14 @@ static pending_job_t *table_add(job_table_t *t, const char *id, int prio)
         t->jobs = nj;
         t->cap = ncap;
     }
-    pending_job_t *j = &t->jobs[t->n];
+    if (aiq_idmap_put(t->index, id, t->n) < 0)
+        return NULL;
+    pending_job_t *j = &t->jobs[t->n++];
     memset(j, 0, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", id);
     j->prio = prio;
     j->sent_ms = aiq_mono_ms();
     j->latency_ms = -1;
-    size_t h = hash_str(id) & (t->nslots - 1);
-    while (t->slots[h])
-        h = (h + 1) & (t->nslots - 1);
-    t->slots[h] = ++t->n;
     return j;
 }
 
@@ -653,7 +619,7 @@ int main(int argc, char **argv)
     aiq_results_close(res);
     aiq_producer_free(r.p);
     free(r.table.jobs);
-    free(r.table.slots);
+    aiq_idmap_free(r.table.index);
     if (rc)
         return rc;
     int bad = r.invalid || r.delivery_failed || (r.o.wait && r.answered < r.submitted);

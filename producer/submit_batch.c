@@ -9,6 +9,7 @@
 #include "batch_cli.h"
 
 #include "aiq/producer.h"
+#include "idmap.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -42,8 +43,7 @@ typedef struct bjob {
 typedef struct btable {
     bjob_t *v;
     size_t n, cap;
-    uint32_t *slots; /* index + 1, 0 = empty */
-    size_t nslots;
+    aiq_idmap_t *index; /* id -> position in v */
 } btable_t;
 
 typedef struct batch {
@@ -73,50 +73,15 @@ static void on_signal(int sig)
 
 /* ---- job table ------------------------------------------------------------------------ */
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static void index_put(uint32_t *slots, size_t nslots, const char *id, uint32_t v)
-{
-    size_t h = hash_str(id) & (nslots - 1);
-    while (slots[h])
-        h = (h + 1) & (nslots - 1);
-    slots[h] = v;
-}
-
-static int table_grow(btable_t *t)
-{
-    size_t nslots = t->nslots ? t->nslots * 2 : 4096;
-    uint32_t *slots = calloc(nslots, sizeof(*slots));
-    if (!slots)
-        return -1;
-    for (size_t i = 0; i < t->n; i++)
-        index_put(slots, nslots, t->v[i].id, (uint32_t)(i + 1));
-    free(t->slots);
-    t->slots = slots;
-    t->nslots = nslots;
-    return 0;
-}
-
 static bjob_t *table_find(const btable_t *t, const char *id)
 {
-    if (!t->nslots)
-        return NULL;
-    for (size_t h = hash_str(id) & (t->nslots - 1); t->slots[h]; h = (h + 1) & (t->nslots - 1))
-        if (strcmp(t->v[t->slots[h] - 1].id, id) == 0)
-            return &t->v[t->slots[h] - 1];
-    return NULL;
+    uint64_t i;
+    return t->index && aiq_idmap_get(t->index, id, &i) == 0 ? &t->v[i] : NULL;
 }
 
-/* Appends a job (lines must come in ascending order); NULL when out of memory. */
 static bjob_t *table_add(btable_t *t, const char *id, uint64_t line, int prio)
 {
-    if ((t->n + 1) * 2 > t->nslots && table_grow(t))
+    if (!t->index && !(t->index = aiq_idmap_new()))
         return NULL;
     if (t->n == t->cap) {
         size_t ncap = t->cap ? t->cap * 2 : 4096;
@@ -133,7 +98,11 @@ static bjob_t *table_add(btable_t *t, const char *id, uint64_t line, int prio)
     j->line = line;
     j->prio = (uint8_t)prio;
     j->latency_ms = -1;
-    index_put(t->slots, t->nslots, id, (uint32_t)++t->n);
+    if (aiq_idmap_put(t->index, id, t->n) < 0) {
+        free(j->id);
+        return NULL;
+    }
+    t->n++;
     return j;
 }
 
@@ -142,7 +111,7 @@ static void table_free(btable_t *t)
     for (size_t i = 0; i < t->n; i++)
         free(t->v[i].id);
     free(t->v);
-    free(t->slots);
+    aiq_idmap_free(t->index);
 }
 
 /* ---- input ---------------------------------------------------------------------------- */
@@ -196,7 +165,7 @@ static int derive_batch_id(batch_t *b)
     for (; base[k] && k < 40; k++)
         b->batch_id[k] = id_char_ok(base[k]) ? base[k] : '_';
     snprintf(b->batch_id + k, sizeof(b->batch_id) - k, "-%016llx",
-             (unsigned long long)hash_str(key));
+             (unsigned long long)aiq_idmap_hash(key));
     return 0;
 }
 
