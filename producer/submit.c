@@ -369,19 +369,11 @@ static void on_delivery(void *opaque, const char *job_id, int ok, const char *er
     }
 }
 
-static int priority_of(const char *json, size_t len)
-{
-    json_t *doc = json_loadb(json, len, 0, NULL);
-    int p = aiq_priority_parse(json_string_value(json_object_get(doc, "priority")));
-    json_decref(doc);
-    return p < 0 ? AIQ_PRIO_NORMAL : p;
-}
-
 /* Submits one document; a full local queue is waited out, never dropped. */
 static int submit_one(run_t *r, const char *doc, size_t len, const char *where)
 {
     char id[AIQ_JOB_ID_CAP], err[512];
-    int rc;
+    int rc, prio = AIQ_PRIO_NORMAL;
     if (r->o.check) {
         rc = aiq_job_check(doc, len, err, sizeof(err));
         if (rc)
@@ -391,8 +383,9 @@ static int submit_one(run_t *r, const char *doc, size_t len, const char *where)
         printf("%s: %s\n", where, rc ? err : "ok");
         return rc;
     }
-    while ((rc = aiq_producer_submit(r->p, doc, len, id, sizeof(id), err, sizeof(err))) ==
-           AIQ_SUBMIT_EFULL)
+    /* The library reports the priority it used: no second parse of the job here. */
+    while ((rc = aiq_producer_submit_ex(r->p, doc, len, NULL, id, sizeof(id), &prio, err,
+                                        sizeof(err))) == AIQ_SUBMIT_EFULL)
         aiq_producer_poll(r->p, 100);
     if (rc) {
         r->invalid++;
@@ -400,7 +393,7 @@ static int submit_one(run_t *r, const char *doc, size_t len, const char *where)
         return rc;
     }
     r->submitted++;
-    if (r->o.wait && !table_add(&r->table, id, priority_of(doc, len))) {
+    if (r->o.wait && !table_add(&r->table, id, prio)) {
         fprintf(stderr, "aiq-submit: out of memory\n");
         return AIQ_SUBMIT_ENOMEM;
     }
