@@ -1,0 +1,4 @@
+#ifndef AIQ_AIMD_H
+#define AIQ_AIMD_H
+/* placeholder: being written */
+#endif

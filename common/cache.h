@@ -1,0 +1,4 @@
+#ifndef AIQ_CACHE_H
+#define AIQ_CACHE_H
+/* placeholder: being written */
+#endif

@@ -1,0 +1,4 @@
+#ifndef AIQ_OPS_H
+#define AIQ_OPS_H
+/* placeholder: being written */
+#endif

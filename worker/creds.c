@@ -1,0 +1,1 @@
+#include "creds.h"

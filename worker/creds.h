@@ -1,0 +1,4 @@
+#ifndef AIQ_CREDS_H
+#define AIQ_CREDS_H
+/* placeholder: being written */
+#endif

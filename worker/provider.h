@@ -1,0 +1,4 @@
+#ifndef AIQ_PROVIDER_H
+#define AIQ_PROVIDER_H
+/* placeholder: being written */
+#endif
