@@ -60,6 +60,50 @@ static const cfg_entry_t table[] = {
      "Backoff base; the n-th retry waits random(0, min(max, base*2^n))"},
     {"worker.retry_max_ms", CFG_INT, S(retry_max_ms), 1, 600000, "5000", AIQ_CFG_WORKER,
      "Backoff cap"},
+    {"worker.retry_throttle_floor_ms", CFG_INT, S(retry_throttle_floor_ms), 0, 600000, "250",
+     AIQ_CFG_WORKER,
+     "Least wait before retrying a throttled call (429), so throttled retries never "
+     "collapse to near-zero sleeps; Retry-After from Bedrock waits longer when it says so"},
+    {"worker.retry_budget", CFG_INT, S(retry_budget), 0, 100000, "500", AIQ_CFG_WORKER,
+     "Retry token bucket per worker: a retry costs 5 tokens (10 after a timeout or "
+     "connection error), a success refunds; empty bucket = no retries, so an outage cannot "
+     "become a retry storm"},
+    {"worker.model_error_retries", CFG_INT, S(model_error_retries), 0, 20, "1", AIQ_CFG_WORKER,
+     "Retries of 408 ModelTimeoutException and 424 ModelErrorException (0 = final)"},
+    {"worker.requeue", CFG_INT, S(requeue), 0, 1, "1", AIQ_CFG_WORKER,
+     "1: a job whose attempts are spent but whose deadline leaves room goes once more "
+     "through the high topic (attempt count kept); 0: it falls back at once"},
+    {"bedrock.min_concurrency", CFG_INT, S(min_concurrency), 1, 10000, "1", AIQ_CFG_WORKER,
+     "Adaptive concurrency floor: model calls in flight never limited below this"},
+    {"bedrock.max_concurrency", CFG_INT, S(max_concurrency), 0, 10000, "0", AIQ_CFG_WORKER,
+     "Adaptive concurrency ceiling (0 = worker.max_inflight); the limit shrinks on "
+     "throttling and latency growth and grows back on success (AIMD)"},
+    {"bedrock.adaptive", CFG_INT, S(adaptive), 0, 1, "1", AIQ_CFG_WORKER,
+     "1: adapt the model-call concurrency (AIMD); 0: always max_concurrency"},
+    {"breaker.failures", CFG_INT, S(breaker_failures), 1, 1000, "5", AIQ_CFG_WORKER,
+     "Circuit breaker (per model): open after this many failures in a row (5xx, timeouts, "
+     "connection errors; not throttling, not 4xx)"},
+    {"breaker.failure_rate_pct", CFG_INT, S(breaker_failure_rate_pct), 0, 100, "50",
+     AIQ_CFG_WORKER,
+     "... or when this % of the calls in breaker.window_ms failed (at least "
+     "breaker.min_calls); 0 turns the rate rule off"},
+    {"breaker.min_calls", CFG_INT, S(breaker_min_calls), 1, 1000000, "20", AIQ_CFG_WORKER,
+     "Calls in the window before the rate rule applies"},
+    {"breaker.window_ms", CFG_INT, S(breaker_window_ms), 100, 3600000, "10000", AIQ_CFG_WORKER,
+     "Window of the failure-rate rule"},
+    {"breaker.cooldown_ms", CFG_INT, S(breaker_cooldown_ms), 10, 3600000, "30000",
+     AIQ_CFG_WORKER, "Open breaker turns half-open after this long"},
+    {"breaker.half_open_probes", CFG_INT, S(breaker_probes), 1, 100, "1", AIQ_CFG_WORKER,
+     "Calls let through (per worker) while half-open; all must succeed to close"},
+    {"breaker.path", CFG_STR, S(breaker_path), 0, 0, "", AIQ_CFG_WORKER,
+     "Directory of the host-shared breaker state (LMDB); empty = <cache.path>/breakers"},
+    {"worker.operations_file", CFG_STR, S(operations_file), 0, 0, "", AIQ_CFG_WORKER,
+     "JSON file of operations: model, API, prompts and persona variants, inference defaults, "
+     "cache TTL, volatile fields, fallback texts, model prices; empty = the built-in set "
+     "(config/operations.json as shipped)"},
+    {"worker.unknown_operations", CFG_STR, S(unknown_operations), 1, 0, "allow", AIQ_CFG_WORKER,
+     "A job whose operation the operations file does not list: allow = use its \"*\" "
+     "operation, reject = refuse the job as invalid_job (to the DLQ)"},
     {"bedrock.endpoint", CFG_STR, S(bedrock_endpoint), 0, 0, "", AIQ_CFG_WORKER,
      "Bedrock Runtime base URL; empty = https://bedrock-runtime.<region>.amazonaws.com"},
     {"bedrock.region", CFG_STR, S(region), 1, 0, "us-east-1", AIQ_CFG_WORKER,
@@ -71,6 +115,31 @@ static const cfg_entry_t table[] = {
      "maxTokens when a job gives no inference.max_tokens"},
     {"bedrock.request_timeout_ms", CFG_INT, S(request_timeout_ms), 100, 600000, "60000",
      AIQ_CFG_WORKER, "Cap on one model call (the job's deadline caps it further)"},
+    {"bedrock.sts_endpoint", CFG_STR, S(sts_endpoint), 0, 0, "", AIQ_CFG_WORKER,
+     "STS URL for web-identity credentials (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE); "
+     "empty = AWS_ENDPOINT_URL_STS, else https://sts.<region>.amazonaws.com"},
+    {"bedrock.credentials_refresh_s", CFG_INT, S(credentials_refresh_s), 1, 43200, "300",
+     AIQ_CFG_WORKER,
+     "Temporary AWS credentials (web identity, container) are refreshed this long before "
+     "they expire, or at half their remaining lifetime when that comes sooner"},
+    {"cache.path", CFG_STR, S(cache_path), 1, 0, "aiq-cache", AIQ_CFG_WORKER,
+     "Directory of the host-shared response cache (LMDB), created 0700; every worker of a "
+     "host must name the same directory (a relative path is relative to the working "
+     "directory: set an absolute one, e.g. /var/lib/aiq/cache, in production)"},
+    {"cache.enabled", CFG_INT, S(cache_enabled), 0, 1, "1", AIQ_CFG_WORKER,
+     "1: answer repeated jobs from the cache; 0: never read or write it"},
+    {"cache.max_bytes", CFG_INT, S(cache_max_bytes), 262144, 17592186044416LL, "1073741824",
+     AIQ_CFG_WORKER,
+     "Bound on the cache file (LMDB map size); the oldest entries are evicted to stay below"},
+    {"cache.ttl_s", CFG_INT, S(cache_ttl_s), 0, 31536000, "86400", AIQ_CFG_WORKER,
+     "Default time-to-live of a cached answer (an operation or job may set its own)"},
+    {"cache.stale_grace_s", CFG_INT, S(cache_stale_grace_s), 0, 31536000, "86400",
+     AIQ_CFG_WORKER,
+     "How long an expired answer is kept for the stale-if-error fallback before it is swept"},
+    {"cache.compress_min", CFG_INT, S(cache_compress_min), 0, 8388608, "512", AIQ_CFG_WORKER,
+     "Answers of at least this many bytes are stored zstd-compressed"},
+    {"cache.sweep_interval_ms", CFG_INT, S(cache_sweep_interval_ms), 100, 86400000, "60000",
+     AIQ_CFG_WORKER, "How often a worker's sweeper deletes entries past ttl + grace"},
     {"admin.listen", CFG_STR, S(admin_listen), 0, 0, "", AIQ_CFG_WORKER,
      "host:port for GET /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464; port 0 picks one and "
      "logs it); empty = off, so several workers can share a host"},
@@ -133,6 +202,10 @@ static int set_entry(aiq_config_t *cfg, const cfg_entry_t *e, const char *value,
     if (strcmp(e->name, "log.level") == 0 && (strcmp(value, "debug") && strcmp(value, "info") &&
                                               strcmp(value, "warn") && strcmp(value, "error")))
         return aiq_err_set(err, AIQ_EINVAL, "log.level: '%s' is not debug|info|warn|error", value);
+    if (strcmp(e->name, "worker.unknown_operations") == 0 && strcmp(value, "allow") &&
+        strcmp(value, "reject"))
+        return aiq_err_set(err, AIQ_EINVAL, "worker.unknown_operations: '%s' is not allow|reject",
+                           value);
     char *copy = strdup(value);
     if (!copy)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");

@@ -34,12 +34,39 @@ typedef struct aiq_config {
     int64_t max_attempts;
     int64_t retry_base_ms;
     int64_t retry_max_ms;
+    char *operations_file;    /* "" = built-in (config/operations.json as shipped) */
+    char *unknown_operations; /* "allow" | "reject" */
+    int64_t retry_throttle_floor_ms;
+    int64_t retry_budget;
+    int64_t model_error_retries;
+    int64_t requeue;
+    /* circuit breaker */
+    int64_t breaker_failures;
+    int64_t breaker_failure_rate_pct;
+    int64_t breaker_min_calls;
+    int64_t breaker_window_ms;
+    int64_t breaker_cooldown_ms;
+    int64_t breaker_probes;
+    char *breaker_path;
     /* bedrock */
     char *bedrock_endpoint;
     char *region;
     char *default_model;
     int64_t default_max_tokens;
     int64_t request_timeout_ms;
+    int64_t min_concurrency;
+    int64_t max_concurrency;
+    int64_t adaptive;
+    char *sts_endpoint;
+    int64_t credentials_refresh_s;
+    /* response cache (common/cache.h) */
+    char *cache_path;
+    int64_t cache_enabled;
+    int64_t cache_max_bytes;
+    int64_t cache_ttl_s;
+    int64_t cache_stale_grace_s;
+    int64_t cache_compress_min;
+    int64_t cache_sweep_interval_ms;
     /* ops endpoints */
     char *admin_listen;
     int64_t metrics_interval_ms;

@@ -67,7 +67,21 @@ static json_t *error_obj(const aiq_result_t *r, int *bad)
     put_str(e, "message", r->error_message ? r->error_message : "", bad);
     if (r->http_status)
         json_object_set_new(e, "http_status", json_integer(r->http_status));
+    if (r->error_support)
+        put_str(e, "support", r->error_support, bad);
     return e;
+}
+
+static json_t *cache_obj(const aiq_result_t *r, int *bad)
+{
+    json_t *c = json_pack("{s:b}", "hit", r->cache_hit);
+    if (r->cache_key)
+        put_str(c, "key", r->cache_key, bad);
+    if (r->cache_hit || r->cache_stale) {
+        json_object_set_new(c, "age_ms", json_integer(r->cache_age_ms));
+        json_object_set_new(c, "stale", json_boolean(r->cache_stale));
+    }
+    return c;
 }
 
 static json_t *output_obj(const aiq_result_t *r, int *bad)
@@ -98,7 +112,7 @@ int aiq_result_encode(const aiq_result_t *r, char **out, size_t *len, aiq_err_t 
     put_str(o, "stop_reason", r->stop_reason, &bad);
     json_object_set_new(o, "usage", usage_obj(r));
     put_str(o, "model", r->model, &bad);
-    json_object_set_new(o, "cache", json_pack("{s:b}", "hit", r->cache_hit));
+    json_object_set_new(o, "cache", cache_obj(r, &bad));
     put_str(o, "fallback", r->fallback, &bad);
     json_object_set_new(o, "attempts", json_integer(r->attempts));
     json_object_set_new(o, "timings", timings_obj(r));

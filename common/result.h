@@ -30,14 +30,18 @@ typedef struct aiq_result {
     int64_t input_tokens, output_tokens;
     double cost_usd; /* < 0 → unknown */
     const char *model;
-    bool cache_hit;
-    const char *fallback; /* NULL → "fallback": null */
+    bool cache_hit;        /* answered from the cache */
+    bool cache_stale;      /* ... by an expired entry, as the stale-if-error fallback */
+    const char *cache_key; /* hex key; NULL → omitted (no cache, or bypassed) */
+    int64_t cache_age_ms;  /* age of the entry served; with cache_hit or cache_stale */
+    const char *fallback;  /* NULL → "fallback": null */
     int attempts;
     int64_t queued_ms, provider_ms, total_ms;
     const char *worker;
     const char *error_kind; /* NULL → "error": null */
     const char *error_message;
-    int http_status; /* 0 → omitted */
+    const char *error_support; /* support information of an error answer; NULL → omitted */
+    int http_status;           /* 0 → omitted */
     int64_t completed_at_ms;
     const char *traceparent;
 } aiq_result_t;

@@ -4,7 +4,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <limits.h>
 #include <stdint.h>
@@ -78,28 +77,99 @@ static int hex_value(char c)
     return -1;
 }
 
-static int sha256_hex(const void *data, size_t n, char out[65], aiq_err_t *err)
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    static const char empty = '\0';
+/* SHA-256 fetched once per signature, or kept by a cache, and HMAC written out over it: on
+ * OpenSSL 3 the implicit fetch inside every EVP_sha256() digest and the one-shot HMAC() cost
+ * several times more than hashing a few hundred bytes. */
+typedef struct hasher {
+    EVP_MD *md;
+    EVP_MD_CTX *ctx;
+    bool owned; /* false: both borrowed from a cache */
+} hasher_t;
 
-    if (!EVP_Digest(data ? data : &empty, n, md, &md_len, EVP_sha256(), NULL) || md_len != 32)
+static EVP_MD *sha256_fetch(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    return EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+    return (EVP_MD *)EVP_sha256();
+#endif
+}
+
+static void sha256_release(EVP_MD *md)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    EVP_MD_free(md);
+#else
+    (void)md;
+#endif
+}
+
+static void hasher_close(hasher_t *h)
+{
+    if (h->owned) {
+        EVP_MD_CTX_free(h->ctx);
+        sha256_release(h->md);
+    }
+    h->md = NULL;
+    h->ctx = NULL;
+}
+
+/* A private digest and context, used when there is no cache to keep them. */
+static int hasher_open_own(hasher_t *h, aiq_err_t *err)
+{
+    *h = (hasher_t){sha256_fetch(), EVP_MD_CTX_new(), true};
+    if (h->md && h->ctx)
+        return 0;
+    hasher_close(h);
+    return aiq_err_set(err, AIQ_ECRYPTO, "sigv4: SHA-256 unavailable");
+}
+
+/* SHA-256 of a || b. */
+static int digest2(hasher_t *h, const void *a, size_t an, const void *b, size_t bn,
+                   unsigned char out[32], aiq_err_t *err)
+{
+    unsigned int len = 0;
+
+    if (!EVP_DigestInit_ex(h->ctx, h->md, NULL) || (an && !EVP_DigestUpdate(h->ctx, a, an)) ||
+        (bn && !EVP_DigestUpdate(h->ctx, b, bn)) || !EVP_DigestFinal_ex(h->ctx, out, &len) ||
+        len != 32)
         return aiq_err_set(err, AIQ_ECRYPTO, "sigv4: SHA-256 failed");
-    hex_encode(md, 32, out);
     return 0;
 }
 
-static int hmac256(const void *key, size_t key_len, const char *msg, size_t msg_len,
+static int sha256_hex(hasher_t *h, const void *data, size_t n, char out[65], aiq_err_t *err)
+{
+    unsigned char md[32];
+    int rc = digest2(h, data, n, NULL, 0, md, err);
+
+    if (!rc)
+        hex_encode(md, 32, out);
+    return rc;
+}
+
+/* HMAC-SHA256 as RFC 2104 defines it. out may alias key. */
+static int hmac256(hasher_t *h, const void *key, size_t key_len, const char *msg, size_t msg_len,
                    unsigned char out[32], aiq_err_t *err)
 {
-    unsigned int out_len = 0;
+    unsigned char k[64] = {0}, pad[64], inner[32];
+    int rc = 0;
 
-    if (!HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, msg_len, out,
-              &out_len) ||
-        out_len != 32)
-        return aiq_err_set(err, AIQ_ECRYPTO, "sigv4: HMAC-SHA256 failed");
-    return 0;
+    if (key_len > sizeof(k))
+        rc = digest2(h, key, key_len, NULL, 0, k, err);
+    else
+        memcpy(k, key, key_len);
+    for (size_t i = 0; i < sizeof(pad); i++)
+        pad[i] = k[i] ^ 0x36;
+    if (!rc)
+        rc = digest2(h, pad, sizeof(pad), msg, msg_len, inner, err);
+    for (size_t i = 0; i < sizeof(pad); i++)
+        pad[i] = k[i] ^ 0x5c;
+    if (!rc)
+        rc = digest2(h, pad, sizeof(pad), inner, sizeof(inner), out, err);
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(inner, sizeof(inner));
+    return rc;
 }
 
 static bool is_unreserved(unsigned char c)
@@ -302,25 +372,150 @@ static int canon_build(sbuf_t *b, const char *method, const char *path, const ch
     return 0;
 }
 
-/* signature = hex(HMAC(kSigning, string-to-sign)), with
- * kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request"). */
-static int compute_signature(const char *secret, const char *amz_date, const char *region,
-                             const char *service, const char *creq, size_t creq_len, char sig[65],
-                             aiq_err_t *err)
+/* ---- derived-key cache ----------------------------------------------------------------- */
+
+#define CACHE_SLOTS 4 /* a day rollover and a credential rotation overlapping, with room */
+
+typedef struct cache_slot {
+    unsigned long long used; /* 0 = empty; otherwise the tick of the last hit */
+    size_t secret_len;
+    char secret[AIQ_SIGV4_KEY_MAX];
+    char date[8];
+    char region[AIQ_SIGV4_SCOPE_MAX + 1];
+    char service[AIQ_SIGV4_SCOPE_MAX + 1];
+    unsigned char key[32];
+} cache_slot_t;
+
+struct aiq_sigv4_cache {
+    cache_slot_t slot[CACHE_SLOTS];
+    unsigned long long tick, hits, misses;
+    EVP_MD *md; /* fetched on first use, kept for the cache's life */
+    EVP_MD_CTX *ctx;
+};
+
+aiq_sigv4_cache_t *aiq_sigv4_cache_new(void)
 {
-    char kbuf[4 + AIQ_SIGV4_KEY_MAX + 1], sts_buf[256], creq_hex[65];
-    unsigned char k[32];
+    return calloc(1, sizeof(aiq_sigv4_cache_t));
+}
+
+void aiq_sigv4_cache_free(aiq_sigv4_cache_t *cache)
+{
+    if (!cache)
+        return;
+    EVP_MD_CTX_free(cache->ctx);
+    sha256_release(cache->md);
+    OPENSSL_cleanse(cache, sizeof(*cache));
+    free(cache);
+}
+
+/* The cache's digest and context (set up on first use), else private ones. */
+static int hasher_open(hasher_t *h, aiq_sigv4_cache_t *cache, aiq_err_t *err)
+{
+    if (cache && !cache->md && !cache->ctx) {
+        cache->md = sha256_fetch();
+        cache->ctx = EVP_MD_CTX_new();
+    }
+    if (cache && cache->md && cache->ctx) {
+        *h = (hasher_t){cache->md, cache->ctx, false};
+        return 0;
+    }
+    return hasher_open_own(h, err);
+}
+
+void aiq_sigv4_cache_stats(const aiq_sigv4_cache_t *cache, unsigned long long *hits,
+                           unsigned long long *misses)
+{
+    *hits = cache ? cache->hits : 0;
+    *misses = cache ? cache->misses : 0;
+}
+
+static bool slot_matches(const cache_slot_t *s, const char *secret, size_t slen, const char *date,
+                         const char *region, const char *service)
+{
+    return s->used && s->secret_len == slen && !memcmp(s->date, date, 8) &&
+           !strcmp(s->region, region) && !strcmp(s->service, service) &&
+           !CRYPTO_memcmp(s->secret, secret, slen);
+}
+
+/* The matching slot, or NULL after pointing *victim at the least recently used one. */
+static cache_slot_t *cache_find(aiq_sigv4_cache_t *c, const char *secret, size_t slen,
+                                const char *date, const char *region, const char *service,
+                                cache_slot_t **victim)
+{
+    *victim = &c->slot[0];
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        cache_slot_t *s = &c->slot[i];
+        if (slot_matches(s, secret, slen, date, region, service))
+            return s;
+        if (s->used < (*victim)->used)
+            *victim = s;
+    }
+    return NULL;
+}
+
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request") */
+static int derive_key(hasher_t *h, const char *secret, size_t slen, const char *date,
+                      const char *region, const char *service, unsigned char k[32], aiq_err_t *err)
+{
+    char kbuf[4 + AIQ_SIGV4_KEY_MAX];
+    int rc;
+
+    memcpy(kbuf, "AWS4", 4);
+    memcpy(kbuf + 4, secret, slen);
+    if (!(rc = hmac256(h, kbuf, 4 + slen, date, 8, k, err)) &&
+        !(rc = hmac256(h, k, 32, region, strlen(region), k, err)) &&
+        !(rc = hmac256(h, k, 32, service, strlen(service), k, err)))
+        rc = hmac256(h, k, 32, "aws4_request", 12, k, err);
+    OPENSSL_cleanse(kbuf, sizeof(kbuf));
+    return rc;
+}
+
+/* The signing key, from the cache when it has one for this scope, derived (and cached) if not.
+ * Region and service were checked against AIQ_SIGV4_SCOPE_MAX by the caller. */
+static int signing_key(hasher_t *h, aiq_sigv4_cache_t *cache, const char *secret, const char *date,
+                       const char *region, const char *service, unsigned char k[32], aiq_err_t *err)
+{
     size_t slen = strlen(secret);
-    sbuf_t sts;
+    cache_slot_t *hit, *victim;
     int rc;
 
     if (slen > AIQ_SIGV4_KEY_MAX)
         return aiq_err_set(err, AIQ_ETOOBIG, "sigv4: secret key longer than %d bytes",
                            AIQ_SIGV4_KEY_MAX);
-    memcpy(kbuf, "AWS4", 4);
-    memcpy(kbuf + 4, secret, slen);
-    if ((rc = sha256_hex(creq, creq_len, creq_hex, err)))
-        goto out;
+    if (!cache)
+        return derive_key(h, secret, slen, date, region, service, k, err);
+    if ((hit = cache_find(cache, secret, slen, date, region, service, &victim))) {
+        cache->hits++;
+        hit->used = ++cache->tick;
+        memcpy(k, hit->key, 32);
+        return 0;
+    }
+    cache->misses++;
+    if ((rc = derive_key(h, secret, slen, date, region, service, k, err)))
+        return rc;
+    OPENSSL_cleanse(victim, sizeof(*victim));
+    victim->used = ++cache->tick;
+    victim->secret_len = slen;
+    memcpy(victim->secret, secret, slen);
+    memcpy(victim->date, date, 8);
+    memcpy(victim->region, region, strlen(region) + 1);
+    memcpy(victim->service, service, strlen(service) + 1);
+    memcpy(victim->key, k, 32);
+    return 0;
+}
+
+/* signature = hex(HMAC(kSigning, string-to-sign)). */
+static int compute_signature(hasher_t *h, const char *secret, aiq_sigv4_cache_t *cache,
+                             const char *amz_date, const char *region, const char *service,
+                             const char *creq, size_t creq_len, char sig[65], aiq_err_t *err)
+{
+    char sts_buf[256], creq_hex[65];
+    unsigned char k[32];
+    sbuf_t sts;
+    int rc;
+
+    if ((rc = sha256_hex(h, creq, creq_len, creq_hex, err)))
+        return rc;
     sb_init(&sts, sts_buf, sizeof(sts_buf));
     sb_puts(&sts, ALGORITHM "\n");
     sb_puts(&sts, amz_date);
@@ -332,19 +527,11 @@ static int compute_signature(const char *secret, const char *amz_date, const cha
     sb_puts(&sts, service);
     sb_puts(&sts, "/aws4_request\n");
     sb_puts(&sts, creq_hex);
-    if (sts.over) {
-        rc = aiq_err_set(err, AIQ_ETOOBIG, "sigv4: string to sign too long");
-        goto out;
-    }
-    if ((rc = hmac256(kbuf, 4 + slen, amz_date, 8, k, err)) ||
-        (rc = hmac256(k, 32, region, strlen(region), k, err)) ||
-        (rc = hmac256(k, 32, service, strlen(service), k, err)) ||
-        (rc = hmac256(k, 32, "aws4_request", 12, k, err)) ||
-        (rc = hmac256(k, 32, sts.p, sts.len, k, err)))
-        goto out;
-    hex_encode(k, 32, sig);
-out:
-    OPENSSL_cleanse(kbuf, sizeof(kbuf));
+    if (sts.over)
+        return aiq_err_set(err, AIQ_ETOOBIG, "sigv4: string to sign too long");
+    if (!(rc = signing_key(h, cache, secret, amz_date, region, service, k, err)) &&
+        !(rc = hmac256(h, k, 32, sts.p, sts.len, k, err)))
+        hex_encode(k, 32, sig);
     OPENSSL_cleanse(k, sizeof(k));
     return rc;
 }
@@ -408,8 +595,8 @@ static int check_sign_input(const aiq_sigv4_req_t *req, const aiq_sigv4_creds_t 
 }
 
 /* Builds the canonical request for a sign call; fills amz_date and payload_hex on the way. */
-static int sign_canonical(const aiq_sigv4_req_t *req, const aiq_sigv4_creds_t *creds, sbuf_t *b,
-                          char amz_date[17], char payload_hex[65], aiq_err_t *err)
+static int sign_canonical(hasher_t *h, const aiq_sigv4_req_t *req, const aiq_sigv4_creds_t *creds,
+                          sbuf_t *b, char amz_date[17], char payload_hex[65], aiq_err_t *err)
 {
     hdr_t hdrs[4];
     size_t n = 0;
@@ -417,7 +604,7 @@ static int sign_canonical(const aiq_sigv4_req_t *req, const aiq_sigv4_creds_t *c
 
     if ((rc = check_sign_input(req, creds, err)) ||
         (rc = format_amz_date(req->now, amz_date, err)) ||
-        (rc = sha256_hex(req->body, req->body_len, payload_hex, err)))
+        (rc = sha256_hex(h, req->body, req->body_len, payload_hex, err)))
         return rc;
     /* Already in sorted order. */
     if (req->content_type)
@@ -433,13 +620,18 @@ int aiq_sigv4_canonical_request(const aiq_sigv4_req_t *req, const aiq_sigv4_cred
                                 char *out, size_t cap, aiq_err_t *err)
 {
     char amz_date[17], payload_hex[65];
+    hasher_t h;
     sbuf_t b;
     int rc;
 
     if (!out || cap == 0)
         return aiq_err_set(err, AIQ_EINVAL, "sigv4: no output buffer");
     sb_init(&b, out, cap < (size_t)AIQ_SIGV4_CANON_MAX ? cap : (size_t)AIQ_SIGV4_CANON_MAX);
-    if ((rc = sign_canonical(req, creds, &b, amz_date, payload_hex, err))) {
+    if (!(rc = hasher_open_own(&h, err))) {
+        rc = sign_canonical(&h, req, creds, &b, amz_date, payload_hex, err);
+        hasher_close(&h);
+    }
+    if (rc) {
         out[0] = '\0';
         return rc;
     }
@@ -451,14 +643,19 @@ int aiq_sigv4_sign(const aiq_sigv4_req_t *req, const aiq_sigv4_creds_t *creds, a
 {
     char creq_buf[AIQ_SIGV4_CANON_MAX], sig[65];
     sbuf_t creq, auth;
+    hasher_t h;
     int rc;
 
     if (!creds || !out)
         return aiq_err_set(err, AIQ_EINVAL, "sigv4: creds and out are required");
     sb_init(&creq, creq_buf, sizeof(creq_buf));
-    if ((rc = sign_canonical(req, creds, &creq, out->amz_date, out->content_sha256, err)) ||
-        (rc = compute_signature(creds->secret_key, out->amz_date, req->region, req->service, creq.p,
-                                creq.len, sig, err)))
+    if ((rc = hasher_open(&h, creds->cache, err)))
+        return rc;
+    if (!(rc = sign_canonical(&h, req, creds, &creq, out->amz_date, out->content_sha256, err)))
+        rc = compute_signature(&h, creds->secret_key, creds->cache, out->amz_date, req->region,
+                               req->service, creq.p, creq.len, sig, err);
+    hasher_close(&h);
+    if (rc)
         return rc;
     sb_init(&auth, out->authorization, sizeof(out->authorization));
     sb_puts(&auth, ALGORITHM " Credential=");
@@ -715,14 +912,37 @@ static int check_headers(const aiq_sigv4_verify_req_t *req, const auth_parts_t *
     return 0;
 }
 
-int aiq_sigv4_verify(const aiq_sigv4_verify_req_t *req, aiq_err_t *err)
+/* The payload hash, the signed headers and the signature itself, once the key is known. */
+static int verify_signature(hasher_t *h, const aiq_sigv4_verify_req_t *req, const auth_parts_t *a,
+                            const aiq_sigv4_creds_t *creds, const char *amz_date, aiq_err_t *err)
 {
     char creq_buf[AIQ_SIGV4_CANON_MAX], payload_hex[65], sig[65];
     hdr_t hdrs[AIQ_SIGV4_HEADERS_MAX];
+    sbuf_t creq;
+    int rc;
+
+    if ((rc = sha256_hex(h, req->body, req->body_len, payload_hex, err)) ||
+        (rc = check_headers(req, a, creds, payload_hex, hdrs, err)))
+        return rc;
+    sb_init(&creq, creq_buf, sizeof(creq_buf));
+    if ((rc = canon_build(&creq, req->method, req->path, req->query, hdrs, a->nnames, payload_hex,
+                          err)) ||
+        (rc = compute_signature(h, creds->secret_key, NULL, amz_date, a->region, a->service, creq.p,
+                                creq.len, sig, err)))
+        return rc;
+    if (CRYPTO_memcmp(sig, a->signature, 64) != 0)
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "sigv4: signature does not match (check the secret "
+                           "key and the canonical request)");
+    return 0;
+}
+
+int aiq_sigv4_verify(const aiq_sigv4_verify_req_t *req, aiq_err_t *err)
+{
     const aiq_sigv4_creds_t *creds;
     const char *authz, *amz_date;
     auth_parts_t a;
-    sbuf_t creq;
+    hasher_t h;
     int rc;
 
     if (!req || !req->method || !req->path || !req->header || !req->region || !req->service ||
@@ -741,18 +961,9 @@ int aiq_sigv4_verify(const aiq_sigv4_verify_req_t *req, aiq_err_t *err)
     creds = find_creds(req, a.access_key);
     if (!creds || !creds->secret_key)
         return aiq_err_set(err, AIQ_EINVAL, "sigv4: unknown access key %.32s", a.access_key);
-    if ((rc = sha256_hex(req->body, req->body_len, payload_hex, err)) ||
-        (rc = check_headers(req, &a, creds, payload_hex, hdrs, err)))
+    if ((rc = hasher_open_own(&h, err)))
         return rc;
-    sb_init(&creq, creq_buf, sizeof(creq_buf));
-    if ((rc = canon_build(&creq, req->method, req->path, req->query, hdrs, a.nnames, payload_hex,
-                          err)) ||
-        (rc = compute_signature(creds->secret_key, amz_date, a.region, a.service, creq.p, creq.len,
-                                sig, err)))
-        return rc;
-    if (CRYPTO_memcmp(sig, a.signature, 64) != 0)
-        return aiq_err_set(err, AIQ_EINVAL,
-                           "sigv4: signature does not match (check the secret "
-                           "key and the canonical request)");
-    return 0;
+    rc = verify_signature(&h, req, &a, creds, amz_date, err);
+    hasher_close(&h);
+    return rc;
 }

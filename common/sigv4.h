@@ -26,11 +26,31 @@
 #define AIQ_SIGV4_CANON_MAX    16384 /* canonical request, bytes */
 #define AIQ_SIGV4_MAX_SKEW_S   900   /* default clock skew verify accepts (AWS: 15 minutes) */
 
+/* Derived signing keys, cached per (secret, date, region, service): HMAC("AWS4" + secret, date)
+ * and its three successors are the same for every request of one day, so a hit saves four of
+ * the five HMACs of a signature. A few slots, least recently used replaced; one entry per
+ * credential and scope, so rotated or several credentials stay correct. Owned by the caller,
+ * not thread-safe (one owner thread); keys are wiped when replaced and on free. */
+typedef struct aiq_sigv4_cache aiq_sigv4_cache_t;
+
+/* Returns an empty cache, or NULL when out of memory. */
+aiq_sigv4_cache_t *aiq_sigv4_cache_new(void);
+
+/* Wipes and frees. NULL is a no-op. */
+void aiq_sigv4_cache_free(aiq_sigv4_cache_t *cache);
+
+/* Lookups that found a key / had to derive one, since creation. */
+void aiq_sigv4_cache_stats(const aiq_sigv4_cache_t *cache, unsigned long long *hits,
+                           unsigned long long *misses);
+
 /* Borrowed strings; the caller keeps them alive for the call. */
 typedef struct aiq_sigv4_creds {
     const char *access_key;
     const char *secret_key;
     const char *session_token; /* NULL if none */
+    /* Signing-key cache aiq_sigv4_sign reads and fills (borrowed; NULL derives the key every
+     * time). Verification ignores it. */
+    aiq_sigv4_cache_t *cache;
 } aiq_sigv4_creds_t;
 
 /* One request to sign. Every pointer is borrowed for the duration of the call. */
@@ -56,8 +76,9 @@ typedef struct aiq_sigv4_out {
     char content_sha256[65]; /* hex SHA-256 of the body */
 } aiq_sigv4_out_t;
 
-/* Signs req. Signed headers: content-type (when set), host, x-amz-date and, when
- * creds->session_token is set, x-amz-security-token. The canonical URI is the wire path with
+/* Signs req (using and updating creds->cache when set). Signed headers: content-type (when set),
+ * host, x-amz-date and, when creds->session_token is set, x-amz-security-token. The canonical URI
+ * is the wire path with
  * "." / ".." / empty segments removed and then URI-encoded again ("%3A" -> "%253A"); the
  * canonical query is decoded, re-encoded and sorted.
  * Returns 0 and fills *out; AIQ_EINVAL (missing field, CR/LF in a header value, path not

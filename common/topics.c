@@ -48,6 +48,11 @@ int aiq_topic_metrics(const char *prefix, char *buf, size_t cap)
     return topic_fmt(buf, cap, prefix, "metrics");
 }
 
+int aiq_topic_breaker(const char *prefix, char *buf, size_t cap)
+{
+    return topic_fmt(buf, cap, prefix, "breaker");
+}
+
 int aiq_topic_priority(const char *prefix, const char *topic)
 {
     char name[AIQ_TOPIC_MAX];

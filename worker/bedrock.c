@@ -6,8 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Text of a job without its own messages: the operation's input as canonical JSON.
- * Operation templates (per-operation prompts) replace this later. */
+static json_t *user_message(const char *text)
+{
+    return json_pack("[{s:s, s:[{s:s}]}]", "role", "user", "content", "text", text);
+}
+
+/* Text of a job without its own messages when the worker has no operations: the payload as
+ * canonical JSON. */
 static json_t *messages_from_payload(const aiq_job_t *job)
 {
     char *payload =
@@ -23,27 +28,78 @@ static json_t *messages_from_payload(const aiq_job_t *job)
     snprintf(text, cap, "Operation: %s\nPersona: %s\nInput: %s", job->operation,
              job->persona ? job->persona : "default", payload);
     free(payload);
-    json_t *msgs = json_pack("[{s:s, s:[{s:s}]}]", "role", "user", "content", "text", text);
+    json_t *msgs = user_message(text);
     free(text);
     return msgs;
 }
 
-static json_t *converse_messages(const aiq_job_t *job)
+/* The request's inputs once the precedence is applied: the job's own fields, then the
+ * operation's (its persona variant first), then the worker's defaults. */
+typedef struct req_in {
+    json_t *messages;   /* owned; NULL when the job brings an InvokeModel body */
+    const char *system; /* the job's or system_owned; NULL = none */
+    char *system_owned; /* rendered from the operation */
+    int64_t max_tokens;
+    json_t *temperature; /* owned number, or NULL */
+} req_in_t;
+
+static void req_in_free(req_in_t *in)
 {
-    return job->messages ? json_incref(job->messages) : messages_from_payload(job);
+    json_decref(in->messages);
+    json_decref(in->temperature);
+    free(in->system_owned);
 }
 
-static json_t *inference_config(const aiq_bedrock_conf_t *conf, const aiq_job_t *job)
+static int prompt_from_op(const aiq_op_t *op, const aiq_job_t *job, req_in_t *in, aiq_err_t *err)
+{
+    aiq_op_vars_t vars = {
+        .operation = job->operation, .persona = job->persona, .payload = job->payload};
+    char *user = NULL;
+    int rc = aiq_op_render(op, &vars, &in->system_owned, &user, err);
+    if (rc)
+        return rc;
+    in->messages = user_message(user);
+    free(user);
+    if (!job->system)
+        in->system = in->system_owned;
+    return in->messages ? 0 : aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+}
+
+static int req_in_init(const aiq_bedrock_conf_t *conf, const aiq_op_t *op, const aiq_job_t *job,
+                       req_in_t *in, aiq_err_t *err)
+{
+    memset(in, 0, sizeof(*in));
+    in->system = job->system;
+    json_t *mt = json_object_get(job->inference, "max_tokens");
+    in->max_tokens = json_is_integer(mt)               ? json_integer_value(mt)
+                     : op && aiq_op_max_tokens(op) > 0 ? aiq_op_max_tokens(op)
+                                                       : conf->default_max_tokens;
+    /* The validator lets null stand for absent; Bedrock must not see nulls. */
+    json_t *temp = json_object_get(job->inference, "temperature");
+    double t;
+    if (json_is_number(temp))
+        in->temperature = json_incref(temp);
+    else if (op && aiq_op_temperature(op, &t))
+        in->temperature = json_real(t);
+    if (job->messages) {
+        in->messages = json_incref(job->messages);
+        return 0;
+    }
+    if (job->body)
+        return 0;
+    if (op)
+        return prompt_from_op(op, job, in, err);
+    in->messages = messages_from_payload(job);
+    return in->messages ? 0 : aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+}
+
+static json_t *inference_config(const req_in_t *in, const aiq_job_t *job)
 {
     json_t *cfg = json_object();
     json_t *inf = job->inference;
-    json_t *mt = json_object_get(inf, "max_tokens");
-    json_object_set_new(
-        cfg, "maxTokens",
-        json_integer(json_is_integer(mt) ? json_integer_value(mt) : conf->default_max_tokens));
-    /* The validator lets null stand for absent; Bedrock must not see nulls. */
-    if (json_is_number(json_object_get(inf, "temperature")))
-        json_object_set(cfg, "temperature", json_object_get(inf, "temperature"));
+    json_object_set_new(cfg, "maxTokens", json_integer(in->max_tokens));
+    if (in->temperature)
+        json_object_set(cfg, "temperature", in->temperature);
     if (json_is_number(json_object_get(inf, "top_p")))
         json_object_set(cfg, "topP", json_object_get(inf, "top_p"));
     if (json_is_array(json_object_get(inf, "stop_sequences")))
@@ -51,31 +107,25 @@ static json_t *inference_config(const aiq_bedrock_conf_t *conf, const aiq_job_t 
     return cfg;
 }
 
-static json_t *converse_body(const aiq_bedrock_conf_t *conf, const aiq_job_t *job)
+static json_t *converse_body(const req_in_t *in, const aiq_job_t *job)
 {
-    json_t *msgs = converse_messages(job);
-    if (!msgs)
-        return NULL;
     json_t *body = json_object();
-    json_object_set_new(body, "messages", msgs);
-    if (job->system)
-        json_object_set_new(body, "system", json_pack("[{s:s}]", "text", job->system));
-    json_object_set_new(body, "inferenceConfig", inference_config(conf, job));
+    json_object_set(body, "messages", in->messages);
+    if (in->system)
+        json_object_set_new(body, "system", json_pack("[{s:s}]", "text", in->system));
+    json_object_set_new(body, "inferenceConfig", inference_config(in, job));
     return body;
 }
 
 /* Anthropic messages body for InvokeModel, from the Converse-shaped messages. */
-static json_t *invoke_body(const aiq_bedrock_conf_t *conf, const aiq_job_t *job)
+static json_t *invoke_body(const req_in_t *in, const aiq_job_t *job)
 {
     if (job->body)
         return json_incref(job->body);
-    json_t *msgs = converse_messages(job);
-    if (!msgs)
-        return NULL;
     json_t *out = json_array();
     size_t i, j;
     json_t *m, *block;
-    json_array_foreach(msgs, i, m)
+    json_array_foreach(in->messages, i, m)
     {
         json_t *content = json_array();
         json_array_foreach(json_object_get(m, "content"), j, block)
@@ -84,15 +134,44 @@ static json_t *invoke_body(const aiq_bedrock_conf_t *conf, const aiq_job_t *job)
         json_array_append_new(
             out, json_pack("{s:O, s:o}", "role", json_object_get(m, "role"), "content", content));
     }
-    json_decref(msgs);
-    json_t *mt = json_object_get(job->inference, "max_tokens");
-    json_t *body = json_pack(
-        "{s:s, s:I, s:o}", "anthropic_version", "bedrock-2023-05-31", "max_tokens",
-        (json_int_t)(json_is_integer(mt) ? json_integer_value(mt) : conf->default_max_tokens),
-        "messages", out);
-    if (body && job->system)
-        json_object_set_new(body, "system", json_string(job->system));
+    json_t *body = json_pack("{s:s, s:I, s:o}", "anthropic_version", "bedrock-2023-05-31",
+                             "max_tokens", (json_int_t)in->max_tokens, "messages", out);
+    json_t *inf = job->inference;
+    if (body && in->system)
+        json_object_set_new(body, "system", json_string(in->system));
+    if (body && in->temperature)
+        json_object_set(body, "temperature", in->temperature);
+    if (body && json_is_number(json_object_get(inf, "top_p")))
+        json_object_set(body, "top_p", json_object_get(inf, "top_p"));
+    if (body && json_is_array(json_object_get(inf, "stop_sequences")))
+        json_object_set(body, "stop_sequences", json_object_get(inf, "stop_sequences"));
     return body;
+}
+
+/* The decoder reports converse for a job without "api", so only an explicit choice in the
+ * job beats the operation's. */
+static aiq_job_api_t api_of(const aiq_job_t *job, const aiq_op_t *op)
+{
+    if (!op || json_object_get(job->root, "api") || job->body)
+        return job->api;
+    return aiq_op_api(op);
+}
+
+static int request_body(const aiq_bedrock_conf_t *conf, const aiq_op_t *op, const aiq_job_t *job,
+                        aiq_job_api_t api, char **out, aiq_err_t *err)
+{
+    req_in_t in;
+    int rc = req_in_init(conf, op, job, &in, err);
+    json_t *body = NULL;
+    if (!rc) {
+        body = api == AIQ_API_INVOKE ? invoke_body(&in, job) : converse_body(&in, job);
+        *out = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        if (!*out)
+            rc = aiq_err_set(err, AIQ_ENOMEM, "out of memory building the request body");
+    }
+    json_decref(body);
+    req_in_free(&in);
+    return rc;
 }
 
 /* "https://host:port/base" → host "host:port" and the path prefix "/base" (may be ""). */
@@ -128,18 +207,22 @@ static int build_url(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call, a
     return 0;
 }
 
+/* NULL (and h freed) when out of memory or when the line would not fit: a session token cut
+ * short would only fail later as a signature mismatch. */
 static struct curl_slist *add_header(struct curl_slist *h, const char *name, const char *value)
 {
-    char line[4096];
-    snprintf(line, sizeof(line), "%s: %s", name, value);
-    struct curl_slist *n = curl_slist_append(h, line);
+    char line[AIQ_SIGV4_TOKEN_MAX + 64];
+    int len = snprintf(line, sizeof(line), "%s: %s", name, value);
+    struct curl_slist *n =
+        len >= 0 && (size_t)len < sizeof(line) ? curl_slist_append(h, line) : NULL;
     if (!n)
         curl_slist_free_all(h);
     return n;
 }
 
-static int sign(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call, const char *host,
-                const char *path, time_t now, aiq_err_t *err)
+static int sign(const aiq_bedrock_conf_t *conf, const aiq_sigv4_creds_t *creds,
+                aiq_bedrock_call_t *call, const char *host, const char *path, time_t now,
+                aiq_err_t *err)
 {
     aiq_sigv4_req_t req = {
         .method = "POST",
@@ -153,9 +236,8 @@ static int sign(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call, const 
         .service = "bedrock",
         .now = now,
     };
-    aiq_sigv4_creds_t creds = {conf->access_key, conf->secret_key, conf->session_token};
     aiq_sigv4_out_t out;
-    int rc = aiq_sigv4_sign(&req, &creds, &out, err);
+    int rc = aiq_sigv4_sign(&req, creds, &out, err);
     if (rc)
         return rc;
     struct curl_slist *h = NULL;
@@ -163,8 +245,8 @@ static int sign(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call, const 
     h = h ? add_header(h, "Accept", "application/json") : NULL;
     h = h ? add_header(h, "X-Amz-Date", out.amz_date) : NULL;
     h = h ? add_header(h, "Authorization", out.authorization) : NULL;
-    if (h && conf->session_token)
-        h = add_header(h, "X-Amz-Security-Token", conf->session_token);
+    if (h && creds->session_token)
+        h = add_header(h, "X-Amz-Security-Token", creds->session_token);
     /* curl adds "Expect: 100-continue" to large POSTs; Bedrock does not need the round trip. */
     h = h ? add_header(h, "Expect", "") : NULL;
     if (!h)
@@ -173,25 +255,34 @@ static int sign(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call, const 
     return 0;
 }
 
-int aiq_bedrock_build(const aiq_bedrock_conf_t *conf, const aiq_job_t *job, time_t now,
-                      aiq_bedrock_call_t *call, aiq_err_t *err)
+const char *aiq_bedrock_model(const aiq_bedrock_conf_t *conf, const aiq_job_t *job)
+{
+    const aiq_op_t *op = conf->ops ? aiq_ops_find(conf->ops, job->operation) : NULL;
+    return job->model               ? job->model
+           : op && aiq_op_model(op) ? aiq_op_model(op)
+                                    : conf->default_model;
+}
+
+int aiq_bedrock_build(const aiq_bedrock_conf_t *conf, const aiq_sigv4_creds_t *creds,
+                      const aiq_job_t *job, time_t now, aiq_bedrock_call_t *call, aiq_err_t *err)
 {
     memset(call, 0, sizeof(*call));
-    call->model = job->model ? job->model : conf->default_model;
+    const aiq_op_t *op = conf->ops ? aiq_ops_find(conf->ops, job->operation) : NULL;
+    if (conf->ops && !op)
+        return aiq_err_set(err, AIQ_ENOTFOUND,
+                           "unknown operation '%s' (worker.unknown_operations = reject)",
+                           job->operation);
+    call->model = aiq_bedrock_model(conf, job);
+    call->api = api_of(job, op);
     char host[512];
     const char *path;
-    int rc = build_url(conf, call, job->api, host, sizeof(host), &path, err);
+    int rc = build_url(conf, call, call->api, host, sizeof(host), &path, err);
+    if (!rc)
+        rc = request_body(conf, op, job, call->api, &call->body, err);
     if (rc)
         return rc;
-    json_t *body = job->api == AIQ_API_INVOKE ? invoke_body(conf, job) : converse_body(conf, job);
-    if (!body)
-        return aiq_err_set(err, AIQ_ENOMEM, "out of memory building the request body");
-    call->body = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    if (!call->body)
-        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
     call->body_len = strlen(call->body);
-    rc = sign(conf, call, host, path, now, err);
+    rc = sign(conf, creds, call, host, path, now, err);
     if (rc)
         aiq_bedrock_call_free(call);
     return rc;
@@ -304,16 +395,21 @@ aiq_bedrock_class_t aiq_bedrock_classify(long status, const char *error_type, in
         snprintf(kind, kind_cap, "%.*s", (int)n, error_type);
     else
         snprintf(kind, kind_cap, "http_%ld", status);
-    if (is_type(kind, "ThrottlingException") || is_type(kind, "ModelNotReadyException") ||
-        is_type(kind, "ServiceUnavailableException") || is_type(kind, "InternalServerException"))
+    if (is_type(kind, "ThrottlingException") || is_type(kind, "ModelNotReadyException"))
+        return AIQ_BEDROCK_THROTTLED;
+    if (is_type(kind, "ModelTimeoutException") || is_type(kind, "ModelErrorException"))
+        return AIQ_BEDROCK_MODEL_ERROR;
+    if (is_type(kind, "ServiceUnavailableException") || is_type(kind, "InternalServerException"))
         return AIQ_BEDROCK_RETRY;
     if (is_type(kind, "ServiceQuotaExceededException") || is_type(kind, "ValidationException") ||
-        is_type(kind, "AccessDeniedException"))
+        is_type(kind, "AccessDeniedException") || is_type(kind, "ResourceNotFoundException"))
         return AIQ_BEDROCK_FINAL;
     switch (status) {
+    case 429:
+        return AIQ_BEDROCK_THROTTLED;
     case 408:
     case 424:
-    case 429:
+        return AIQ_BEDROCK_MODEL_ERROR;
     case 500:
     case 502:
     case 503:

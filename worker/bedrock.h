@@ -6,6 +6,8 @@
 
 #include "aiq_err.h"
 #include "job.h"
+#include "ops.h"
+#include "sigv4.h"
 
 #include <curl/curl.h>
 #include <stdint.h>
@@ -15,14 +17,16 @@ typedef struct aiq_bedrock_conf {
     const char *region;
     const char *default_model;
     int64_t default_max_tokens;
-    const char *access_key; /* borrowed; never logged */
-    const char *secret_key;
-    const char *session_token; /* NULL when none */
+    /* Operations (borrowed): model, API, prompts and inference defaults per operation. NULL:
+     * none, and a job without messages sends its payload as JSON. An operation aiq_ops_find
+     * refuses (reject mode) fails the build with AIQ_ENOTFOUND. */
+    const aiq_ops_t *ops;
 } aiq_bedrock_conf_t;
 
 typedef struct aiq_bedrock_call {
     char url[4096];
-    const char *model; /* borrowed from the job or the conf */
+    const char *model; /* borrowed from the job, the operation or the conf */
+    aiq_job_api_t api; /* the API called (job, else operation): parse the reply with this */
     char *body;        /* malloc'd JSON request body */
     size_t body_len;
     struct curl_slist *headers; /* signed headers, ready for aiq_http_post (which takes them) */
@@ -30,8 +34,10 @@ typedef struct aiq_bedrock_call {
 
 typedef enum aiq_bedrock_class {
     AIQ_BEDROCK_OK = 0,
-    AIQ_BEDROCK_RETRY, /* throttling, 5xx, transport errors: worth another attempt */
-    AIQ_BEDROCK_FINAL, /* validation, auth, not found: will never succeed as sent */
+    AIQ_BEDROCK_RETRY,       /* 5xx, transport errors, timeouts: worth another attempt */
+    AIQ_BEDROCK_THROTTLED,   /* 429 throttling / model not ready: retry, and slow down */
+    AIQ_BEDROCK_MODEL_ERROR, /* 408 model timeout, 424 model error: retry a configured few */
+    AIQ_BEDROCK_FINAL,       /* validation, auth, not found, quota: never succeeds as sent */
 } aiq_bedrock_class_t;
 
 typedef struct aiq_bedrock_reply {
@@ -40,11 +46,16 @@ typedef struct aiq_bedrock_reply {
     int64_t input_tokens, output_tokens;
 } aiq_bedrock_reply_t;
 
-/* Builds and signs the request for job at time now. Fills call (free with
- * aiq_bedrock_call_free). Fails with AIQ_EINVAL (err says why) or AIQ_ENOMEM. */
-int aiq_bedrock_build(const aiq_bedrock_conf_t *conf, const aiq_job_t *job, time_t now,
-                      aiq_bedrock_call_t *call, aiq_err_t *err);
+/* Builds and signs the request for job at time now with creds (borrowed for the call; its
+ * session token, when set, is sent as X-Amz-Security-Token; its cache, when set, is used).
+ * Fills call (free with aiq_bedrock_call_free). Fails with AIQ_EINVAL (err says why) or
+ * AIQ_ENOMEM. */
+int aiq_bedrock_build(const aiq_bedrock_conf_t *conf, const aiq_sigv4_creds_t *creds,
+                      const aiq_job_t *job, time_t now, aiq_bedrock_call_t *call, aiq_err_t *err);
 void aiq_bedrock_call_free(aiq_bedrock_call_t *call);
+
+/* The model job goes to: its own, else its operation's, else the default. Borrowed. */
+const char *aiq_bedrock_model(const aiq_bedrock_conf_t *conf, const aiq_job_t *job);
 
 /* Parses a 200 response body of the given API. Fills reply (free with
  * aiq_bedrock_reply_free) or fails with AIQ_EINVAL. */

@@ -1,6 +1,7 @@
 #include "http_client.h"
 #include "timeutil.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -25,7 +26,8 @@ struct aiq_http_req {
     size_t resp_len, resp_cap;
     int too_big;
     char error_type[128];
-    char retry_after[32];
+    char retry_after[64];
+    char amz_retry_after[32];
     char curl_error[CURL_ERROR_SIZE];
     int64_t started_ms;
     aiq_http_done_cb cb;
@@ -229,27 +231,31 @@ static void copy_header_value(char *dst, size_t cap, const char *v, size_t n)
     dst[n] = '\0';
 }
 
+/* Copies the value of header line buf into dst when its name (with ':') is name. */
+static bool take_header(const char *buf, size_t n, const char *name, char *dst, size_t cap)
+{
+    size_t len = strlen(name);
+    if (n <= len || strncasecmp(buf, name, len) != 0)
+        return false;
+    copy_header_value(dst, cap, buf + len, n - len);
+    return true;
+}
+
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 {
     aiq_http_req_t *req = userp;
     size_t n = size * nitems;
-    static const char et[] = "x-amzn-errortype:", ra[] = "retry-after:",
-                      xra[] = "x-amz-retry-after:";
-    if (n > sizeof(et) - 1 && strncasecmp(buf, et, sizeof(et) - 1) == 0)
-        copy_header_value(req->error_type, sizeof(req->error_type), buf + sizeof(et) - 1,
-                          n - (sizeof(et) - 1));
-    else if (n > sizeof(ra) - 1 && strncasecmp(buf, ra, sizeof(ra) - 1) == 0)
-        copy_header_value(req->retry_after, sizeof(req->retry_after), buf + sizeof(ra) - 1,
-                          n - (sizeof(ra) - 1));
-    else if (n > sizeof(xra) - 1 && strncasecmp(buf, xra, sizeof(xra) - 1) == 0)
-        copy_header_value(req->retry_after, sizeof(req->retry_after), buf + sizeof(xra) - 1,
-                          n - (sizeof(xra) - 1));
+    if (!take_header(buf, n, "x-amzn-errortype:", req->error_type, sizeof(req->error_type)) &&
+        !take_header(buf, n, "retry-after:", req->retry_after, sizeof(req->retry_after)))
+        take_header(buf, n, "x-amz-retry-after:", req->amz_retry_after,
+                    sizeof(req->amz_retry_after));
     return n;
 }
 
-int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers, const void *body,
-                  size_t body_len, long timeout_ms, aiq_http_done_cb cb, void *opaque,
-                  aiq_http_req_t **req_out, aiq_err_t *err)
+/* A request with its easy handle set up, not yet running anywhere. Takes headers. */
+static aiq_http_req_t *req_new(const char *method, const char *url, struct curl_slist *headers,
+                               const void *body, size_t body_len, long timeout_ms,
+                               aiq_http_done_cb cb, void *opaque)
 {
     aiq_http_req_t *req = calloc(1, sizeof(*req));
     if (!req || !(req->easy = curl_easy_init()) || !(req->body_out = malloc(body_len + 1))) {
@@ -257,19 +263,25 @@ int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers,
             curl_easy_cleanup(req->easy);
         free(req);
         curl_slist_free_all(headers);
-        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+        return NULL;
     }
-    memcpy(req->body_out, body, body_len);
-    req->http = http;
+    if (body_len)
+        memcpy(req->body_out, body, body_len);
     req->headers = headers;
     req->cb = cb;
     req->opaque = opaque;
     req->started_ms = aiq_mono_ms();
     CURL *e = req->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body_out);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body_out);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
@@ -281,7 +293,38 @@ int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers,
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
-    CURLMcode mc = curl_multi_add_handle(http->multi, e);
+    return req;
+}
+
+/* Hands the outcome of a finished transfer to the request's callback. */
+static void deliver(aiq_http_req_t *req, CURLcode code)
+{
+    aiq_http_response_t resp = {0};
+    curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+    resp.body = req->resp ? req->resp : "";
+    resp.body_len = req->resp_len;
+    resp.error_type = req->error_type;
+    resp.retry_after = req->retry_after;
+    resp.amz_retry_after = req->amz_retry_after;
+    resp.curl_code = code;
+    if (req->too_big)
+        snprintf(req->curl_error, sizeof(req->curl_error), "response larger than %u bytes",
+                 AIQ_HTTP_BODY_MAX);
+    resp.curl_error =
+        code == CURLE_OK ? "" : (req->curl_error[0] ? req->curl_error : curl_easy_strerror(code));
+    resp.elapsed_ms = aiq_mono_ms() - req->started_ms;
+    req->cb(req->opaque, &resp);
+}
+
+int aiq_http_request(aiq_http_t *http, const char *method, const char *url,
+                     struct curl_slist *headers, const void *body, size_t body_len, long timeout_ms,
+                     aiq_http_done_cb cb, void *opaque, aiq_http_req_t **req_out, aiq_err_t *err)
+{
+    aiq_http_req_t *req = req_new(method, url, headers, body, body_len, timeout_ms, cb, opaque);
+    if (!req)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    req->http = http;
+    CURLMcode mc = curl_multi_add_handle(http->multi, req->easy);
     if (mc != CURLM_OK) {
         int rc = aiq_err_set(err, AIQ_EHTTP, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
         req_free(req);
@@ -291,6 +334,26 @@ int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers,
     LIST_PUSH(http->reqs, req);
     if (req_out)
         *req_out = req;
+    return 0;
+}
+
+int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers, const void *body,
+                  size_t body_len, long timeout_ms, aiq_http_done_cb cb, void *opaque,
+                  aiq_http_req_t **req_out, aiq_err_t *err)
+{
+    return aiq_http_request(http, "POST", url, headers, body, body_len, timeout_ms, cb, opaque,
+                            req_out, err);
+}
+
+int aiq_http_perform(const char *method, const char *url, struct curl_slist *headers,
+                     const void *body, size_t body_len, long timeout_ms, aiq_http_done_cb cb,
+                     void *opaque, aiq_err_t *err)
+{
+    aiq_http_req_t *req = req_new(method, url, headers, body, body_len, timeout_ms, cb, opaque);
+    if (!req)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    deliver(req, curl_easy_perform(req->easy));
+    req_free(req);
     return 0;
 }
 
@@ -316,20 +379,7 @@ static void finish(aiq_http_t *http, CURL *easy, CURLcode code)
     curl_multi_remove_handle(http->multi, easy);
     http->inflight--;
     LIST_UNLINK(http->reqs, req);
-    aiq_http_response_t resp = {0};
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp.status);
-    resp.body = req->resp ? req->resp : "";
-    resp.body_len = req->resp_len;
-    resp.error_type = req->error_type;
-    resp.retry_after = req->retry_after;
-    resp.curl_code = code;
-    if (req->too_big)
-        snprintf(req->curl_error, sizeof(req->curl_error), "response larger than %u bytes",
-                 AIQ_HTTP_BODY_MAX);
-    resp.curl_error =
-        code == CURLE_OK ? "" : (req->curl_error[0] ? req->curl_error : curl_easy_strerror(code));
-    resp.elapsed_ms = aiq_mono_ms() - req->started_ms;
-    req->cb(req->opaque, &resp);
+    deliver(req, code);
     req_free(req);
 }
 

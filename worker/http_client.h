@@ -18,10 +18,13 @@ typedef struct aiq_http_response {
     long status;      /* HTTP status, 0 when no response arrived */
     const char *body; /* NUL-terminated; valid only during the callback */
     size_t body_len;
-    const char *error_type;  /* x-amzn-ErrorType as sent, "" when absent */
-    const char *retry_after; /* Retry-After or x-amz-retry-after, "" when absent */
-    CURLcode curl_code;      /* CURLE_OK when the exchange completed */
-    const char *curl_error;  /* human-readable transport error, "" when none */
+    const char *error_type; /* x-amzn-ErrorType as sent, "" when absent */
+    /* Retry-After as sent (delta-seconds or an HTTP-date), "" when absent */
+    const char *retry_after;
+    /* x-amz-retry-after as sent (milliseconds, AWS SDK convention), "" when absent */
+    const char *amz_retry_after;
+    CURLcode curl_code;     /* CURLE_OK when the exchange completed */
+    const char *curl_error; /* human-readable transport error, "" when none */
     int64_t elapsed_ms;
 } aiq_http_response_t;
 
@@ -34,11 +37,26 @@ int aiq_http_new(aiq_http_t **out, uv_loop_t *loop, aiq_log_t *log, aiq_err_t *e
  * once the loop has run the close callbacks. NULL is a no-op. */
 void aiq_http_close(aiq_http_t *http);
 
-/* Starts a POST. Takes headers (freed on success and on failure); copies body.
- * *req_out (may be NULL) identifies the request for aiq_http_cancel until cb runs. */
+/* Starts a request. method is "GET", "POST" or any other token (sent as is, with the body
+ * when body_len > 0; a GET sends no body). Takes headers (freed on success and on failure);
+ * copies url, method and body. *req_out (may be NULL) identifies the request for
+ * aiq_http_cancel until cb runs. Returns 0, or AIQ_ENOMEM / AIQ_EHTTP (cb will not run). */
+int aiq_http_request(aiq_http_t *http, const char *method, const char *url,
+                     struct curl_slist *headers, const void *body, size_t body_len, long timeout_ms,
+                     aiq_http_done_cb cb, void *opaque, aiq_http_req_t **req_out, aiq_err_t *err);
+
+/* aiq_http_request with "POST". */
 int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers, const void *body,
                   size_t body_len, long timeout_ms, aiq_http_done_cb cb, void *opaque,
                   aiq_http_req_t **req_out, aiq_err_t *err);
+
+/* The same exchange as aiq_http_request, performed on the calling thread: blocks for up to
+ * timeout_ms, then calls cb before returning. For start-up work before the loop runs (and
+ * tools); never call it from a loop callback. Takes headers. Returns 0 when cb ran (whatever
+ * the HTTP outcome), AIQ_ENOMEM when it could not start (cb not called). */
+int aiq_http_perform(const char *method, const char *url, struct curl_slist *headers,
+                     const void *body, size_t body_len, long timeout_ms, aiq_http_done_cb cb,
+                     void *opaque, aiq_err_t *err);
 
 /* Stops a request; its callback will not run. */
 void aiq_http_cancel(aiq_http_t *http, aiq_http_req_t *req);

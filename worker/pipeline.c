@@ -1,4 +1,5 @@
 #include "pipeline.h"
+#include "cache.h"
 #include "job.h"
 #include "result.h"
 #include "timeutil.h"
@@ -8,15 +9,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What task_send is sending. */
+typedef enum out_kind {
+    OUT_RESULT = 0, /* out_val: the result, to the reply topic */
+    OUT_DLQ_RECORD, /* the original record, to the DLQ */
+    OUT_DLQ_RESULT, /* out_val: a result the reply topic refused, to the DLQ */
+    OUT_REQUEUE,    /* out_val: the job again, to the high topic */
+} out_kind_t;
+
 typedef enum task_state {
     TASK_QUEUED = 0,
     TASK_CALLING,
-    TASK_BACKOFF,
     TASK_PUBLISHING,
     TASK_DONE,
 } task_state_t;
 
-static const char *const state_names[] = {"queued", "calling", "backoff", "publishing", "done"};
+static const char *const state_names[] = {"queued", "calling", "publishing", "done"};
 
 struct aiq_task {
     aiq_sched_node_t node;
@@ -28,12 +36,24 @@ struct aiq_task {
     aiq_job_t *job;
     char *id_hint;                                /* id of a rejected record, when it had one */
     int64_t received_ms, started_ms, deadline_ms; /* wall clock */
+    int64_t timeout_ms;                           /* the job's, or the default */
     int64_t provider_ms;
     int attempts;
     int pending;  /* records produced and not yet acknowledged */
     int timer_on; /* timer initialised: freeing must wait for its close */
     uv_timer_t timer;
-    aiq_http_req_t *req;
+    aiq_provider_call_t *call;
+    /* cache and single-flight */
+    int keyed; /* key holds the job's cache key */
+    uint8_t key[AIQ_CACHE_KEY_LEN];
+    aiq_cache_entry_t stale; /* an expired entry kept for the fallback chain */
+    int cache_hit, cache_stale;
+    int64_t cache_age_ms;
+    aiq_task_t *sf_next;         /* leaders in the same single-flight bucket */
+    int sf_leader;               /* registered in the single-flight table */
+    aiq_task_t *leader;          /* the identical job whose call this one waits for */
+    aiq_task_t *followers;       /* jobs waiting for this one's call */
+    aiq_task_t *f_prev, *f_next; /* siblings among a leader's followers */
     /* outcome */
     aiq_result_status_t status;
     aiq_bedrock_reply_t reply;
@@ -41,25 +61,31 @@ struct aiq_task {
     char error_kind[64];
     char error_msg[512];
     int http_status;
+    const char *fallback; /* static name, NULL when the model answered */
+    char *fallback_text;  /* malloc'd: the canned answer, or the support text of an error */
     /* what is being published, kept for re-sending after a transient failure */
     char *out_val;
     size_t out_len;
     char out_topic[AIQ_TOPIC_MAX];
-    int out_is_dlq;
+    out_kind_t out_kind;
 };
+
+#define SF_BUCKETS 1024
 
 struct aiq_pipeline {
     aiq_pipeline_deps_t d;
+    aiq_task_t *sf[SF_BUCKETS]; /* single-flight: leaders by cache key */
+    int closing;
     char results_topic[AIQ_TOPIC_MAX];
     char dlq_topic[AIQ_TOPIC_MAX];
     aiq_task_t *live;
-    uint64_t rng;
     aiq_pipeline_stats_t stats;
 };
 
 static void task_call(aiq_task_t *t);
 static void task_publish_result(aiq_task_t *t);
 static void task_send(aiq_task_t *t);
+static void task_fallback(aiq_task_t *t);
 
 /* ---- bookkeeping ---------------------------------------------------------------- */
 
@@ -82,6 +108,8 @@ static void task_free_now(aiq_task_t *t)
     free(t->id_hint);
     aiq_bedrock_reply_free(&t->reply);
     free(t->out_val);
+    free(t->fallback_text);
+    aiq_cache_entry_clear(&t->stale);
     rd_kafka_message_destroy(t->msg);
     free(t);
 }
@@ -91,9 +119,107 @@ static void on_timer_closed(uv_handle_t *h)
     task_free_now(h->data);
 }
 
+/* ---- single-flight: identical jobs in flight share one model call --------------------- */
+
+static aiq_task_t **sf_bucket(aiq_pipeline_t *pl, const uint8_t key[AIQ_CACHE_KEY_LEN])
+{
+    unsigned h = (unsigned)key[0] | (unsigned)key[1] << 8; /* SHA-256 bytes: uniform */
+    return &pl->sf[h % SF_BUCKETS];
+}
+
+static void sf_unregister(aiq_task_t *t)
+{
+    if (!t->sf_leader)
+        return;
+    for (aiq_task_t **pp = sf_bucket(t->pl, t->key); *pp; pp = &(*pp)->sf_next) {
+        if (*pp == t) {
+            *pp = t->sf_next;
+            break;
+        }
+    }
+    t->sf_next = NULL;
+    t->sf_leader = 0;
+}
+
+static void follower_unlink(aiq_task_t *f)
+{
+    aiq_task_t *l = f->leader;
+    if (!l)
+        return;
+    if (f->f_prev)
+        f->f_prev->f_next = f->f_next;
+    else
+        l->followers = f->f_next;
+    if (f->f_next)
+        f->f_next->f_prev = f->f_prev;
+    f->f_prev = f->f_next = NULL;
+    f->leader = NULL;
+}
+
+/* Joins an identical job's call when one is in flight (returns 1), or becomes the one
+ * others join (returns 0: go and call). */
+static int sf_join(aiq_task_t *t)
+{
+    aiq_task_t **b = sf_bucket(t->pl, t->key);
+    for (aiq_task_t *l = *b; l; l = l->sf_next) {
+        if (memcmp(l->key, t->key, AIQ_CACHE_KEY_LEN) == 0) {
+            t->leader = l;
+            t->f_prev = NULL;
+            t->f_next = l->followers;
+            if (l->followers)
+                l->followers->f_prev = t;
+            l->followers = t;
+            t->pl->stats.coalesced++;
+            set_state(t, TASK_CALLING);
+            return 1;
+        }
+    }
+    t->sf_next = *b;
+    *b = t;
+    t->sf_leader = 1;
+    return 0;
+}
+
+static void task_call(aiq_task_t *t);
+
+/* A leader that goes away without an answer (revoke) hands its followers to the first of
+ * them, which calls in its place. */
+static void sf_promote(aiq_task_t *t)
+{
+    aiq_task_t *heir = t->followers;
+    if (!heir)
+        return;
+    t->followers = NULL;
+    aiq_task_t *rest = heir->f_next;
+    heir->leader = NULL;
+    heir->f_prev = heir->f_next = NULL;
+    heir->followers = rest;
+    for (aiq_task_t *f = rest; f; f = f->f_next)
+        f->leader = heir;
+    if (rest)
+        rest->f_prev = NULL;
+    if (t->pl->closing) {
+        heir->followers = NULL;
+        for (aiq_task_t *f = rest, *n; f; f = n) {
+            n = f->f_next;
+            f->leader = NULL;
+            f->f_prev = f->f_next = NULL;
+        }
+        return;
+    }
+    aiq_task_t **b = sf_bucket(t->pl, heir->key);
+    heir->sf_next = *b;
+    *b = heir;
+    heir->sf_leader = 1;
+    task_call(heir);
+}
+
 static void task_release(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
+    sf_unregister(t);
+    follower_unlink(t);
+    sf_promote(t);
     if (t->prev)
         t->prev->next = t->next;
     else if (pl->live == t)
@@ -101,9 +227,9 @@ static void task_release(aiq_task_t *t)
     if (t->next)
         t->next->prev = t->prev;
     t->prev = t->next = NULL;
-    if (t->req)
-        aiq_http_cancel(pl->d.http, t->req);
-    t->req = NULL;
+    if (t->call)
+        aiq_provider_cancel(pl->d.provider, t->call);
+    t->call = NULL;
     if (t->timer_on)
         uv_close((uv_handle_t *)&t->timer, on_timer_closed);
     else
@@ -231,6 +357,16 @@ static rd_kafka_headers_t *result_headers(aiq_task_t *t)
     return h;
 }
 
+/* A re-enqueued job says where it came from, for tracing and for the DLQ if it ends there. */
+static rd_kafka_headers_t *requeue_headers(aiq_task_t *t)
+{
+    rd_kafka_headers_t *h = result_headers(t);
+    add_header(h, "aiq.requeued-from", rd_kafka_topic_name(t->msg->rkt));
+    add_header_int(h, "aiq.requeued-offset", t->msg->offset);
+    add_header(h, "aiq.requeue-reason", t->error_kind);
+    return h;
+}
+
 static void on_send_retry(uv_timer_t *timer)
 {
     task_send(timer->data);
@@ -247,7 +383,13 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, c
         return;
     }
     pl->stats.publish_retries++;
-    if (permanent && !t->out_is_dlq) {
+    if (permanent && t->out_kind == OUT_REQUEUE) {
+        aiq_logj(pl->d.log, AIQ_LOG_WARN, task_id(t), "re-enqueue to %s failed for good (%s)",
+                 t->out_topic, errstr);
+        task_fallback(t);
+        return;
+    }
+    if (permanent && t->out_kind == OUT_RESULT) {
         /* The reply topic cannot take it (missing, too large): the DLQ keeps it instead. */
         aiq_logj(pl->d.log, AIQ_LOG_ERROR, task_id(t),
                  "result to %s failed for good (%s); "
@@ -257,7 +399,7 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, c
         snprintf(t->error_msg, sizeof(t->error_msg), "result could not be written to %s: %s",
                  t->out_topic, errstr);
         snprintf(t->out_topic, sizeof(t->out_topic), "%s", pl->dlq_topic);
-        t->out_is_dlq = 2; /* the value is the result, not the original record */
+        t->out_kind = OUT_DLQ_RESULT;
         task_send(t);
         return;
     }
@@ -273,9 +415,12 @@ static void task_send(aiq_task_t *t)
     aiq_err_t err = {0};
     const void *key = task_id(t) ? (const void *)task_id(t) : t->msg->key;
     size_t klen = task_id(t) ? strlen(task_id(t)) : t->msg->key_len;
-    const void *val = t->out_is_dlq == 1 ? t->msg->payload : t->out_val;
-    size_t vlen = t->out_is_dlq == 1 ? t->msg->len : t->out_len;
-    rd_kafka_headers_t *h = t->out_is_dlq ? dlq_headers(t) : result_headers(t);
+    const void *val = t->out_kind == OUT_DLQ_RECORD ? t->msg->payload : t->out_val;
+    size_t vlen = t->out_kind == OUT_DLQ_RECORD ? t->msg->len : t->out_len;
+    rd_kafka_headers_t *h = t->out_kind == OUT_DLQ_RECORD || t->out_kind == OUT_DLQ_RESULT
+                                ? dlq_headers(t)
+                            : t->out_kind == OUT_REQUEUE ? requeue_headers(t)
+                                                         : result_headers(t);
     set_state(t, TASK_PUBLISHING);
     t->pending++;
     if (aiq_publisher_send(pl->d.pub, t->out_topic, key, klen, val, vlen, h, on_delivered, t,
@@ -291,7 +436,7 @@ static void publish_to_dlq(aiq_task_t *t)
 {
     t->pl->stats.dlq++;
     aiq_metrics_dlq(t->pl->d.metrics, t->error_kind);
-    t->out_is_dlq = 1;
+    t->out_kind = OUT_DLQ_RECORD;
     snprintf(t->out_topic, sizeof(t->out_topic), "%s", t->pl->dlq_topic);
     task_send(t);
 }
@@ -299,6 +444,15 @@ static void publish_to_dlq(aiq_task_t *t)
 static const char *reply_topic(aiq_task_t *t, const char *requested)
 {
     return requested ? requested : t->pl->results_topic;
+}
+
+/* Estimated from the operations file's price table; -1 (null) for an unpriced model. */
+static double cost_of(aiq_pipeline_t *pl, const aiq_task_t *t)
+{
+    double in, out;
+    if (!t->model || !pl->d.ops || aiq_ops_price(pl->d.ops, t->model, &in, &out))
+        return -1;
+    return ((double)t->reply.input_tokens * in + (double)t->reply.output_tokens * out) / 1000.0;
 }
 
 static int encode_result(aiq_task_t *t, const char *id, aiq_result_t *r)
@@ -309,17 +463,28 @@ static int encode_result(aiq_task_t *t, const char *id, aiq_result_t *r)
     r->status = t->status;
     r->priority = aiq_priority_name((aiq_priority_t)t->ref.prio);
     r->model = t->model;
-    r->attempts = t->attempts;
+    r->attempts = (t->job ? t->job->attempt : 0) + t->attempts;
+    r->fallback = t->fallback;
+    char key_hex[2 * AIQ_CACHE_KEY_LEN + 1];
+    if (t->keyed) {
+        aiq_cache_key_hex(t->key, key_hex);
+        r->cache_key = key_hex;
+    }
+    r->cache_hit = t->cache_hit || t->cache_stale;
+    r->cache_stale = t->cache_stale;
+    r->cache_age_ms = t->cache_age_ms;
     r->provider_ms = t->provider_ms;
     r->queued_ms = (t->started_ms ? t->started_ms : now) - t->received_ms;
     r->total_ms = now - t->received_ms;
     r->worker = pl->d.cfg->worker_id;
-    r->cost_usd = -1;
+    r->cost_usd = cost_of(pl, t);
     r->completed_at_ms = now;
     if (t->error_kind[0]) {
         r->error_kind = t->error_kind;
         r->error_message = t->error_msg;
         r->http_status = t->http_status;
+        if (t->status == AIQ_RESULT_FAILED && t->fallback)
+            r->error_support = t->fallback_text;
     }
     aiq_err_t err = {0};
     free(t->out_val);
@@ -343,6 +508,8 @@ static void task_publish_result(aiq_task_t *t)
         r.stop_reason = t->reply.stop_reason;
         r.input_tokens = t->reply.input_tokens;
         r.output_tokens = t->reply.output_tokens;
+    } else if (t->status == AIQ_RESULT_DEGRADED) {
+        r.output_text = t->fallback_text;
     }
     if (encode_result(t, job->id, &r)) {
         /* Only invalid UTF-8 from the model gets here: answer without the text. */
@@ -356,7 +523,7 @@ static void task_publish_result(aiq_task_t *t)
         }
     }
     snprintf(t->out_topic, sizeof(t->out_topic), "%s", reply_topic(t, job->reply_to));
-    t->out_is_dlq = 0;
+    t->out_kind = OUT_RESULT;
     switch (t->status) {
     case AIQ_RESULT_SUCCEEDED:
         t->pl->stats.succeeded++;
@@ -413,124 +580,211 @@ static void task_reject(aiq_task_t *t, aiq_job_reject_t why, const char *msg)
     }
 }
 
-/* ---- the model call ---------------------------------------------------------------- */
+/* ---- the model call and what follows it ------------------------------------------ */
 
-static uint64_t next_rand(aiq_pipeline_t *pl)
-{
-    /* xorshift64*: plenty for backoff jitter, and per pipeline instead of global. */
-    pl->rng ^= pl->rng >> 12;
-    pl->rng ^= pl->rng << 25;
-    pl->rng ^= pl->rng >> 27;
-    return pl->rng * 2685821657736338717ULL;
-}
-
-static int64_t backoff_ms(aiq_task_t *t, const char *retry_after)
+/* "Retry requests at high priority" (the seed): a job whose in-process attempts are spent
+ * goes once more through the high topic, keeping its deadline and counting its attempts;
+ * its own record is then finished. Only when the deadline leaves room for another round. */
+static int may_requeue(const aiq_task_t *t)
 {
     const aiq_config_t *cfg = t->pl->d.cfg;
-    int64_t cap = cfg->retry_base_ms << (t->attempts < 16 ? t->attempts - 1 : 15);
-    if (cap > cfg->retry_max_ms || cap <= 0)
-        cap = cfg->retry_max_ms;
-    int64_t wait = (int64_t)(next_rand(t->pl) % (uint64_t)(cap + 1));
-    char *end;
-    long secs = retry_after && *retry_after ? strtol(retry_after, &end, 10) : 0;
-    if (secs > 0 && secs < 3600 && wait < secs * 1000)
-        wait = secs * 1000;
-    return wait;
+    return cfg->requeue && t->job->attempt == 0 &&
+           t->deadline_ms - aiq_now_ms() > 2 * cfg->retry_max_ms;
 }
 
-static void on_backoff_done(uv_timer_t *timer)
+static void task_requeue(aiq_task_t *t)
 {
-    task_call(timer->data);
+    aiq_pipeline_t *pl = t->pl;
+    json_t *root = t->job->root;
+    char start[40];
+    json_object_set_new(root, "attempt", json_integer(t->attempts));
+    /* The deadline counts from created_at, else from the record's timestamp, which the
+     * new record would reset: pin it. */
+    if (!t->job->created_at_ms)
+        json_object_set_new(
+            root, "created_at",
+            json_string(aiq_time_format(t->deadline_ms - t->timeout_ms, start, sizeof(start))));
+    free(t->out_val);
+    t->out_val = json_dumps(root, JSON_COMPACT);
+    if (!t->out_val) {
+        task_fallback(t);
+        return;
+    }
+    t->out_len = strlen(t->out_val);
+    aiq_topic_jobs(pl->d.cfg->topic_prefix, AIQ_PRIO_HIGH, t->out_topic, sizeof(t->out_topic));
+    t->out_kind = OUT_REQUEUE;
+    pl->stats.requeued++;
+    aiq_logj(pl->d.log, AIQ_LOG_INFO, t->job->id, "attempts spent (%s); re-enqueued to %s",
+             t->error_kind, t->out_topic);
+    task_send(t);
 }
 
-static void call_failed(aiq_task_t *t, aiq_bedrock_class_t cls, const char *retry_after)
+/* The fallback chain: a stale cache entry, the operation's canned answer, a simplified
+ * one, and last an error with support information. Canned answers are only for jobs that
+ * name an operation and a payload; a job that brought its own prompt gets the error. */
+static void task_fallback(aiq_task_t *t)
 {
-    int64_t now = aiq_now_ms();
-    if (cls == AIQ_BEDROCK_RETRY && t->attempts < t->pl->d.cfg->max_attempts) {
-        int64_t wait = backoff_ms(t, retry_after);
-        if (now + wait < t->deadline_ms) {
-            t->pl->stats.retries++;
-            aiq_metrics_retry(t->pl->d.metrics);
-            aiq_logj(t->pl->d.log, AIQ_LOG_INFO, t->job->id,
-                     "attempt %d failed (%s), retrying in %lld ms", t->attempts, t->error_kind,
-                     (long long)wait);
-            set_state(t, TASK_BACKOFF);
-            timer_start(t, (uint64_t)wait, on_backoff_done);
-            return;
+    aiq_pipeline_t *pl = t->pl;
+    const aiq_job_t *job = t->job;
+    const aiq_op_t *op = pl->d.ops ? aiq_ops_find(pl->d.ops, job->operation) : NULL;
+    aiq_op_vars_t vars = {job->operation, job->persona, job->payload};
+    aiq_err_t err = {0};
+    char *text = NULL;
+    aiq_cache_body_t body;
+    if (t->stale.body && aiq_cache_body_decode(t->stale.body, t->stale.len, &body, &err) == 0) {
+        text = strdup(body.text);
+        t->status = AIQ_RESULT_DEGRADED;
+        t->fallback = "stale_cache";
+        t->cache_stale = 1;
+        t->cache_age_ms = t->stale.age_ms;
+        t->reply.input_tokens = t->reply.output_tokens = 0;
+        aiq_cache_body_free(&body);
+    }
+    if (!text && op && job->payload && !job->messages && !job->body) {
+        static const aiq_fallback_kind_t canned[] = {AIQ_FALLBACK_TEMPLATE,
+                                                     AIQ_FALLBACK_SIMPLIFIED};
+        static const char *const names[] = {"template", "simplified"};
+        for (int i = 0; i < 2 && !text; i++) {
+            if (aiq_op_fallback_configured(op, job->persona, canned[i]) &&
+                aiq_op_render_fallback(op, &vars, canned[i], &text, &err) == 0) {
+                t->status = AIQ_RESULT_DEGRADED;
+                t->fallback = names[i];
+            }
         }
     }
-    t->status = now >= t->deadline_ms ? AIQ_RESULT_EXPIRED : AIQ_RESULT_FAILED;
-    aiq_logj(t->pl->d.log, AIQ_LOG_WARN, t->job->id,
-             "model call failed after %d attempt(s): %s: %s", t->attempts, t->error_kind,
-             t->error_msg);
+    if (!text) {
+        t->status = AIQ_RESULT_FAILED;
+        t->fallback = "error";
+        if (op)
+            aiq_op_render_fallback(op, &vars, AIQ_FALLBACK_SUPPORT, &text, &err);
+    }
+    free(t->fallback_text);
+    t->fallback_text = text;
+    pl->stats.fallbacks++;
+    aiq_logj(pl->d.log, AIQ_LOG_WARN, job->id,
+             "answered by fallback %s after %d attempt(s): %s: %s", t->fallback, t->attempts,
+             t->error_kind, t->error_msg);
     task_publish_result(t);
 }
 
-static void on_model_reply(void *opaque, const aiq_http_response_t *resp)
+static int64_t ttl_of(const aiq_task_t *t)
+{
+    const aiq_pipeline_t *pl = t->pl;
+    const aiq_op_t *op = pl->d.ops ? aiq_ops_find(pl->d.ops, t->job->operation) : NULL;
+    if (t->job->cache_ttl_s >= 0)
+        return t->job->cache_ttl_s;
+    if (op && aiq_op_cache_ttl_s(op) >= 0)
+        return aiq_op_cache_ttl_s(op);
+    return pl->d.cfg->cache_ttl_s;
+}
+
+static void cache_store(aiq_task_t *t)
+{
+    aiq_pipeline_t *pl = t->pl;
+    char *body;
+    size_t len;
+    aiq_err_t err = {0};
+    if (!pl->d.cache || !t->keyed || !t->reply.text ||
+        aiq_cache_body_encode(t->reply.text, t->reply.stop_reason, t->reply.input_tokens,
+                              t->reply.output_tokens, t->model, &body, &len))
+        return;
+    aiq_cache_meta_t meta = {t->job->operation, t->job->persona, t->model};
+    if (aiq_cache_put(pl->d.cache, t->key, body, len, ttl_of(t), &meta, &err))
+        aiq_logj(pl->d.log, AIQ_LOG_WARN, t->job->id, "not cached: %s", err.msg);
+    free(body);
+}
+
+static void on_outcome(void *opaque, aiq_call_outcome_t *o);
+
+/* The leader's answer is every follower's: each gets its own copy of the outcome. */
+static void sf_deliver(aiq_task_t *leader, const aiq_call_outcome_t *o)
+{
+    aiq_task_t *f = leader->followers;
+    leader->followers = NULL;
+    while (f) {
+        aiq_task_t *next = f->f_next;
+        f->leader = NULL;
+        f->f_prev = f->f_next = NULL;
+        aiq_call_outcome_t copy = *o;
+        memset(&copy.reply, 0, sizeof(copy.reply));
+        if (o->end == AIQ_CALL_OK) {
+            copy.reply = o->reply;
+            copy.reply.text = o->reply.text ? strdup(o->reply.text) : NULL;
+            if (o->reply.text && !copy.reply.text)
+                copy.end = AIQ_CALL_EXHAUSTED; /* out of memory: its fallback answers */
+        }
+        copy.model = aiq_provider_model(f->pl->d.provider, f->job); /* not the leader's */
+        copy.attempts = 0;                                          /* the call was the leader's */
+        copy.provider_ms = 0;
+        on_outcome(f, &copy);
+        aiq_bedrock_reply_free(&copy.reply);
+        f = next;
+    }
+}
+
+static void on_outcome(void *opaque, aiq_call_outcome_t *o)
 {
     aiq_task_t *t = opaque;
-    t->req = NULL;
-    t->provider_ms += resp->elapsed_ms;
-    t->http_status = (int)resp->status;
-    aiq_metrics_model_call(t->pl->d.metrics, resp->curl_code == CURLE_OK ? resp->status : 0);
-    aiq_bedrock_class_t cls =
-        aiq_bedrock_classify(resp->status, resp->error_type, resp->curl_code != CURLE_OK,
-                             t->error_kind, sizeof(t->error_kind));
-    if (cls == AIQ_BEDROCK_OK) {
-        aiq_err_t err = {0};
-        if (aiq_bedrock_parse(t->job->api, resp->body, resp->body_len, &t->reply, &err) == 0) {
-            t->error_kind[0] = '\0';
-            t->status = AIQ_RESULT_SUCCEEDED;
-            task_publish_result(t);
+    t->call = NULL;
+    if (t->sf_leader) {
+        /* Answered: later identical jobs find the cache (or call again), not this task. */
+        sf_unregister(t);
+        sf_deliver(t, o);
+    }
+    t->model = o->model;
+    t->attempts = o->attempts;
+    t->provider_ms = o->provider_ms;
+    t->http_status = o->http_status;
+    snprintf(t->error_kind, sizeof(t->error_kind), "%s", o->error_kind);
+    snprintf(t->error_msg, sizeof(t->error_msg), "%s", o->error_msg);
+    switch (o->end) {
+    case AIQ_CALL_OK:
+        t->reply = o->reply;
+        memset(&o->reply, 0, sizeof(o->reply));
+        t->status = AIQ_RESULT_SUCCEEDED;
+        if (t->attempts > 0)
+            cache_store(t);
+        task_publish_result(t);
+        return;
+    case AIQ_CALL_FINAL:
+        /* The request is wrong: a canned answer would hide that from the caller. */
+        t->status = AIQ_RESULT_FAILED;
+        t->fallback = "error";
+        aiq_logj(t->pl->d.log, AIQ_LOG_WARN, t->job->id, "model refused the job: %s: %s",
+                 t->error_kind, t->error_msg);
+        task_publish_result(t);
+        return;
+    case AIQ_CALL_EXHAUSTED:
+        if (may_requeue(t)) {
+            task_requeue(t);
             return;
         }
-        snprintf(t->error_kind, sizeof(t->error_kind), "bad_response");
-        snprintf(t->error_msg, sizeof(t->error_msg), "%s", err.msg);
-        call_failed(t, AIQ_BEDROCK_RETRY, NULL);
+        task_fallback(t);
+        return;
+    default:
+        task_fallback(t);
         return;
     }
-    if (resp->curl_code != CURLE_OK)
-        snprintf(t->error_msg, sizeof(t->error_msg), "%s", resp->curl_error);
-    else
-        aiq_bedrock_error_message(resp->body, resp->body_len, t->error_msg, sizeof(t->error_msg));
-    call_failed(t, cls, resp->retry_after);
 }
 
 static void task_call(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
-    int64_t left = t->deadline_ms - aiq_now_ms();
-    if (left <= 0) {
+    if (t->deadline_ms <= aiq_now_ms()) {
         t->status = AIQ_RESULT_EXPIRED;
-        if (!t->error_kind[0])
-            snprintf(t->error_kind, sizeof(t->error_kind), "deadline_exceeded");
-        snprintf(t->error_msg, sizeof(t->error_msg), "deadline passed before the model answered");
+        snprintf(t->error_kind, sizeof(t->error_kind), "deadline_exceeded");
+        snprintf(t->error_msg, sizeof(t->error_msg), "deadline passed before the job started");
         task_publish_result(t);
         return;
     }
-    aiq_bedrock_call_t call;
-    aiq_err_t err = {0};
-    if (aiq_bedrock_build(&pl->d.bedrock, t->job, (time_t)(aiq_now_ms() / 1000), &call, &err)) {
-        snprintf(t->error_kind, sizeof(t->error_kind), "request_build");
-        snprintf(t->error_msg, sizeof(t->error_msg), "%s", err.msg);
-        t->status = AIQ_RESULT_FAILED;
-        task_publish_result(t);
-        return;
-    }
-    t->model = call.model;
-    t->attempts++;
-    pl->stats.model_calls++;
-    long timeout =
-        (long)(left < pl->d.cfg->request_timeout_ms ? left : pl->d.cfg->request_timeout_ms);
     set_state(t, TASK_CALLING);
-    int rc = aiq_http_post(pl->d.http, call.url, call.headers, call.body, call.body_len, timeout,
-                           on_model_reply, t, &t->req, &err);
-    call.headers = NULL; /* taken by aiq_http_post */
-    aiq_bedrock_call_free(&call);
-    if (rc) {
-        snprintf(t->error_kind, sizeof(t->error_kind), "transport");
-        snprintf(t->error_msg, sizeof(t->error_msg), "%s", err.msg);
-        call_failed(t, AIQ_BEDROCK_RETRY, NULL);
+    pl->stats.model_calls++;
+    t->call =
+        aiq_provider_request(pl->d.provider, t->job, t->ref.prio, t->deadline_ms, on_outcome, t);
+    if (!t->call) {
+        snprintf(t->error_kind, sizeof(t->error_kind), "out_of_memory");
+        snprintf(t->error_msg, sizeof(t->error_msg), "no memory for the model request");
+        task_fallback(t);
     }
 }
 
@@ -545,7 +799,59 @@ static int64_t deadline_of(aiq_task_t *t)
         int64_t ts = rd_kafka_message_timestamp(t->msg, &type);
         start = (type == RD_KAFKA_TIMESTAMP_CREATE_TIME && ts > 0) ? ts : t->received_ms;
     }
-    return start + (job->timeout_ms ? job->timeout_ms : t->pl->d.cfg->default_timeout_ms);
+    t->timeout_ms = job->timeout_ms ? job->timeout_ms : t->pl->d.cfg->default_timeout_ms;
+    return start + t->timeout_ms;
+}
+
+/* Computes the job's cache key (unless it bypasses the cache) and answers from a fresh
+ * entry (returns 1). An expired entry is kept for the fallback chain. */
+static int cache_lookup(aiq_task_t *t)
+{
+    aiq_pipeline_t *pl = t->pl;
+    const aiq_job_t *job = t->job;
+    if (job->cache_bypass)
+        return 0;
+    const aiq_op_t *op = pl->d.ops ? aiq_ops_find(pl->d.ops, job->operation) : NULL;
+    size_t ndrop = 0;
+    const char *const *drop = op ? aiq_op_volatile_fields(op, &ndrop) : NULL;
+    const char *model = aiq_provider_model(pl->d.provider, job);
+    aiq_err_t err = {0};
+    if (aiq_cache_key_job(job, model, drop, ndrop, t->key, &err)) {
+        aiq_logj(pl->d.log, AIQ_LOG_WARN, job->id, "no cache key: %s", err.msg);
+        return 0;
+    }
+    t->keyed = 1;
+    if (!pl->d.cache)
+        return 0;
+    aiq_cache_entry_t e;
+    aiq_cache_state_t st = aiq_cache_get(pl->d.cache, t->key, &e);
+    if (st == AIQ_CACHE_STALE) {
+        t->stale = e;
+        return 0;
+    }
+    if (st != AIQ_CACHE_HIT)
+        return 0;
+    aiq_cache_body_t body;
+    int rc = aiq_cache_body_decode(e.body, e.len, &body, &err);
+    if (rc == 0 && (t->reply.text = strdup(body.text)) != NULL) {
+        snprintf(t->reply.stop_reason, sizeof(t->reply.stop_reason), "%s",
+                 body.stop_reason ? body.stop_reason : "");
+        t->reply.input_tokens = body.input_tokens;
+        t->reply.output_tokens = body.output_tokens;
+    }
+    if (rc == 0)
+        aiq_cache_body_free(&body);
+    int64_t age = e.age_ms;
+    aiq_cache_entry_clear(&e);
+    if (!t->reply.text)
+        return 0; /* undecodable: treat as a miss */
+    t->model = model;
+    t->cache_hit = 1;
+    t->cache_age_ms = age;
+    t->status = AIQ_RESULT_SUCCEEDED;
+    pl->stats.cache_hits++;
+    task_publish_result(t);
+    return 1;
 }
 
 /* reply_to must not point back into aiq's own input: a job must never create jobs. */
@@ -573,7 +879,22 @@ void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
         task_reject(t, AIQ_JOB_INVALID, "reply_to: must not name a job topic or the DLQ");
         return;
     }
+    if (pl->d.ops && !aiq_ops_find(pl->d.ops, t->job->operation)) {
+        t->id_hint = strdup(t->job->id);
+        char reason[160];
+        snprintf(reason, sizeof(reason), "operation: '%.64s' is not configured", t->job->operation);
+        aiq_job_free(t->job);
+        t->job = NULL;
+        task_reject(t, AIQ_JOB_INVALID, reason);
+        return;
+    }
     t->deadline_ms = deadline_of(t);
+    if (t->deadline_ms <= aiq_now_ms()) {
+        task_call(t); /* answers "expired" */
+        return;
+    }
+    if (cache_lookup(t) || (t->keyed && sf_join(t)))
+        return;
     task_call(t);
 }
 
@@ -590,7 +911,6 @@ int aiq_pipeline_new(aiq_pipeline_t **out, const aiq_pipeline_deps_t *deps, aiq_
         free(pl);
         return aiq_err_set(err, AIQ_EINVAL, "kafka.topic_prefix is too long");
     }
-    pl->rng = (uint64_t)aiq_now_ms() ^ ((uint64_t)(uintptr_t)pl << 16) ^ 0x9E3779B97F4A7C15ULL;
     *out = pl;
     return 0;
 }
@@ -599,6 +919,7 @@ void aiq_pipeline_free(aiq_pipeline_t *pl)
 {
     if (!pl)
         return;
+    pl->closing = 1;
     while (pl->live)
         task_release(pl->live);
     free(pl);

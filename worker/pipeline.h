@@ -5,12 +5,13 @@
 #define AIQ_PIPELINE_H
 
 #include "aiq_err.h"
-#include "bedrock.h"
 #include "config.h"
 #include "consumer.h"
-#include "http_client.h"
 #include "log.h"
+#include "cache.h"
 #include "metrics.h"
+#include "ops.h"
+#include "provider.h"
 #include "publish.h"
 #include "scheduler.h"
 
@@ -23,7 +24,9 @@ typedef struct aiq_task aiq_task_t;
 /* Counters since start, for progress lines and (later) metrics. */
 typedef struct aiq_pipeline_stats {
     uint64_t started, succeeded, failed, expired, rejected, dlq, retries, model_calls;
-    uint64_t publish_retries;
+    uint64_t publish_retries, requeued, fallbacks;
+    uint64_t cache_hits; /* answered from a fresh cache entry */
+    uint64_t coalesced;  /* model calls saved: identical jobs that joined one in flight */
 } aiq_pipeline_stats_t;
 
 /* Called when a task is finished: every record it produced was acknowledged. The task is
@@ -35,9 +38,10 @@ typedef struct aiq_pipeline_deps {
     const aiq_config_t *cfg;
     aiq_log_t *log;
     aiq_publisher_t *pub;
-    aiq_http_t *http;
     aiq_metrics_t *metrics;
-    aiq_bedrock_conf_t bedrock; /* strings borrowed for the pipeline's lifetime */
+    aiq_provider_t *provider;
+    const aiq_ops_t *ops; /* NULL: no operations (no canned fallbacks, no prices) */
+    aiq_cache_t *cache;   /* NULL: cache off (single-flight still coalesces) */
     aiq_task_done_cb on_done;
     void *opaque;
 } aiq_pipeline_deps_t;

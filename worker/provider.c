@@ -1,1 +1,458 @@
 #include "provider.h"
+#include "aimd.h"
+#include "backoff.h"
+#include "timeutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NPRIO 5 /* the four priorities, and one for anything else */
+
+struct aiq_provider_call {
+    aiq_provider_call_t *prev, *next; /* waiting list of its priority, or the live list */
+    aiq_provider_t *p;
+    const aiq_job_t *job;
+    const char *model;
+    aiq_job_api_t api; /* of the request sent: the reply is parsed as this */
+    int prio;
+    int64_t deadline_ms;
+    aiq_provider_cb cb;
+    void *opaque;
+    int waiting;      /* on a waiting list */
+    int probe;        /* this attempt is a half-open probe */
+    int retry_cost;   /* budget tokens the pending retry spent, refunded on success */
+    int model_errors; /* 408/424 answers so far */
+    int timer_on;     /* timer initialised: freeing waits for its close */
+    int64_t sent_ms;  /* monotonic, for the latency signal */
+    aiq_http_req_t *req;
+    uv_timer_t timer;
+    aiq_call_outcome_t out;
+};
+
+struct aiq_provider {
+    aiq_provider_deps_t d;
+    aiq_provider_call_t *wait_head[NPRIO], *wait_tail[NPRIO];
+    aiq_provider_call_t *live; /* in flight or backing off */
+    int inflight;
+    aiq_aimd_t aimd;
+    aiq_retry_budget_t budget;
+    aiq_backoff_conf_t backoff;
+    uint64_t rng;
+    aiq_provider_stats_t stats;
+    uv_idle_t pump; /* callbacks never run inside aiq_provider_request */
+};
+
+static const char *const end_names[] = {"ok",           "final",        "exhausted",
+                                        "retry_budget", "breaker_open", "deadline"};
+
+const char *aiq_call_end_name(aiq_call_end_t e)
+{
+    return (unsigned)e < sizeof(end_names) / sizeof(end_names[0]) ? end_names[e] : "unknown";
+}
+
+static void dispatch(aiq_provider_t *p);
+static void attempt(aiq_provider_call_t *c);
+
+/* ---- lists ------------------------------------------------------------------------- */
+
+static void live_add(aiq_provider_t *p, aiq_provider_call_t *c)
+{
+    c->prev = NULL;
+    c->next = p->live;
+    if (p->live)
+        p->live->prev = c;
+    p->live = c;
+}
+
+static void live_del(aiq_provider_t *p, aiq_provider_call_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (p->live == c)
+        p->live = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void wait_push(aiq_provider_t *p, aiq_provider_call_t *c)
+{
+    live_del(p, c);
+    int q = c->prio;
+    c->waiting = 1;
+    c->next = NULL;
+    c->prev = p->wait_tail[q];
+    if (p->wait_tail[q])
+        p->wait_tail[q]->next = c;
+    else
+        p->wait_head[q] = c;
+    p->wait_tail[q] = c;
+    p->stats.waiting++;
+}
+
+static void wait_del(aiq_provider_t *p, aiq_provider_call_t *c)
+{
+    int q = c->prio;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->wait_head[q] = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        p->wait_tail[q] = c->prev;
+    c->prev = c->next = NULL;
+    c->waiting = 0;
+    p->stats.waiting--;
+}
+
+/* ---- ending a request ---------------------------------------------------------------- */
+
+static void call_free(aiq_provider_call_t *c)
+{
+    aiq_bedrock_reply_free(&c->out.reply);
+    free(c);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    call_free(h->data);
+}
+
+/* Unlinks c and releases it; the callback (if any) has run already. */
+static void call_release(aiq_provider_call_t *c)
+{
+    aiq_provider_t *p = c->p;
+    if (c->waiting)
+        wait_del(p, c);
+    else
+        live_del(p, c);
+    if (c->req) {
+        aiq_http_cancel(p->d.http, c->req);
+        c->req = NULL;
+        p->inflight--;
+    }
+    if (c->probe) {
+        aiq_breakers_abandon(p->d.breakers, c->model, true);
+        c->probe = 0;
+    }
+    if (c->timer_on)
+        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    else
+        call_free(c);
+}
+
+static void finish(aiq_provider_call_t *c, aiq_call_end_t end)
+{
+    c->out.end = end;
+    c->out.model = c->model;
+    if (end == AIQ_CALL_OK)
+        c->out.error_kind[0] = c->out.error_msg[0] = '\0';
+    else if (end == AIQ_CALL_BREAKER_OPEN && !c->out.error_kind[0])
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "breaker_open");
+    if (end == AIQ_CALL_BREAKER_OPEN)
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "circuit breaker for %s is open%s%s",
+                 c->model, c->out.attempts ? "; last: " : "",
+                 c->out.attempts ? c->out.error_kind : "");
+    c->cb(c->opaque, &c->out);
+    call_release(c);
+}
+
+/* ---- admission ----------------------------------------------------------------------- */
+
+static int limit_of(const aiq_provider_t *p)
+{
+    return p->d.cfg->adaptive ? aiq_aimd_limit(&p->aimd) : p->aimd.conf.max;
+}
+
+/* Starts waiting calls while the concurrency limit allows, most urgent first. */
+static void dispatch(aiq_provider_t *p)
+{
+    for (int q = 0; q < NPRIO; q++) {
+        while (p->wait_head[q] && p->inflight < limit_of(p)) {
+            aiq_provider_call_t *c = p->wait_head[q];
+            wait_del(p, c);
+            live_add(p, c);
+            attempt(c);
+        }
+    }
+}
+
+static void on_pump(uv_idle_t *h)
+{
+    aiq_provider_t *p = h->data;
+    uv_idle_stop(h);
+    dispatch(p);
+}
+
+static void pump_later(aiq_provider_t *p)
+{
+    uv_idle_start(&p->pump, on_pump);
+}
+
+/* ---- one attempt ----------------------------------------------------------------------- */
+
+static uint64_t next_rand(aiq_provider_t *p)
+{
+    /* xorshift64*: plenty for jitter, and per provider instead of global. */
+    p->rng ^= p->rng >> 12;
+    p->rng ^= p->rng << 25;
+    p->rng ^= p->rng >> 27;
+    return p->rng * 2685821657736338717ULL;
+}
+
+static void on_backoff_done(uv_timer_t *timer)
+{
+    aiq_provider_call_t *c = timer->data;
+    wait_push(c->p, c);
+    dispatch(c->p);
+}
+
+/* Decides what follows a failed attempt of class cls. */
+static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_http_response_t *r)
+{
+    aiq_provider_t *p = c->p;
+    const aiq_config_t *cfg = p->d.cfg;
+    int64_t now = aiq_now_ms();
+    if (cls == AIQ_BEDROCK_FINAL) {
+        finish(c, AIQ_CALL_FINAL);
+        return;
+    }
+    if (cls == AIQ_BEDROCK_MODEL_ERROR && ++c->model_errors > cfg->model_error_retries) {
+        finish(c, AIQ_CALL_EXHAUSTED);
+        return;
+    }
+    if (c->out.attempts >= cfg->max_attempts) {
+        finish(c, AIQ_CALL_EXHAUSTED);
+        return;
+    }
+    int cost = 0;
+    bool timeout_like = cls == AIQ_BEDROCK_RETRY && (!r || r->curl_code != CURLE_OK);
+    if (!aiq_retry_budget_take(&p->budget, timeout_like, &cost)) {
+        p->stats.budget_denied++;
+        finish(c, AIQ_CALL_NO_BUDGET);
+        return;
+    }
+    int64_t hint = r ? aiq_backoff_retry_after_ms(r->retry_after, r->amz_retry_after, now) : -1;
+    int64_t wait = aiq_backoff_delay(&p->backoff, c->out.attempts, cls == AIQ_BEDROCK_THROTTLED,
+                                     hint, next_rand(p));
+    if (now + wait >= c->deadline_ms) {
+        aiq_retry_budget_success(&p->budget, cost); /* not spent after all */
+        p->stats.deadline_cut++;
+        finish(c, AIQ_CALL_DEADLINE);
+        return;
+    }
+    c->retry_cost += cost;
+    p->stats.retries++;
+    aiq_metrics_retry(p->d.metrics);
+    aiq_logj(p->d.log, AIQ_LOG_INFO, c->job->id, "attempt %d failed (%s), retrying in %lld ms",
+             c->out.attempts, c->out.error_kind, (long long)wait);
+    if (!c->timer_on) {
+        uv_timer_init(p->d.loop, &c->timer);
+        c->timer.data = c;
+        c->timer_on = 1;
+    }
+    uv_timer_start(&c->timer, on_backoff_done, (uint64_t)wait, 0);
+}
+
+static void on_reply(void *opaque, const aiq_http_response_t *resp)
+{
+    aiq_provider_call_t *c = opaque;
+    aiq_provider_t *p = c->p;
+    int64_t now = aiq_now_ms();
+    bool probe = c->probe;
+    c->req = NULL;
+    c->probe = 0;
+    p->inflight--;
+    c->out.provider_ms += resp->elapsed_ms;
+    c->out.http_status = (int)resp->status;
+    aiq_metrics_model_call(p->d.metrics, resp->curl_code == CURLE_OK ? resp->status : 0);
+    aiq_bedrock_class_t cls =
+        aiq_bedrock_classify(resp->status, resp->error_type, resp->curl_code != CURLE_OK,
+                             c->out.error_kind, sizeof(c->out.error_kind));
+    if (resp->curl_code == CURLE_OPERATION_TIMEDOUT)
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "timeout");
+    if (cls == AIQ_BEDROCK_OK) {
+        aiq_err_t err = {0};
+        if (aiq_bedrock_parse(c->api, resp->body, resp->body_len, &c->out.reply, &err) == 0) {
+            aiq_breakers_report(p->d.breakers, c->model, true, probe, now);
+            aiq_aimd_on_success(&p->aimd, aiq_mono_ms() - c->sent_ms, p->inflight + 1, now);
+            aiq_retry_budget_success(&p->budget, c->retry_cost);
+            finish(c, AIQ_CALL_OK);
+            dispatch(p);
+            return;
+        }
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "bad_response");
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
+        cls = AIQ_BEDROCK_RETRY;
+    } else if (resp->curl_code != CURLE_OK) {
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", resp->curl_error);
+    } else {
+        aiq_bedrock_error_message(resp->body, resp->body_len, c->out.error_msg,
+                                  sizeof(c->out.error_msg));
+    }
+    switch (cls) {
+    case AIQ_BEDROCK_THROTTLED:
+        /* A throttled service is up: no breaker failure, but call less. */
+        p->stats.throttled++;
+        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        aiq_aimd_on_throttle(&p->aimd, now);
+        break;
+    case AIQ_BEDROCK_FINAL:
+        /* The service answered; the request is what is wrong. */
+        aiq_breakers_report(p->d.breakers, c->model, true, probe, now);
+        break;
+    default:
+        aiq_breakers_report(p->d.breakers, c->model, false, probe, now);
+        aiq_aimd_on_failure(&p->aimd, now);
+        break;
+    }
+    failed(c, cls, cls == AIQ_BEDROCK_FINAL ? NULL : resp);
+    dispatch(p);
+}
+
+static void attempt(aiq_provider_call_t *c)
+{
+    aiq_provider_t *p = c->p;
+    int64_t now = aiq_now_ms(), left = c->deadline_ms - now;
+    if (left <= 0) {
+        if (!c->out.error_kind[0])
+            snprintf(c->out.error_kind, sizeof(c->out.error_kind), "deadline_exceeded");
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg),
+                 "deadline passed before the model answered");
+        finish(c, AIQ_CALL_DEADLINE);
+        return;
+    }
+    bool probe;
+    if (!aiq_breakers_allow(p->d.breakers, c->model, now, &probe)) {
+        p->stats.breaker_rejected++;
+        finish(c, AIQ_CALL_BREAKER_OPEN);
+        return;
+    }
+    aiq_bedrock_call_t call;
+    aiq_sigv4_creds_t creds;
+    aiq_err_t err = {0};
+    int rc = aiq_creds_get(p->d.creds, &creds, &err);
+    if (rc) {
+        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "credentials_unavailable");
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
+        failed(c, AIQ_BEDROCK_RETRY, NULL);
+        return;
+    }
+    if (aiq_bedrock_build(&p->d.bedrock, &creds, c->job, (time_t)(now / 1000), &call, &err)) {
+        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "request_build");
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
+        finish(c, AIQ_CALL_FINAL);
+        return;
+    }
+    c->probe = probe;
+    c->api = call.api;
+    c->out.attempts++;
+    p->stats.calls++;
+    long timeout =
+        (long)(left < p->d.cfg->request_timeout_ms ? left : p->d.cfg->request_timeout_ms);
+    c->sent_ms = aiq_mono_ms();
+    rc = aiq_http_post(p->d.http, call.url, call.headers, call.body, call.body_len, timeout,
+                       on_reply, c, &c->req, &err);
+    call.headers = NULL; /* taken by aiq_http_post */
+    aiq_bedrock_call_free(&call);
+    if (rc) {
+        c->req = NULL;
+        c->probe = 0;
+        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "transport");
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
+        failed(c, AIQ_BEDROCK_RETRY, NULL);
+        return;
+    }
+    p->inflight++;
+}
+
+/* ---- public ------------------------------------------------------------------------ */
+
+const char *aiq_provider_model(const aiq_provider_t *p, const aiq_job_t *job)
+{
+    return aiq_bedrock_model(&p->d.bedrock, job);
+}
+
+aiq_provider_call_t *aiq_provider_request(aiq_provider_t *p, const aiq_job_t *job, int prio,
+                                          int64_t deadline_ms, aiq_provider_cb cb, void *opaque)
+{
+    aiq_provider_call_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->p = p;
+    c->job = job;
+    c->model = aiq_provider_model(p, job);
+    c->prio = prio >= 0 && prio < NPRIO - 1 ? prio : NPRIO - 1;
+    c->deadline_ms = deadline_ms;
+    c->cb = cb;
+    c->opaque = opaque;
+    wait_push(p, c);
+    pump_later(p);
+    return c;
+}
+
+void aiq_provider_cancel(aiq_provider_t *p, aiq_provider_call_t *c)
+{
+    (void)p;
+    call_release(c);
+    pump_later(p);
+}
+
+aiq_provider_stats_t aiq_provider_stats(const aiq_provider_t *p)
+{
+    aiq_provider_stats_t s = p->stats;
+    s.inflight = p->inflight;
+    s.limit = limit_of(p);
+    s.budget_tokens = aiq_retry_budget_tokens(&p->budget);
+    return s;
+}
+
+int aiq_provider_new(aiq_provider_t **out, const aiq_provider_deps_t *deps, aiq_err_t *err)
+{
+    aiq_provider_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    p->d = *deps;
+    const aiq_config_t *cfg = deps->cfg;
+    int max = (int)(cfg->max_concurrency ? cfg->max_concurrency : cfg->max_inflight);
+    int min = (int)(cfg->min_concurrency < max ? cfg->min_concurrency : max);
+    aiq_aimd_conf_t ac = {
+        .min = min,
+        .max = max,
+        .initial = max,
+        .decrease = 0.7,
+        .latency_tolerance = 2.0,
+        .cooldown_ms = 100,
+    };
+    aiq_aimd_init(&p->aimd, &ac);
+    aiq_retry_budget_init(&p->budget, (int)cfg->retry_budget, 5, 10);
+    p->backoff =
+        (aiq_backoff_conf_t){cfg->retry_base_ms, cfg->retry_max_ms, cfg->retry_throttle_floor_ms};
+    p->rng = (uint64_t)aiq_now_ms() ^ ((uint64_t)(uintptr_t)p << 16) ^ 0x9E3779B97F4A7C15ULL;
+    uv_idle_init(deps->loop, &p->pump);
+    p->pump.data = p;
+    *out = p;
+    return 0;
+}
+
+static void on_pump_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void aiq_provider_free(aiq_provider_t *p)
+{
+    if (!p)
+        return;
+    while (p->live)
+        call_release(p->live);
+    for (int q = 0; q < NPRIO; q++)
+        while (p->wait_head[q])
+            call_release(p->wait_head[q]);
+    uv_close((uv_handle_t *)&p->pump, on_pump_closed);
+}

@@ -150,7 +150,7 @@ static void on_readable(uv_poll_t *h, int status, int events)
         uv_idle_start(&p->more, on_more);
 }
 
-static int make_pipe(int fds[2], aiq_err_t *err)
+int aiq__event_pipe(int fds[2], aiq_err_t *err)
 {
     if (pipe(fds))
         return aiq_err_set(err, AIQ_EIO, "pipe failed");
@@ -198,7 +198,7 @@ int aiq_publisher_new(aiq_publisher_t **out, uv_loop_t *loop, const aiq_config_t
     p->log = log;
     p->on_fatal = on_fatal;
     p->fatal_opaque = fatal_opaque;
-    if (make_pipe(p->fds, err))
+    if (aiq__event_pipe(p->fds, err))
         goto fail_pipe;
     p->rk = create_producer(p, cfg, log, err);
     if (!p->rk)

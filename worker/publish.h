@@ -52,4 +52,8 @@ rd_kafka_conf_t *aiq__kafka_conf(const aiq_config_t *cfg, aiq_log_t *log, const 
 /* Sets one property or fills err naming it. */
 int aiq__kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, aiq_err_t *err);
 
+/* A non-blocking, close-on-exec pipe for librdkafka's queue io events (the loop polls
+ * fds[0]). */
+int aiq__event_pipe(int fds[2], aiq_err_t *err);
+
 #endif

@@ -1,8 +1,13 @@
 #include "worker.h"
 #include "admin_http.h"
 #include "consumer.h"
+#include "breakers.h"
+#include "cache.h"
+#include "creds.h"
 #include "http_client.h"
 #include "metrics.h"
+#include "ops.h"
+#include "provider.h"
 #include "pipeline.h"
 #include "publish.h"
 #include "scheduler.h"
@@ -23,10 +28,16 @@ struct aiq_worker {
     aiq_consumer_t *consumer;
     aiq_publisher_t *pub;
     aiq_http_t *http;
+    aiq_creds_t *creds;
     aiq_pipeline_t *pl;
     aiq_sched_t *sched;
     aiq_metrics_t *metrics;
     aiq_admin_http_t *admin; /* NULL when admin.listen is empty */
+    aiq_ops_t *ops;          /* operations; pipeline and bedrock conf borrow them */
+    aiq_breakers_t *breakers;
+    aiq_provider_t *provider;
+    aiq_cache_t *cache; /* NULL when cache.enabled = 0 */
+    aiq_bedrock_conf_t bedrock;
     uv_timer_t beat;
     uv_timer_t snapshot;
     char metrics_topic[AIQ_TOPIC_MAX];
@@ -271,15 +282,22 @@ static void on_publisher_fatal(void *opaque, const char *errstr)
 
 /* ---- construction ------------------------------------------------------------------ */
 
-static int read_credentials(aiq_worker_t *w, aiq_pipeline_deps_t *d, aiq_err_t *err)
+/* The AWS credentials chain; a temporary source is fetched here, blocking for a bounded
+ * time, before the loop runs. */
+static int open_credentials(aiq_worker_t *w, aiq_err_t *err)
 {
-    const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
-    const char *tok = getenv("AWS_SESSION_TOKEN");
-    if (!ak || !*ak || !sk || !*sk)
-        return aiq_err_set(err, AIQ_EINVAL,
-                           "no AWS credentials: set AWS_ACCESS_KEY_ID and "
-                           "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for "
-                           "temporary credentials)");
+    char session[160];
+    snprintf(session, sizeof(session), "aiq-%s", w->cfg->worker_id);
+    aiq_creds_conf_t cc = {.region = w->cfg->region,
+                           .sts_endpoint = w->cfg->sts_endpoint,
+                           .session_name = session,
+                           .refresh_margin_ms = w->cfg->credentials_refresh_s * 1000};
+    return aiq_creds_new(&w->creds, w->loop, w->http, w->log, &cc, err);
+}
+
+static int bedrock_conf(aiq_worker_t *w, aiq_err_t *err)
+{
+    (void)err;
     const aiq_config_t *cfg = w->cfg;
     if (cfg->bedrock_endpoint[0])
         snprintf(w->endpoint, sizeof(w->endpoint), "%s", cfg->bedrock_endpoint);
@@ -289,15 +307,58 @@ static int read_credentials(aiq_worker_t *w, aiq_pipeline_deps_t *d, aiq_err_t *
     size_t n = strlen(w->endpoint);
     while (n > 0 && w->endpoint[n - 1] == '/')
         w->endpoint[--n] = '\0';
-    d->bedrock = (aiq_bedrock_conf_t){
+    w->bedrock = (aiq_bedrock_conf_t){
         .endpoint = w->endpoint,
         .region = cfg->region,
         .default_model = cfg->default_model,
         .default_max_tokens = cfg->default_max_tokens,
-        .access_key = ak,
-        .secret_key = sk,
-        .session_token = (tok && *tok) ? tok : NULL,
     };
+    return 0;
+}
+
+/* The host-shared cache, and the breaker state beside it (unless breaker.path says
+ * elsewhere). */
+static int open_shared_state(aiq_worker_t *w, aiq_err_t *err)
+{
+    const aiq_config_t *cfg = w->cfg;
+    char dir[4096];
+    int rc;
+    if (cfg->cache_enabled) {
+        aiq_cache_opts_t o;
+        aiq_cache_opts_init(&o);
+        o.path = cfg->cache_path;
+        o.max_bytes = cfg->cache_max_bytes;
+        o.compress_min = (size_t)cfg->cache_compress_min;
+        o.stale_grace_s = cfg->cache_stale_grace_s;
+        if ((rc = aiq_cache_open(&w->cache, &o, err)))
+            return rc;
+        if ((rc = aiq_cache_sweeper_start(w->cache, cfg->cache_sweep_interval_ms, 0, err)))
+            return rc;
+        aiq_log_info(w->log, "cache: %s (max %lld bytes, ttl %lld s)", cfg->cache_path,
+                     (long long)cfg->cache_max_bytes, (long long)cfg->cache_ttl_s);
+    }
+    if (cfg->breaker_path[0])
+        snprintf(dir, sizeof(dir), "%s", cfg->breaker_path);
+    else if (snprintf(dir, sizeof(dir), "%s/breakers", cfg->cache_path) >= (int)sizeof(dir))
+        return aiq_err_set(err, AIQ_EINVAL, "cache.path is too long");
+    return aiq_breakers_new(&w->breakers, w->loop, cfg, dir, w->log, w->pub, err);
+}
+
+/* A bad operations file fails the start: running with prompts nobody wrote is worse than not
+ * running. The error names file, line and field. */
+static int load_operations(aiq_worker_t *w, aiq_err_t *err)
+{
+    const aiq_config_t *cfg = w->cfg;
+    aiq_ops_unknown_t unknown = strcmp(cfg->unknown_operations, "reject") == 0
+                                    ? AIQ_OPS_UNKNOWN_REJECT
+                                    : AIQ_OPS_UNKNOWN_ALLOW;
+    aiq_err_t e2 = {0};
+    int rc = aiq_ops_load(&w->ops, cfg->operations_file, unknown, &e2);
+    if (rc)
+        return aiq_err_set(err, rc, "worker.operations_file: %s", e2.msg);
+    aiq_log_info(w->log, "operations: %zu from %s, unknown operations %s", aiq_ops_count(w->ops),
+                 cfg->operations_file[0] ? cfg->operations_file : "the built-in set",
+                 unknown == AIQ_OPS_UNKNOWN_REJECT ? "rejected" : "use \"*\"");
     return 0;
 }
 
@@ -314,35 +375,59 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
         .loop = loop, .cfg = cfg, .log = log, .on_done = on_task_done, .opaque = w};
     aiq_consumer_hooks_t hooks = {.on_record = on_record, .on_revoked = on_revoked, .opaque = w};
     int rc;
-    if ((rc = read_credentials(w, &d, err)))
+    if ((rc = bedrock_conf(w, err)) || (rc = load_operations(w, err)))
         goto fail;
+    d.ops = w->ops;
+    w->bedrock.ops = w->ops;
     if (!(w->sched = aiq_sched_new(cfg->aging_ms)) || !(w->metrics = aiq_metrics_new())) {
         rc = aiq_err_set(err, AIQ_ENOMEM, "out of memory");
         goto fail;
     }
     if ((rc = aiq_http_new(&w->http, loop, log, err)))
         goto fail_sched;
-    if ((rc = aiq_publisher_new(&w->pub, loop, cfg, log, on_publisher_fatal, w, err)))
+    if ((rc = open_credentials(w, err)))
         goto fail_http;
+    if ((rc = aiq_publisher_new(&w->pub, loop, cfg, log, on_publisher_fatal, w, err)))
+        goto fail_creds;
+    if ((rc = open_shared_state(w, err)))
+        goto fail_state;
+    aiq_provider_deps_t pd = {.loop = loop,
+                              .cfg = cfg,
+                              .log = log,
+                              .http = w->http,
+                              .metrics = w->metrics,
+                              .breakers = w->breakers,
+                              .creds = w->creds,
+                              .bedrock = w->bedrock};
+    if ((rc = aiq_provider_new(&w->provider, &pd, err)))
+        goto fail_state;
     d.pub = w->pub;
-    d.http = w->http;
     d.metrics = w->metrics;
+    d.provider = w->provider;
+    d.cache = w->cache;
     if ((rc = aiq_pipeline_new(&w->pl, &d, err)))
-        goto fail_pub;
+        goto fail_provider;
     if ((rc = aiq_consumer_new(&w->consumer, loop, cfg, log, &hooks, err)))
         goto fail_pl;
     *out = w;
     return 0;
 fail_pl:
     aiq_pipeline_free(w->pl);
-fail_pub:
+fail_provider:
+    aiq_provider_free(w->provider);
+fail_state:
+    aiq_breakers_free(w->breakers);
+    aiq_cache_close(w->cache);
     aiq_publisher_free(w->pub);
+fail_creds:
+    aiq_creds_free(w->creds);
 fail_http:
     aiq_http_close(w->http);
 fail_sched:
     aiq_sched_free(w->sched);
     aiq_metrics_free(w->metrics);
 fail:
+    aiq_ops_free(w->ops);
     free(w);
     return rc;
 }
@@ -396,7 +481,12 @@ int aiq_worker_shutdown(aiq_worker_t *w)
     /* Offsets of finished jobs were stored as they finished; closing commits them. */
     aiq_consumer_close(w->consumer);
     aiq_pipeline_free(w->pl);
+    aiq_provider_free(w->provider);
+    aiq_breakers_free(w->breakers);
+    aiq_cache_close(w->cache);
+    aiq_ops_free(w->ops);
     aiq_publisher_free(w->pub);
+    aiq_creds_free(w->creds); /* before http: it may have a refresh in flight */
     aiq_http_close(w->http);
     aiq_sched_free(w->sched);
     aiq_admin_http_stop(w->admin);

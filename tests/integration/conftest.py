@@ -123,16 +123,26 @@ class Env:
             "AWS_ACCESS_KEY_ID": SIM_KEY,
             "AWS_SECRET_ACCESS_KEY": SIM_SECRET,
             "AWS_REGION": "us-east-1",
+            # Each test its own host-shared state (cache, breakers): no answers leak
+            # between tests through the cache.
+            "AIQ_CACHE_PATH": str(self.tmp / "cache"),
         })
         env.pop("AWS_SESSION_TOKEN", None)
         for k, v in settings.items():
             env[k] = str(v)
         return env
 
-    def start_worker(self, extra=(), **settings):
+    def start_worker(self, extra=(), env=None, **settings):
+        """env: more environment for this worker; a None value removes the variable (e.g.
+        {"AWS_ACCESS_KEY_ID": None} to start without the default credentials)."""
         n = len(self.workers)
-        w = Worker(self.worker_env(AIQ_WORKER_ID=f"w{n}-{self.tag}", **settings),
-                   str(self.tmp / f"worker{n}.log"), extra)
+        wenv = self.worker_env(AIQ_WORKER_ID=f"w{n}-{self.tag}", **settings)
+        for k, v in (env or {}).items():
+            if v is None:
+                wenv.pop(k, None)
+            else:
+                wenv[k] = str(v)
+        w = Worker(wenv, str(self.tmp / f"worker{n}.log"), extra)
         self.workers.append(w)
         return w
 

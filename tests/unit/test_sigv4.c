@@ -25,7 +25,7 @@
     "T7WZ0wq5VSXDvp75YU9HFvlRd8Tx6q6fE8YQcHNVXAkiY9q6d+xo0rKwT38xVqr7ZD0u0iPPkUL64lIZbqBAz+scqKml" \
     "zm8FDrypNC9Yjc8fPOLn9FX9KSYvKTr4rvx3iSIlTJabIQwj2ICCR/oLxBA=="
 
-static const aiq_sigv4_creds_t suite_creds = {SUITE_AKID, SUITE_SECRET, NULL};
+static const aiq_sigv4_creds_t suite_creds = {SUITE_AKID, SUITE_SECRET, NULL, NULL};
 
 static aiq_sigv4_req_t suite_req(const char *method, const char *path, const char *query)
 {
@@ -97,7 +97,7 @@ static void sigv4_post_x_www_form_urlencoded(void **state)
 static void sigv4_post_sts_header_before(void **state)
 {
     (void)state;
-    aiq_sigv4_creds_t creds = {SUITE_AKID, SUITE_SECRET, SUITE_TOKEN};
+    aiq_sigv4_creds_t creds = {SUITE_AKID, SUITE_SECRET, SUITE_TOKEN, NULL};
     aiq_sigv4_req_t req = suite_req("POST", "/", NULL);
     expect_authz(&req, &creds,
                  SUITE_SCOPE
@@ -250,7 +250,7 @@ static void sigv4_rejects_bad_input(void **state)
     req.region = "us/east";
     assert_int_equal(aiq_sigv4_sign(&req, &suite_creds, &out, &err), AIQ_EINVAL);
     req = bedrock_req();
-    aiq_sigv4_creds_t no_secret = {"AKID", NULL, NULL};
+    aiq_sigv4_creds_t no_secret = {"AKID", NULL, NULL, NULL};
     assert_int_equal(aiq_sigv4_sign(&req, &no_secret, &out, &err), AIQ_EINVAL);
 }
 
@@ -383,7 +383,7 @@ static void sigv4_verify_rejects_wrong_secret(void **state)
 {
     (void)state;
     fixture_t f;
-    aiq_sigv4_creds_t server = {SUITE_AKID, "not-the-secret", NULL};
+    aiq_sigv4_creds_t server = {SUITE_AKID, "not-the-secret", NULL, NULL};
 
     make_fixture(&f, &suite_creds);
     f.vreq.creds = &server;
@@ -442,7 +442,7 @@ static void sigv4_verify_rejects_unknown_key(void **state)
 {
     (void)state;
     fixture_t f;
-    aiq_sigv4_creds_t server = {"AKIDOTHER", SUITE_SECRET, NULL};
+    aiq_sigv4_creds_t server = {"AKIDOTHER", SUITE_SECRET, NULL, NULL};
 
     make_fixture(&f, &suite_creds);
     f.vreq.creds = &server;
@@ -461,8 +461,8 @@ static const aiq_sigv4_creds_t *on_lookup(void *ctx, const char *access_key)
 static void sigv4_verify_session_token_and_lookup(void **state)
 {
     (void)state;
-    aiq_sigv4_creds_t temp = {"ASIATEMP", "temp-secret", "token-123"};
-    aiq_sigv4_creds_t keys[] = {{"AKIDOTHER", "x", NULL}, temp, {NULL, NULL, NULL}};
+    aiq_sigv4_creds_t temp = {"ASIATEMP", "temp-secret", "token-123", NULL};
+    aiq_sigv4_creds_t keys[] = {{"AKIDOTHER", "x", NULL, NULL}, temp, {NULL, NULL, NULL, NULL}};
     fixture_t f;
 
     make_fixture(&f, &temp);
@@ -472,6 +472,121 @@ static void sigv4_verify_session_token_and_lookup(void **state)
     assert_int_equal(aiq_sigv4_verify(&f.vreq, NULL), 0);
     f.headers.value[4] = "token-456";
     expect_rejected(&f.vreq, "X-Amz-Security-Token");
+}
+
+/* Signs req with creds both without and with cache; the two must agree byte for byte. */
+static void expect_same_with_cache(aiq_sigv4_req_t req, aiq_sigv4_creds_t creds,
+                                   aiq_sigv4_cache_t *cache, aiq_sigv4_out_t *out)
+{
+    aiq_sigv4_out_t plain;
+    aiq_err_t err = {0};
+
+    creds.cache = NULL;
+    assert_int_equal(aiq_sigv4_sign(&req, &creds, &plain, &err), 0);
+    creds.cache = cache;
+    assert_int_equal(aiq_sigv4_sign(&req, &creds, out, &err), 0);
+    assert_string_equal(out->authorization, plain.authorization);
+    assert_string_equal(out->amz_date, plain.amz_date);
+}
+
+/* The cached signing key must give the published signatures, and change with the day. */
+static void sigv4_cache_same_signatures_across_a_date_change(void **state)
+{
+    (void)state;
+    aiq_sigv4_cache_t *cache = aiq_sigv4_cache_new();
+    aiq_sigv4_creds_t creds = suite_creds;
+    aiq_sigv4_out_t out, day1;
+    unsigned long long hits, misses;
+
+    assert_non_null(cache);
+    creds.cache = cache;
+    aiq_sigv4_req_t vanilla = suite_req("POST", "/", NULL);
+    expect_authz(&vanilla, &creds,
+                 SUITE_SCOPE
+                 "SignedHeaders=host;x-amz-date, "
+                 "Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b");
+    expect_authz(&vanilla, &creds, /* now from the cache */
+                 SUITE_SCOPE
+                 "SignedHeaders=host;x-amz-date, "
+                 "Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b");
+    aiq_sigv4_cache_stats(cache, &hits, &misses);
+    assert_int_equal(misses, 1);
+    assert_int_equal(hits, 1);
+
+    /* 23:59:59 on one day, then the next second: a new scope date and a new key. */
+    aiq_sigv4_req_t req = bedrock_req();
+    req.now = 1714607999; /* 20240501T235959Z */
+    expect_same_with_cache(req, creds, cache, &day1);
+    assert_non_null(strstr(day1.authorization, "/20240501/us-east-1/bedrock/"));
+    req.now++;
+    expect_same_with_cache(req, creds, cache, &out);
+    assert_non_null(strstr(out.authorization, "/20240502/us-east-1/bedrock/"));
+    assert_string_not_equal(out.authorization, day1.authorization);
+    req.now--; /* a late request of the old day still finds its own key */
+    expect_same_with_cache(req, creds, cache, &out);
+    assert_string_equal(out.authorization, day1.authorization);
+    aiq_sigv4_cache_stats(cache, &hits, &misses);
+    assert_int_equal(misses, 3);
+    assert_int_equal(hits, 2);
+
+    /* The botocore signature of the Bedrock request, through the cache. */
+    req.now = 1714557600;
+    expect_same_with_cache(req, creds, cache, &out);
+    assert_string_equal(
+        out.authorization,
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240501/us-east-1/bedrock/"
+        "aws4_request, SignedHeaders=content-type;host;x-amz-date, "
+        "Signature=9c6502078e992fb2b22550b4b3906d18ec7440067342930349fec464e69693b4");
+
+    /* Temporary credentials on both sides of midnight; signatures from botocore 1.43
+     * SigV4Auth with Credentials("ASIAEXAMPLE", "temp/secret+key", "session-token-example"). */
+    aiq_sigv4_creds_t temp = {"ASIAEXAMPLE", "temp/secret+key", "session-token-example", cache};
+    req.now = 1714607999; /* 20240501T235959Z */
+    expect_same_with_cache(req, temp, cache, &out);
+    assert_string_equal(
+        out.authorization,
+        "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20240501/us-east-1/bedrock/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, "
+        "Signature=fc17e794fd972b7ea1179e95199cefb2d984f2806190bfad34911424e36358fb");
+    req.now++;
+    expect_same_with_cache(req, temp, cache, &out);
+    assert_string_equal(
+        out.authorization,
+        "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20240502/us-east-1/bedrock/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, "
+        "Signature=664fb61e450c566fe1720702197681bb7a8aaf54c5a22efceefd57bfd60d0aad");
+    aiq_sigv4_cache_free(cache);
+}
+
+/* One cache serves several credentials and scopes: a key is never used for another secret,
+ * region or service, and more scopes than slots only cost re-derivation. */
+static void sigv4_cache_keeps_credentials_and_scopes_apart(void **state)
+{
+    (void)state;
+    aiq_sigv4_cache_t *cache = aiq_sigv4_cache_new();
+    aiq_sigv4_creds_t a = {"AKIDA", "secret-a", NULL, NULL};
+    aiq_sigv4_creds_t b = {"AKIDB", "secret-a-but-longer", "token-b", NULL};
+    aiq_sigv4_creds_t c = {"AKIDC", "secret-c", NULL, NULL}; /* same length as a's */
+    static const char *const regions[] = {"us-east-1", "us-west-2", "eu-central-1",
+                                          "ap-southeast-2", "us-east-2"};
+    aiq_sigv4_out_t out;
+
+    for (int round = 0; round < 3; round++) {
+        for (size_t r = 0; r < sizeof(regions) / sizeof(regions[0]); r++) {
+            aiq_sigv4_req_t req = bedrock_req();
+            req.region = regions[r];
+            expect_same_with_cache(req, a, cache, &out);
+            expect_same_with_cache(req, b, cache, &out);
+            expect_same_with_cache(req, c, cache, &out);
+            req.service = "sts";
+            expect_same_with_cache(req, a, cache, &out);
+        }
+    }
+    unsigned long long hits, misses;
+    aiq_sigv4_cache_stats(cache, &hits, &misses);
+    assert_int_equal(hits + misses, 3 * 5 * 4);
+    aiq_sigv4_cache_free(cache);
+    aiq_sigv4_cache_free(NULL);
 }
 
 int main(void)
@@ -494,6 +609,8 @@ int main(void)
         cmocka_unit_test(sigv4_verify_rejects_missing_or_malformed),
         cmocka_unit_test(sigv4_verify_rejects_unknown_key),
         cmocka_unit_test(sigv4_verify_session_token_and_lookup),
+        cmocka_unit_test(sigv4_cache_same_signatures_across_a_date_change),
+        cmocka_unit_test(sigv4_cache_keeps_credentials_and_scopes_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

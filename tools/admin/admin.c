@@ -1,4 +1,5 @@
 /* aiq-admin: operations on aiq's Kafka side — create the topics, show consumer lag. */
+#include "admin_breaker.h"
 #include "config.h"
 #include "topics.h"
 
@@ -9,7 +10,7 @@
 #include <string.h>
 
 #define ADMIN_TIMEOUT_MS 30000
-#define N_TOPICS         7 /* four job topics, results, dlq, metrics */
+#define N_TOPICS         8 /* four job topics, results, dlq, metrics, breaker */
 
 typedef struct admin_opts {
     const char *brokers, *prefix, *group;
@@ -22,12 +23,16 @@ static void usage(FILE *out)
             "Usage: aiq-admin [options] COMMAND\n\n"
             "Commands:\n"
             "  topics create   create <prefix>jobs.{critical,high,normal,low}, <prefix>results,\n"
-            "                  <prefix>dlq and <prefix>metrics; topics that exist are left as\n"
-            "                  they are\n"
+            "                  <prefix>dlq, <prefix>metrics and <prefix>breaker (compacted);\n"
+            "                  topics that exist are left as they are\n"
             "  topics list     show aiq's topics with partition counts\n"
             "  topics delete   delete aiq's topics (needs --yes)\n"
             "  group lag       committed offset, end offset and lag per job partition of\n"
-            "                  the worker group, and the total per priority\n\n"
+            "                  the worker group, and the total per priority\n"
+            "  breaker list    the shared circuit breakers (one per model): state, manual\n"
+            "                  override, since when, and which worker changed it\n"
+            "  breaker force MODEL open|closed|auto\n"
+            "                  override MODEL's breaker on every worker (auto lifts it)\n\n"
             "Options:\n"
             "  -b, --brokers LIST        bootstrap servers (env AIQ_KAFKA_BROKERS,\n"
             "                            default 127.0.0.1:9092)\n"
@@ -65,7 +70,8 @@ static int topic_names(const admin_opts_t *o, char names[N_TOPICS][AIQ_TOPIC_MAX
             return -1;
     if (aiq_topic_results(o->prefix, names[4], AIQ_TOPIC_MAX) ||
         aiq_topic_dlq(o->prefix, names[5], AIQ_TOPIC_MAX) ||
-        aiq_topic_metrics(o->prefix, names[6], AIQ_TOPIC_MAX))
+        aiq_topic_metrics(o->prefix, names[6], AIQ_TOPIC_MAX) ||
+        aiq_topic_breaker(o->prefix, names[7], AIQ_TOPIC_MAX))
         return -1;
     for (int i = 0; i < N_TOPICS; i++)
         if (!aiq_topic_name_valid(names[i]))
@@ -158,8 +164,12 @@ static int topics_create(const admin_opts_t *o)
         return 1;
     rd_kafka_NewTopic_t *nt[N_TOPICS];
     for (int i = 0; i < N_TOPICS; i++) {
-        nt[i] =
-            rd_kafka_NewTopic_new(names[i], o->partitions, o->replication, errstr, sizeof(errstr));
+        /* Breaker state is tiny and read whole by every worker: one partition, compacted
+         * so a new worker reads only the latest state of each breaker. */
+        nt[i] = rd_kafka_NewTopic_new(names[i], i == 7 ? 1 : o->partitions, o->replication, errstr,
+                                      sizeof(errstr));
+        if (i == 7)
+            rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "compact");
         /* Results and dead letters are the audit trail: keep them a week by default;
          * metrics snapshots a day. */
         if (i == 4 || i == 5)
@@ -376,6 +386,8 @@ int main(int argc, char **argv)
         return topics_delete(&o);
     if (!strcmp(a, "group") && !strcmp(b, "lag"))
         return group_lag(&o);
+    if (!strcmp(a, "breaker"))
+        return aiq_admin_breaker(o.brokers, o.prefix, argc - optind - 1, argv + optind + 1);
     fprintf(stderr, "aiq-admin: unknown command '%s %s'; see --help\n", a, b);
     return 2;
 }

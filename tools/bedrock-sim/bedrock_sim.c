@@ -1043,7 +1043,8 @@ static int verify_signature(sim_req_t *r, struct MHD_Connection *conn, aiq_err_t
                                 .service = "bedrock",
                                 .now = time(NULL)};
     /* Any session token is accepted: the simulator has no STS to check it against. */
-    aiq_sigv4_creds_t creds = {s->creds.access_key, s->creds.secret_key, NULL};
+    aiq_sigv4_creds_t creds = {.access_key = s->creds.access_key,
+                               .secret_key = s->creds.secret_key};
 
     v.creds = &creds;
     return aiq_sigv4_verify(&v, err);
@@ -1536,7 +1537,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bedrock-sim: %s\n", err.msg);
         return 2;
     }
-    sim.creds = (aiq_sigv4_creds_t){sim.conf.access_key, sim.conf.secret_key, NULL};
+    sim.creds =
+        (aiq_sigv4_creds_t){.access_key = sim.conf.access_key, .secret_key = sim.conf.secret_key};
     sim.region = sim.conf.region;
     sim.max_body = (size_t)sim.conf.max_body;
     pthread_mutex_init(&sim.conf_lock, NULL);

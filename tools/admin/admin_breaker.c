@@ -1,0 +1,235 @@
+/* admin_breaker.c — aiq-admin breaker list|force: read and override the shared circuit
+ * breakers through the compacted <prefix>breaker topic every worker follows. */
+#include "admin_breaker.h"
+#include "breaker.h"
+#include "timeutil.h"
+#include "topics.h"
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_TIMEOUT_MS 15000
+
+typedef struct seen {
+    struct seen *next;
+    aiq_breaker_shared_t s;
+    char *origin;
+    char model[];
+} seen_t;
+
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    *(rd_kafka_resp_err_t *)m->_private = m->err;
+}
+
+static rd_kafka_t *client(const char *brokers, rd_kafka_type_t type)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) ||
+        (type == RD_KAFKA_PRODUCER &&
+         rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr))) ||
+        (type == RD_KAFKA_CONSUMER &&
+         (rd_kafka_conf_set(conf, "group.id", "aiq-admin-breaker", errstr, sizeof(errstr)) ||
+          rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) ||
+          rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr))))) {
+        fprintf(stderr, "aiq-admin: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (type == RD_KAFKA_PRODUCER)
+        rd_kafka_conf_set_dr_msg_cb(conf, on_dr);
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "aiq-admin: %s\n", errstr);
+        rd_kafka_conf_destroy(conf);
+    }
+    return rk;
+}
+
+static void remember(seen_t **list, const rd_kafka_message_t *m)
+{
+    aiq_breaker_shared_t s;
+    if (!m->key || !m->key_len || !m->payload || aiq_breaker_record_decode(m->payload, m->len, &s))
+        return;
+    seen_t *e;
+    for (e = *list; e; e = e->next)
+        if (strlen(e->model) == m->key_len && !memcmp(e->model, m->key, m->key_len))
+            break;
+    if (!e) {
+        e = calloc(1, sizeof(*e) + m->key_len + 1);
+        if (!e)
+            return;
+        memcpy(e->model, m->key, m->key_len);
+        e->next = *list;
+        *list = e;
+    }
+    if (s.version < e->s.version)
+        return;
+    e->s = s;
+    free(e->origin);
+    e->origin = NULL;
+    json_t *doc = json_loadb(m->payload, m->len, 0, NULL);
+    const char *origin = json_string_value(json_object_get(doc, "origin"));
+    if (origin)
+        e->origin = strdup(origin);
+    json_decref(doc);
+}
+
+/* Reads the whole topic up to its end. Returns 0, or 1 with the reason printed. */
+static int read_all(const char *brokers, const char *topic, seen_t **out)
+{
+    rd_kafka_t *rk = client(brokers, RD_KAFKA_CONSUMER);
+    if (!rk)
+        return 1;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = 0;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, READ_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        md->topic_cnt == 1 && !md->topics[0].err)
+        n = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    if (n <= 0) {
+        fprintf(stderr, "aiq-admin: topic %s does not exist (aiq-admin topics create makes it)\n",
+                topic);
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
+    int open = 0;
+    for (int p = 0; p < n; p++) {
+        int64_t lo, hi;
+        if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, READ_TIMEOUT_MS) || hi <= lo)
+            continue; /* empty partition: nothing to wait for */
+        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        open++;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    int64_t until = aiq_mono_ms() + READ_TIMEOUT_MS;
+    while (open > 0 && aiq_mono_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            open--;
+        else if (!m->err)
+            remember(out, m);
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    if (open > 0) {
+        fprintf(stderr, "aiq-admin: %s not read to its end within %d s\n", topic,
+                READ_TIMEOUT_MS / 1000);
+        return 1;
+    }
+    return 0;
+}
+
+static void free_seen(seen_t *l)
+{
+    while (l) {
+        seen_t *n = l->next;
+        free(l->origin);
+        free(l);
+        l = n;
+    }
+}
+
+static int breaker_list(const char *brokers, const char *topic)
+{
+    seen_t *all = NULL;
+    if (read_all(brokers, topic, &all))
+        return 1;
+    printf("%-50s %-7s %-13s %-24s %s\n", "MODEL", "STATE", "OVERRIDE", "SINCE", "BY");
+    char since[40];
+    for (seen_t *e = all; e; e = e->next)
+        printf("%-50s %-7s %-13s %-24s %s\n", e->model, aiq_breaker_state_name(e->s.state),
+               aiq_breaker_force_name(e->s.force),
+               aiq_time_format(e->s.since_ms, since, sizeof(since)), e->origin ? e->origin : "-");
+    if (!all)
+        printf("(no breaker has changed state yet)\n");
+    free_seen(all);
+    return 0;
+}
+
+static int breaker_force(const char *brokers, const char *topic, const char *model, const char *how)
+{
+    aiq_breaker_force_t f = !strcmp(how, "open")     ? AIQ_BREAKER_FORCED_OPEN
+                            : !strcmp(how, "closed") ? AIQ_BREAKER_FORCED_CLOSED
+                            : !strcmp(how, "auto")   ? AIQ_BREAKER_AUTO
+                                                     : (aiq_breaker_force_t)-1;
+    if ((int)f < 0 || !*model) {
+        fprintf(stderr, "aiq-admin: usage: breaker force MODEL open|closed|auto\n");
+        return 2;
+    }
+    seen_t *all = NULL;
+    if (read_all(brokers, topic, &all))
+        return 1;
+    uint64_t last = 0;
+    for (seen_t *e = all; e; e = e->next)
+        if (!strcmp(e->model, model))
+            last = e->s.version;
+    free_seen(all);
+    int64_t now = aiq_now_ms();
+    aiq_breaker_shared_t s = {
+        .state = f == AIQ_BREAKER_FORCED_OPEN ? AIQ_BREAKER_OPEN : AIQ_BREAKER_CLOSED,
+        .force = f,
+        .since_ms = now,
+        .version = (uint64_t)now > last ? (uint64_t)now : last + 1,
+    };
+    char *val;
+    size_t len;
+    if (aiq_breaker_record_encode(model, &s, "aiq-admin", &val, &len)) {
+        fprintf(stderr, "aiq-admin: cannot encode the record\n");
+        return 1;
+    }
+    rd_kafka_resp_err_t dr = RD_KAFKA_RESP_ERR__IN_PROGRESS;
+    rd_kafka_t *rk = client(brokers, RD_KAFKA_PRODUCER);
+    if (!rk) {
+        free(val);
+        return 1;
+    }
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(model, strlen(model)),
+                          RD_KAFKA_V_VALUE(val, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_OPAQUE(&dr), RD_KAFKA_V_END);
+    free(val);
+    if (!e && rd_kafka_flush(rk, READ_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_poll(rk, 0);
+    if (e || dr) {
+        fprintf(stderr, "aiq-admin: breaker record not written: %s\n",
+                rd_kafka_err2str(e ? e : dr));
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    rd_kafka_destroy(rk);
+    printf("breaker %s: %s (workers apply it within about a second)\n", model,
+           aiq_breaker_force_name(f));
+    return 0;
+}
+
+int aiq_admin_breaker(const char *brokers, const char *prefix, int argc, char **argv)
+{
+    char topic[AIQ_TOPIC_MAX];
+    if (aiq_topic_breaker(prefix, topic, sizeof(topic))) {
+        fprintf(stderr, "aiq-admin: --prefix is too long\n");
+        return 2;
+    }
+    const char *verb = argc > 0 ? argv[0] : "";
+    if (!strcmp(verb, "list") && argc == 1)
+        return breaker_list(brokers, topic);
+    if (!strcmp(verb, "force") && argc == 3)
+        return breaker_force(brokers, topic, argv[1], argv[2]);
+    fprintf(stderr, "aiq-admin: usage: breaker list | breaker force MODEL open|closed|auto\n");
+    return 2;
+}
