@@ -329,8 +329,8 @@ static int rtxn_acquire(aiq_cache_t *c)
 {
     for (int attempt = 0;; attempt++) {
         pthread_rwlock_rdlock(&c->map_lock);
-        int rc = c->rtxn ? mdb_txn_renew(c->rtxn)
-                         : mdb_txn_begin(c->env, NULL, MDB_RDONLY, &c->rtxn);
+        int rc =
+            c->rtxn ? mdb_txn_renew(c->rtxn) : mdb_txn_begin(c->env, NULL, MDB_RDONLY, &c->rtxn);
         if (rc == 0)
             return 0;
         if (c->rtxn) {
@@ -710,8 +710,7 @@ static int reap(aiq_cache_t *c, MDB_txn *txn, MDB_dbi idx, const uint8_t *rec, b
 }
 
 /* Collects up to max index records from the start of idx, only those with ms <= until. */
-static int collect(MDB_txn *txn, MDB_dbi idx, size_t max, int64_t until, uint8_t *recs,
-                   size_t *n)
+static int collect(MDB_txn *txn, MDB_dbi idx, size_t max, int64_t until, uint8_t *recs, size_t *n)
 {
     MDB_cursor *cur;
     *n = 0;
@@ -790,10 +789,9 @@ static void evict_full(aiq_cache_t *c, size_t need, uint64_t *n_removed)
         return;
     mdb_stat(txn, c->db_main, &st);
     txn_end(c, txn, false);
-    uint64_t avg = st.ms_entries ? (st.ms_leaf_pages + st.ms_overflow_pages) * c->psize /
-                                           st.ms_entries +
-                                       1
-                                 : 1;
+    uint64_t avg = st.ms_entries
+                       ? (st.ms_leaf_pages + st.ms_overflow_pages) * c->psize / st.ms_entries + 1
+                       : 1;
     uint64_t target = st.ms_entries * EVICT_PCT / 100, by_bytes = 2 * need / avg + 1;
     if (target < by_bytes)
         target = by_bytes;
@@ -861,8 +859,8 @@ static int check_put(aiq_cache_t *c, size_t len, int64_t stored_at, int64_t ttl_
     if (c->read_only)
         return aiq_err_set(err, AIQ_ESTATE, "cache: opened read-only");
     if (len > AIQ_CACHE_BODY_MAX)
-        return aiq_err_set(err, AIQ_ETOOBIG, "cache put: body of %zu bytes, the limit is %u",
-                           len, AIQ_CACHE_BODY_MAX);
+        return aiq_err_set(err, AIQ_ETOOBIG, "cache put: body of %zu bytes, the limit is %u", len,
+                           AIQ_CACHE_BODY_MAX);
     if (ttl_s < 0 || ttl_s > UINT32_MAX || stored_at < 0)
         return aiq_err_set(err, AIQ_EINVAL, "cache put: ttl %lld s or stored_at %lld invalid",
                            (long long)ttl_s, (long long)stored_at);
@@ -874,8 +872,8 @@ static int check_put(aiq_cache_t *c, size_t len, int64_t stored_at, int64_t ttl_
 }
 
 int aiq_cache_put_at(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN], const char *body,
-                     size_t len, int64_t stored_at_ms, int64_t ttl_s,
-                     const aiq_cache_meta_t *meta, aiq_err_t *err)
+                     size_t len, int64_t stored_at_ms, int64_t ttl_s, const aiq_cache_meta_t *meta,
+                     aiq_err_t *err)
 {
     int rc = check_put(c, len, stored_at_ms, ttl_s, meta, err);
     uint8_t *val;
@@ -916,8 +914,7 @@ int aiq_cache_put(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN], const ch
 
 /* ---- invalidation --------------------------------------------------------------------- */
 
-int aiq_cache_invalidate_key(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN],
-                             aiq_err_t *err)
+int aiq_cache_invalidate_key(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN], aiq_err_t *err)
 {
     if (c->read_only)
         return aiq_err_set(err, AIQ_ESTATE, "cache: opened read-only");
@@ -1179,8 +1176,7 @@ int aiq_cache_stats(aiq_cache_t *c, aiq_cache_stats_t *st, aiq_err_t *err)
 }
 
 /* Calls fn(key, value, ctx) for every record of db in one read txn. */
-typedef int (*each_fn)(aiq_cache_t *c, MDB_txn *txn, const MDB_val *k, const MDB_val *v,
-                       void *ctx);
+typedef int (*each_fn)(aiq_cache_t *c, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx);
 
 static int each(aiq_cache_t *c, MDB_dbi db, each_fn fn, void *ctx, aiq_err_t *err)
 {
@@ -1288,11 +1284,9 @@ static int on_verify_index(aiq_cache_t *c, MDB_txn *txn, const MDB_val *k, const
         vc->v->exp_records++;
     hdr_t h;
     val_check_t check = VAL_CORRUPT;
-    int rc = k->mv_size == IDX_LEN
-                 ? lookup(c, txn, (const uint8_t *)k->mv_data + 8, &h, &check)
-                 : MDB_NOTFOUND;
-    if (rc == 0 && check == VAL_OK &&
-        (vc->age ? h.stored_at : expiry_ms(&h)) == idx_ms(k->mv_data))
+    int rc = k->mv_size == IDX_LEN ? lookup(c, txn, (const uint8_t *)k->mv_data + 8, &h, &check)
+                                   : MDB_NOTFOUND;
+    if (rc == 0 && check == VAL_OK && (vc->age ? h.stored_at : expiry_ms(&h)) == idx_ms(k->mv_data))
         return 0;
     vc->v->orphans++;
     return 0;
@@ -1330,8 +1324,8 @@ int aiq_cache_body_encode(const char *text, const char *stop_reason, int64_t inp
     /* Fixed member order: the body is byte-identical wherever it is built. set_new takes
      * the value even when it fails; a NULL value (text not UTF-8) makes it fail. */
     int bad = json_object_set_new(o, "output", json_string(text));
-    bad |= json_object_set_new(o, "stop_reason",
-                               stop_reason ? json_string(stop_reason) : json_null());
+    bad |=
+        json_object_set_new(o, "stop_reason", stop_reason ? json_string(stop_reason) : json_null());
     bad |= json_object_set_new(o, "input_tokens", json_integer(input_tokens));
     bad |= json_object_set_new(o, "output_tokens", json_integer(output_tokens));
     bad |= json_object_set_new(o, "model", model ? json_string(model) : json_null());
@@ -1349,15 +1343,15 @@ int aiq_cache_body_from_result(const json_t *result, char **out, size_t *len)
     *out = NULL;
     *len = 0;
     const char *status = json_string_value(json_object_get(result, "status"));
-    const char *text = json_string_value(json_object_get(json_object_get(result, "output"), "text"));
+    const char *text =
+        json_string_value(json_object_get(json_object_get(result, "output"), "text"));
     if (!status || strcmp(status, "succeeded") || !text)
         return AIQ_EINVAL;
     json_t *usage = json_object_get(result, "usage");
-    return aiq_cache_body_encode(
-        text, json_string_value(json_object_get(result, "stop_reason")),
-        json_integer_value(json_object_get(usage, "input_tokens")),
-        json_integer_value(json_object_get(usage, "output_tokens")),
-        json_string_value(json_object_get(result, "model")), out, len);
+    return aiq_cache_body_encode(text, json_string_value(json_object_get(result, "stop_reason")),
+                                 json_integer_value(json_object_get(usage, "input_tokens")),
+                                 json_integer_value(json_object_get(usage, "output_tokens")),
+                                 json_string_value(json_object_get(result, "model")), out, len);
 }
 
 int aiq_cache_body_decode(const char *body, size_t len, aiq_cache_body_t *b, aiq_err_t *err)

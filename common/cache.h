@@ -107,12 +107,11 @@ int aiq_cache_put(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN], const ch
 
 /* aiq_cache_put with an explicit stored_at (warm-up from old results keeps their age). */
 int aiq_cache_put_at(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN], const char *body,
-                     size_t len, int64_t stored_at_ms, int64_t ttl_s,
-                     const aiq_cache_meta_t *meta, aiq_err_t *err);
+                     size_t len, int64_t stored_at_ms, int64_t ttl_s, const aiq_cache_meta_t *meta,
+                     aiq_err_t *err);
 
 /* Removes key. Returns 1 when it was present, 0 when not, or a negative AIQ_E* code. */
-int aiq_cache_invalidate_key(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN],
-                             aiq_err_t *err);
+int aiq_cache_invalidate_key(aiq_cache_t *c, const uint8_t key[AIQ_CACHE_KEY_LEN], aiq_err_t *err);
 
 /* Removes every entry stored for operation (NULL = any) and persona (NULL = any; "" = the
  * entries without persona). At least one of them must be non-NULL. Scans the whole cache

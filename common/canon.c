@@ -79,7 +79,8 @@ static int put_real(buf_t *b, double d)
         return AIQ_EINVAL;
     if (d == 0)
         return buf_str(b, "0"); /* -0 == 0 */
-    if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
+    /* In range the conversion is defined, and exact exactly when d is integral. */
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == (double)(long long)d)
         return put_int(b, (long long)d);
     char tmp[48];
     for (int prec = 1; prec <= 17; prec++) {
@@ -187,7 +188,8 @@ static int put_object(buf_t *b, const json_t *o, const char *const *drop, size_t
             continue;
         m[k++] = (member_t){key, klen, val};
     }
-    qsort(m, k, sizeof(*m), member_cmp);
+    if (k > 1)
+        qsort(m, k, sizeof(*m), member_cmp);
     int rc = buf_put(b, "{", 1);
     for (size_t i = 0; i < k && rc == 0; i++)
         rc = put_member(b, &m[i], i == 0, drop, ndrop, depth);
@@ -232,8 +234,8 @@ static int put_value(buf_t *b, const json_t *v, const char *const *drop, size_t 
     return AIQ_EINVAL;
 }
 
-int aiq_canon_json(const json_t *v, const char *const *drop, size_t ndrop, char **out,
-                   size_t *len, aiq_err_t *err)
+int aiq_canon_json(const json_t *v, const char *const *drop, size_t ndrop, char **out, size_t *len,
+                   aiq_err_t *err)
 {
     *out = NULL;
     *len = 0;
@@ -266,7 +268,8 @@ static int frame(EVP_MD_CTX *md, const void *p, size_t n)
     unsigned char len[8];
     for (int i = 0; i < 8; i++)
         len[i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
-    return EVP_DigestUpdate(md, len, sizeof(len)) == 1 && (n == 0 || EVP_DigestUpdate(md, p, n) == 1)
+    return EVP_DigestUpdate(md, len, sizeof(len)) == 1 &&
+                   (n == 0 || EVP_DigestUpdate(md, p, n) == 1)
                ? 0
                : AIQ_ECRYPTO;
 }

@@ -37,8 +37,8 @@
  * Borrows v and drop. On success *out is a NUL-terminated malloc'd string (caller frees)
  * and *len its length. Errors: AIQ_EINVAL (NaN/inf, bad arguments), AIQ_ETOOBIG (text over
  * AIQ_CANON_MAX or nesting over AIQ_CANON_DEPTH_MAX), AIQ_ENOMEM. Any thread. */
-int aiq_canon_json(const json_t *v, const char *const *drop, size_t ndrop, char **out,
-                   size_t *len, aiq_err_t *err);
+int aiq_canon_json(const json_t *v, const char *const *drop, size_t ndrop, char **out, size_t *len,
+                   aiq_err_t *err);
 
 /* The cache key of a job: SHA-256 over a version tag and the length-prefixed components
  * operation, model, persona (absent = ""), api, system (absent = ""), and the canonical

@@ -329,6 +329,7 @@ static int follow_topic(aiq_breakers_t *bs, aiq_err_t *err)
     snprintf(group, sizeof(group), "aiq-breakers-%s", bs->cfg->worker_id);
     if (aiq__kafka_set(conf, "group.id", group, err) ||
         aiq__kafka_set(conf, "enable.auto.commit", "false", err) ||
+        aiq__kafka_set(conf, "fetch.wait.max.ms", "100", err) ||
         aiq__kafka_set(conf, "allow.auto.create.topics", "false", err)) {
         rd_kafka_conf_destroy(conf);
         return err->code;
@@ -350,13 +351,7 @@ static int follow_topic(aiq_breakers_t *bs, aiq_err_t *err)
         return 0;
     }
     rd_kafka_poll_set_consumer(bs->rk);
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
-    for (int p = 0; p < n; p++)
-        rd_kafka_topic_partition_list_add(parts, bs->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_resp_err_t e = rd_kafka_assign(bs->rk, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (e)
-        return aiq_err_set(err, AIQ_EKAFKA, "breaker consumer: %s", rd_kafka_err2str(e));
+    /* Wake-ups first: records that arrive before the fd is set would never signal it. */
     if (aiq__event_pipe(bs->fds, err))
         return err->code;
     bs->q = rd_kafka_queue_get_consumer(bs->rk);
@@ -364,6 +359,13 @@ static int follow_topic(aiq_breakers_t *bs, aiq_err_t *err)
     uv_poll_init(bs->loop, &bs->poll, bs->fds[0]);
     bs->poll.data = bs;
     uv_poll_start(&bs->poll, UV_READABLE, on_readable);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
+    for (int p = 0; p < n; p++)
+        rd_kafka_topic_partition_list_add(parts, bs->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_resp_err_t e = rd_kafka_assign(bs->rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (e)
+        return aiq_err_set(err, AIQ_EKAFKA, "breaker consumer: %s", rd_kafka_err2str(e));
     return 0;
 }
 

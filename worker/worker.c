@@ -428,6 +428,8 @@ fail_sched:
     aiq_metrics_free(w->metrics);
 fail:
     aiq_ops_free(w->ops);
+    /* Handles closed above (HTTP, credentials) release their memory in close callbacks. */
+    uv_run(loop, UV_RUN_DEFAULT);
     free(w);
     return rc;
 }

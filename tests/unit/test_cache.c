@@ -116,9 +116,9 @@ static void assert_consistent(aiq_cache_t *c, uint64_t entries)
 /* English prose with JSON-ish structure: compresses like a model answer does. */
 static char *prose(size_t len)
 {
-    static const char *words[] = {"the",    "market", "growth", "revenue", "{\"score\": 7}",
-                                  "team",   "risk",   "and",    "founders", "strong",
-                                  "retention", "of",  "a",      "\"risks\": [", "signal."};
+    static const char *words[] = {"the",       "market", "growth", "revenue",      "{\"score\": 7}",
+                                  "team",      "risk",   "and",    "founders",     "strong",
+                                  "retention", "of",     "a",      "\"risks\": [", "signal."};
     char *s = malloc(len + 1);
     size_t n = 0;
     unsigned x = 12345;
@@ -427,8 +427,7 @@ static void cache_corrupt_and_unknown_versions_are_counted_misses(void **state)
     for (uint64_t i = 1; i <= 7; i++)
         put_ok(c, i, big, i >= 5 && i <= 6 ? 3000 : 300, 600);
     aiq_cache_close(c);
-    mangle_fn fns[] = {m_version, m_truncate, m_garbage, m_bitflip, m_zstd_magic,
-                       m_zstd_content};
+    mangle_fn fns[] = {m_version, m_truncate, m_garbage, m_bitflip, m_zstd_magic, m_zstd_content};
     for (uint64_t i = 1; i <= 6; i++)
         mangle(dir, i, fns[i - 1]);
     c = open_at(dir, 4 << 20, NULL);
@@ -808,9 +807,8 @@ static void cache_body_from_result_and_back(void **state)
     /* The same bytes from fields. */
     char *body2;
     size_t len2;
-    assert_int_equal(aiq_cache_body_encode("Hello \xc3\xa9", "end_turn", 12, 34, "m1", &body2,
-                                           &len2),
-                     0);
+    assert_int_equal(
+        aiq_cache_body_encode("Hello \xc3\xa9", "end_turn", 12, 34, "m1", &body2, &len2), 0);
     assert_string_equal(body, body2);
     aiq_cache_body_t b;
     assert_int_equal(aiq_cache_body_decode(body, len, &b, NULL), 0);

@@ -87,8 +87,7 @@ static void canon_numbers_in_one_form(void **state)
     }
     expect_canon("[-0,-0.0,0e5,0.0]", "[0,0,0,0]");
     expect_canon("[1.5,15e-1,0.15e1]", "[15e-1,15e-1,15e-1]");
-    expect_canon("[0.1,-0.25,1e300,1E+300,123.456]",
-                 "[1e-1,-25e-2,1e300,1e300,123456e-3]");
+    expect_canon("[0.1,-0.25,1e300,1E+300,123.456]", "[1e-1,-25e-2,1e300,1e300,123456e-3]");
     expect_canon("[1e18,1000000000000000000]", "[1000000000000000000,1000000000000000000]");
     /* Integer literals are exact to int64; doubles only to 53 bits. */
     expect_canon("[9007199254740993,9007199254740992,9223372036854775807,-9223372036854775808]",
@@ -142,8 +141,7 @@ static void canon_refuses_what_it_cannot_write(void **state)
     for (int i = 0; i <= AIQ_CANON_DROP_MAX; i++)
         many[i] = "x";
     json_t *o = json_object();
-    assert_int_equal(aiq_canon_json(o, many, AIQ_CANON_DROP_MAX + 1, &out, &len, &err),
-                     AIQ_EINVAL);
+    assert_int_equal(aiq_canon_json(o, many, AIQ_CANON_DROP_MAX + 1, &out, &len, &err), AIQ_EINVAL);
     json_decref(o);
 }
 
@@ -218,15 +216,11 @@ static void cache_key_framing_is_unambiguous(void **state)
 {
     (void)state;
     uint8_t a[32], b[32];
-    key_of("{\"id\":\"j\",\"operation\":\"a\",\"persona\":\"bc\",\"payload\":{}}", "m", NULL, 0,
-           a);
-    key_of("{\"id\":\"j\",\"operation\":\"ab\",\"persona\":\"c\",\"payload\":{}}", "m", NULL, 0,
-           b);
+    key_of("{\"id\":\"j\",\"operation\":\"a\",\"persona\":\"bc\",\"payload\":{}}", "m", NULL, 0, a);
+    key_of("{\"id\":\"j\",\"operation\":\"ab\",\"persona\":\"c\",\"payload\":{}}", "m", NULL, 0, b);
     assert_memory_not_equal(a, b, 32);
-    key_of("{\"id\":\"j\",\"operation\":\"a\",\"persona\":\"b\",\"payload\":{}}", "cm", NULL, 0,
-           a);
-    key_of("{\"id\":\"j\",\"operation\":\"a\",\"persona\":\"bc\",\"payload\":{}}", "m", NULL, 0,
-           b);
+    key_of("{\"id\":\"j\",\"operation\":\"a\",\"persona\":\"b\",\"payload\":{}}", "cm", NULL, 0, a);
+    key_of("{\"id\":\"j\",\"operation\":\"a\",\"persona\":\"bc\",\"payload\":{}}", "m", NULL, 0, b);
     assert_memory_not_equal(a, b, 32);
 }
 
@@ -266,8 +260,8 @@ static void cache_key_is_stable(void **state)
     (void)state;
     uint8_t k[32];
     char hex[65];
-    key_of("{\"id\":\"j\"," BASE ",\"persona\":\"investor\"}", "anthropic.claude-3-haiku", NULL,
-           0, k);
+    key_of("{\"id\":\"j\"," BASE ",\"persona\":\"investor\"}", "anthropic.claude-3-haiku", NULL, 0,
+           k);
     aiq_cache_key_hex(k, hex);
     assert_string_equal(hex, GOLDEN_KEY);
 }

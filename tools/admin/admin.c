@@ -1,5 +1,6 @@
 /* aiq-admin: operations on aiq's Kafka side — create the topics, show consumer lag. */
 #include "admin_breaker.h"
+#include "admin_cache.h"
 #include "config.h"
 #include "topics.h"
 
@@ -32,7 +33,9 @@ static void usage(FILE *out)
             "  breaker list    the shared circuit breakers (one per model): state, manual\n"
             "                  override, since when, and which worker changed it\n"
             "  breaker force MODEL open|closed|auto\n"
-            "                  override MODEL's breaker on every worker (auto lifts it)\n\n"
+            "                  override MODEL's breaker on every worker (auto lifts it)\n"
+            "  cache stats|get|list|invalidate|purge|sweep|warm\n"
+            "                  the host's response cache; see 'aiq-admin cache --help'\n\n"
             "Options:\n"
             "  -b, --brokers LIST        bootstrap servers (env AIQ_KAFKA_BROKERS,\n"
             "                            default 127.0.0.1:9092)\n"
@@ -318,6 +321,9 @@ static int group_lag(const admin_opts_t *o)
 
 int main(int argc, char **argv)
 {
+    /* "cache" has options of its own (--cache-path, --file, ...): it parses argv itself. */
+    if (aiq_admin_cache_wanted(argc, argv))
+        return aiq_admin_cache(argc, argv);
     static const struct option lo[] = {{"brokers", 1, 0, 'b'},
                                        {"prefix", 1, 0, 1},
                                        {"partitions", 1, 0, 2},
