@@ -240,15 +240,104 @@ static void render_gauges(buf_t *b, const aiq_metrics_gauges_t *g, const char *w
         w, (long long)g->assigned_partitions);
 }
 
+#define RES_COUNTERS 9
+
+/* name, help, value: the resilience counters in render order */
+static void res_counters(const aiq_metrics_gauges_t *g, const char *names[RES_COUNTERS],
+                         uint64_t vals[RES_COUNTERS])
+{
+    static const char *const n[RES_COUNTERS] = {
+        "throttled", "retry_budget_denied", "breaker_rejected", "fallbacks",  "requeued",
+        "coalesced", "cache_hits",          "cache_misses",     "cache_stale"};
+    const uint64_t v[RES_COUNTERS] = {g->throttled,  g->budget_denied, g->breaker_rejected,
+                                      g->fallbacks,  g->requeued,      g->coalesced,
+                                      g->cache_hits, g->cache_misses,  g->cache_stale};
+    for (int i = 0; i < RES_COUNTERS; i++) {
+        names[i] = n[i];
+        vals[i] = v[i];
+    }
+}
+
+static void render_resilience(buf_t *b, const aiq_metrics_gauges_t *g, const char *w)
+{
+    static const char *const help[RES_COUNTERS] = {
+        "Model calls answered 429 (throttling).",
+        "Retries not made because the retry budget was empty.",
+        "Model calls not made because the model's circuit breaker was open.",
+        "Jobs answered by the fallback chain.",
+        "Jobs whose attempts were spent, re-enqueued once to the high topic.",
+        "Model calls saved: identical jobs that joined a call in flight.",
+        "Jobs answered from a fresh cache entry.",
+        "Cache lookups without a fresh entry.",
+        "Cache lookups that found only an expired entry (kept for stale-if-error)."};
+    const char *names[RES_COUNTERS];
+    uint64_t vals[RES_COUNTERS];
+    res_counters(g, names, vals);
+    for (int i = 0; i < RES_COUNTERS; i++)
+        put(b,
+            "# HELP aiq_%s_total %s\n# TYPE aiq_%s_total counter\naiq_%s_total{worker=\"%s\"} "
+            "%llu\n",
+            names[i], help[i], names[i], names[i], w, (unsigned long long)vals[i]);
+    put(b,
+        "# HELP aiq_model_concurrency_limit Adaptive limit on model calls in flight (AIMD).\n"
+        "# TYPE aiq_model_concurrency_limit gauge\naiq_model_concurrency_limit{worker=\"%s\"} "
+        "%lld\n"
+        "# HELP aiq_model_calls_inflight Model calls in flight.\n"
+        "# TYPE aiq_model_calls_inflight gauge\naiq_model_calls_inflight{worker=\"%s\"} %lld\n"
+        "# HELP aiq_model_calls_waiting Jobs waiting for a model-call slot.\n"
+        "# TYPE aiq_model_calls_waiting gauge\naiq_model_calls_waiting{worker=\"%s\"} %lld\n"
+        "# HELP aiq_retry_budget_tokens Tokens left in the retry budget.\n"
+        "# TYPE aiq_retry_budget_tokens gauge\naiq_retry_budget_tokens{worker=\"%s\"} %lld\n"
+        "# HELP aiq_cache_entries Entries in the host's cache.\n"
+        "# TYPE aiq_cache_entries gauge\naiq_cache_entries{worker=\"%s\"} %llu\n"
+        "# HELP aiq_cache_bytes Bytes used by the host's cache.\n"
+        "# TYPE aiq_cache_bytes gauge\naiq_cache_bytes{worker=\"%s\"} %llu\n"
+        "# HELP aiq_cache_corrupt_total Undecodable cache values met (served as misses).\n"
+        "# TYPE aiq_cache_corrupt_total counter\naiq_cache_corrupt_total{worker=\"%s\"} %llu\n"
+        "# HELP aiq_cache_evicted_total Entries evicted to stay within cache.max_bytes.\n"
+        "# TYPE aiq_cache_evicted_total counter\naiq_cache_evicted_total{worker=\"%s\"} %llu\n",
+        w, (long long)g->call_limit, w, (long long)g->calls_inflight, w,
+        (long long)g->calls_waiting, w, (long long)g->budget_tokens, w,
+        (unsigned long long)g->cache_entries, w, (unsigned long long)g->cache_bytes, w,
+        (unsigned long long)g->cache_corrupt, w, (unsigned long long)g->cache_evicted);
+    put(b, "# HELP aiq_breaker_state Circuit breaker per model: 0 closed, 1 open, 2 half-open.\n"
+           "# TYPE aiq_breaker_state gauge\n");
+    for (int i = 0; i < g->nbreakers && i < AIQ_METRICS_BREAKERS; i++)
+        put(b, "aiq_breaker_state{worker=\"%s\",model=\"%s\"} %d\n", w, g->breakers[i].model,
+            g->breakers[i].state);
+}
+
+static json_t *snapshot_resilience(const aiq_metrics_gauges_t *g)
+{
+    const char *names[RES_COUNTERS];
+    uint64_t vals[RES_COUNTERS];
+    res_counters(g, names, vals);
+    json_t *o = json_object();
+    for (int i = 0; i < RES_COUNTERS; i++)
+        json_object_set_new(o, names[i], json_integer((json_int_t)vals[i]));
+    json_object_set_new(o, "model_concurrency_limit", json_integer(g->call_limit));
+    json_object_set_new(o, "retry_budget_tokens", json_integer(g->budget_tokens));
+    json_object_set_new(o, "cache_entries", json_integer((json_int_t)g->cache_entries));
+    json_t *br = json_object();
+    for (int i = 0; i < g->nbreakers && i < AIQ_METRICS_BREAKERS; i++)
+        json_object_set_new(br, g->breakers[i].model,
+                            json_string(g->breakers[i].state == 1   ? "open"
+                                        : g->breakers[i].state == 2 ? "half_open"
+                                                                    : "closed"));
+    json_object_set_new(o, "breakers", br);
+    return o;
+}
+
 char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
                          const char *worker_id)
 {
-    buf_t b = {.s = malloc(16384), .cap = 16384};
+    buf_t b = {.s = malloc(32768), .cap = 32768};
     if (!b.s)
         return NULL;
     b.s[0] = '\0';
     render_counters(&b, m, worker_id);
     render_gauges(&b, g, worker_id);
+    render_resilience(&b, g, worker_id);
     render_histo(&b, "aiq_queue_wait_seconds", "Time from receipt to a free slot.", m->queue_wait,
                  worker_id);
     render_histo(&b, "aiq_provider_seconds", "Time spent in model calls (all attempts).",
@@ -341,6 +430,7 @@ char *aiq_metrics_snapshot(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g
     for (int p = 0; p < 4; p++)
         backlog[p] = (uint64_t)(g->backlog[p] > 0 ? g->backlog[p] : 0);
     json_object_set_new(o, "backlog", per_prio_counts(backlog));
+    json_object_set_new(o, "resilience", snapshot_resilience(g));
     json_t *calls = snapshot_calls(m);
     if (calls) {
         json_object_update(o, calls);

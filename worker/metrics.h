@@ -9,6 +9,7 @@
 
 #define AIQ_METRICS_STATUSES 5 /* aiq_result_status_t values */
 #define AIQ_METRICS_BUCKETS  14
+#define AIQ_METRICS_BREAKERS 64
 
 typedef struct aiq_metrics aiq_metrics_t;
 
@@ -19,6 +20,16 @@ typedef struct aiq_metrics_gauges {
     int64_t backlog[4]; /* per priority */
     int draining;
     int64_t assigned_partitions;
+    /* The provider, breakers and cache (issue #4, #5), read at render time. */
+    int64_t call_limit, calls_inflight, calls_waiting, budget_tokens;
+    uint64_t throttled, budget_denied, breaker_rejected, fallbacks, requeued;
+    uint64_t coalesced, cache_hits, cache_misses, cache_stale, cache_corrupt, cache_evicted;
+    uint64_t cache_entries, cache_bytes;
+    int nbreakers; /* models with a breaker, at most AIQ_METRICS_BREAKERS shown */
+    struct {
+        const char *model; /* borrowed for the render */
+        int state;         /* aiq_breaker_state_t */
+    } breakers[AIQ_METRICS_BREAKERS];
 } aiq_metrics_gauges_t;
 
 aiq_metrics_t *aiq_metrics_new(void); /* NULL when out of memory */

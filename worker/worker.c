@@ -221,6 +221,18 @@ static void on_progress(uv_timer_t *t)
                  aiq_sched_len(w->sched));
 }
 
+static void add_breaker(void *ctx, const char *model, aiq_breaker_state_t state,
+                        aiq_breaker_force_t force)
+{
+    (void)force;
+    aiq_metrics_gauges_t *g = ctx;
+    if (g->nbreakers >= AIQ_METRICS_BREAKERS)
+        return;
+    g->breakers[g->nbreakers].model = model;
+    g->breakers[g->nbreakers].state = (int)state;
+    g->nbreakers++;
+}
+
 static aiq_metrics_gauges_t gauges(aiq_worker_t *w);
 
 /* Publishes a fresh metrics snapshot and readiness to the admin server (its own thread). */
@@ -242,6 +254,30 @@ static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
                               .assigned_partitions = aiq_consumer_assigned(w->consumer)};
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
         g.backlog[p] = (int64_t)aiq_sched_len_prio(w->sched, p);
+    aiq_provider_stats_t ps = aiq_provider_stats(w->provider);
+    const aiq_pipeline_stats_t *pls = aiq_pipeline_stats(w->pl);
+    g.call_limit = ps.limit;
+    g.calls_inflight = ps.inflight;
+    g.calls_waiting = ps.waiting;
+    g.budget_tokens = ps.budget_tokens;
+    g.throttled = ps.throttled;
+    g.budget_denied = ps.budget_denied;
+    g.breaker_rejected = ps.breaker_rejected;
+    g.fallbacks = pls->fallbacks;
+    g.requeued = pls->requeued;
+    g.coalesced = pls->coalesced;
+    aiq_cache_stats_t cs;
+    aiq_err_t err = {0};
+    if (w->cache && aiq_cache_stats(w->cache, &cs, &err) == 0) {
+        g.cache_hits = cs.hits;
+        g.cache_misses = cs.misses;
+        g.cache_stale = cs.stale;
+        g.cache_corrupt = cs.corrupt;
+        g.cache_evicted = cs.evicted;
+        g.cache_entries = cs.entries;
+        g.cache_bytes = cs.used_bytes;
+    }
+    aiq_breakers_each(w->breakers, aiq_now_ms(), add_breaker, &g);
     return g;
 }
 

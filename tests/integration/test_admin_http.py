@@ -53,7 +53,7 @@ def test_admin_http_health_ready_and_metrics(aiq_env):
     assert get(base + "/readyz") == (200, "ready\n")
     assert get(base + "/nope")[0] == 404
 
-    jobs = "".join(json.dumps({"operation": "vc-analysis", "priority": p, "payload": {"i": i}})
+    jobs = "".join(json.dumps({"operation": "vc-analysis", "priority": p, "payload": {"i": i, "p": p}})
                    + "\n" for i in range(3) for p in PRIORITIES)
     r = run([binary("aiq-submit"), "-q", "--wait", "-b", BROKERS, "--prefix", aiq_env.prefix,
              "-"], input=jobs)
