@@ -19,7 +19,8 @@ typedef struct bench_opts {
     long entries, lookups;
     const char *dir;
     long map_mb;
-    int keep;
+    long compress_min;
+    int level, keep;
 } bench_opts_t;
 
 static uint64_t rng_next(uint64_t *s)
@@ -128,7 +129,7 @@ static int fill(aiq_cache_t *c, const bench_opts_t *o, double *body_bytes)
     char text[4096];
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     aiq_cache_meta_t meta = {"vc-analysis", "investor", "anthropic.claude-3-haiku-20240307-v1:0"};
-    int64_t t0 = now_ns(), next = t0 + 5000000000LL;
+    int64_t t0 = now_ns(), next = t0 + 5000000000LL, in_put = 0;
     *body_bytes = 0;
     for (long i = 0; i < o->entries; i++) {
         size_t target = 1000 + rng_next(&rng) % 900; /* answer text 1.0-1.9 KB */
@@ -141,7 +142,10 @@ static int fill(aiq_cache_t *c, const bench_opts_t *o, double *body_bytes)
                                   &len))
             return 1;
         key_of(i, key);
-        if (aiq_cache_put(c, key, body, len, 86400, &meta, &err)) {
+        int64_t a = now_ns();
+        int rc = aiq_cache_put(c, key, body, len, 86400, &meta, &err);
+        in_put += now_ns() - a;
+        if (rc) {
             fprintf(stderr, "cache_bench: put: %s\n", err.msg);
             free(body);
             return 1;
@@ -153,10 +157,11 @@ static int fill(aiq_cache_t *c, const bench_opts_t *o, double *body_bytes)
             next += 5000000000LL;
         }
     }
-    double s = (double)(now_ns() - t0) / 1e9;
-    printf("put:      %ld entries in %.1f s = %.0f puts/s (%.1f us each, one write txn "
-           "per put, incl. zstd and body building)\n",
-           o->entries, s, (double)o->entries / s, s * 1e6 / (double)o->entries);
+    double s = (double)in_put / 1e9;
+    printf("put:      %ld entries: %.0f puts/s, %.1f us per aiq_cache_put (one write txn each, "
+           "zstd included; %.1f s wall with body generation)\n",
+           o->entries, (double)o->entries / s, s * 1e6 / (double)o->entries,
+           (double)(now_ns() - t0) / 1e9);
     return 0;
 }
 
@@ -240,6 +245,10 @@ static int parse_args(bench_opts_t *o, int argc, char **argv)
             o->dir = v;
         else if (!strcmp(a, "--map-mb"))
             o->map_mb = strtol(v, NULL, 10);
+        else if (!strcmp(a, "--level"))
+            o->level = (int)strtol(v, NULL, 10);
+        else if (!strcmp(a, "--compress-min"))
+            o->compress_min = strtol(v, NULL, 10);
         else
             return -1;
     }
@@ -248,10 +257,11 @@ static int parse_args(bench_opts_t *o, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    bench_opts_t o = {1000000, 1000000, NULL, 0, 0};
+    bench_opts_t o = {1000000, 1000000, NULL, 0, AIQ_CACHE_DEFAULT_COMPRESS_MIN, 3, 0};
     if (parse_args(&o, argc, argv)) {
-        fprintf(stderr, "usage: cache_bench --dir DIR [--entries N (1000000)] [--lookups M "
-                        "(1000000)] [--map-mb MB] [--keep]\n");
+        fprintf(stderr,
+                "usage: cache_bench --dir DIR [--entries N (1000000)] [--lookups M "
+                "(1000000)] [--map-mb MB] [--compress-min BYTES] [--level ZSTD_LEVEL] [--keep]\n");
         return 2;
     }
     if (!o.map_mb)
@@ -260,6 +270,8 @@ int main(int argc, char **argv)
     aiq_cache_opts_init(&co);
     co.path = o.dir;
     co.max_bytes = (int64_t)o.map_mb << 20;
+    co.compress_min = (size_t)o.compress_min;
+    co.compress_level = o.level;
     aiq_cache_t *c;
     aiq_err_t err = {0};
     if (aiq_cache_open(&c, &co, &err)) {

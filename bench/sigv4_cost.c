@@ -293,6 +293,7 @@ static void bench_http(const opts_t *o, const char *body, size_t len)
     for (int m = 0; m < MODE_COUNT; m++)
         printf("  %-16s %8.2f us   (HTTP 200: %ld, other: %ld)\n", mode_names[m],
                median(v[m], (int)o->runs), ok[m], other[m]);
+    printf("  (unsigned = the same signed headers, computed once before the run)\n");
     aiq_sigv4_cache_free(cache);
     aiq_http_close(http);
     uv_run(&loop, UV_RUN_DEFAULT);

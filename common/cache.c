@@ -41,6 +41,7 @@
 #define EVICT_PER_PUT   8    /* entries one put may evict (each dirties pages too) */
 #define EVICT_PCT       5    /* when the map is full: evict this share of the entries */
 #define EVICT_TXN_MAX   1000 /* entries per eviction write txn */
+#define EVICT_FULL_MAX  4000 /* entries one put may evict when the map is full */
 #define SCAN_TXN_MAX    4096 /* entries examined per invalidation write txn */
 #define PUT_RETRIES     3
 #define CHECKSUM_SEED   0x6169712d63616368ull
@@ -777,9 +778,10 @@ static int evict_some(aiq_cache_t *c, MDB_txn *txn, uint64_t *n)
     return reap_batch(c, txn, c->db_age, EVICT_PER_PUT, INT64_MAX, n, &seen);
 }
 
-/* The map is full: evict EVICT_PCT of the entries (at least enough for need bytes), in
- * write txns of at most EVICT_TXN_MAX entries; a txn that itself hits the full map is
- * retried smaller. *n_removed gets the number evicted. */
+/* The map is full: evict EVICT_PCT of the entries (at least enough for need bytes, at most
+ * EVICT_FULL_MAX so that one put never stalls its caller for long; the next puts go on
+ * evicting), in write txns of at most EVICT_TXN_MAX entries; a txn that itself hits the
+ * full map is retried smaller. *n_removed gets the number evicted. */
 static void evict_full(aiq_cache_t *c, size_t need, uint64_t *n_removed)
 {
     MDB_txn *txn;
@@ -793,6 +795,8 @@ static void evict_full(aiq_cache_t *c, size_t need, uint64_t *n_removed)
                        ? (st.ms_leaf_pages + st.ms_overflow_pages) * c->psize / st.ms_entries + 1
                        : 1;
     uint64_t target = st.ms_entries * EVICT_PCT / 100, by_bytes = 2 * need / avg + 1;
+    if (target > EVICT_FULL_MAX)
+        target = EVICT_FULL_MAX;
     if (target < by_bytes)
         target = by_bytes;
     if (target < 16)
@@ -1133,8 +1137,9 @@ int aiq_cache_sweeper_start(aiq_cache_t *c, int64_t interval_ms, size_t batch, a
 
 static int count_reader(const char *msg, void *ctx)
 {
-    /* mdb_reader_list prints a title line, then one line per reader slot in use. */
-    if (!strstr(msg, "pid"))
+    /* mdb_reader_list prints a title line, then one line per reader slot in use, or
+     * "(no active readers)". */
+    if (!strstr(msg, "pid") && !strstr(msg, "no active"))
         (*(uint32_t *)ctx)++;
     return 0;
 }

@@ -47,8 +47,13 @@ typedef struct capture {
     char path[64];
 } capture_t;
 
+/* The capture in progress: a failing assertion leaves its test early, and the teardown then
+ * puts stderr back and shows what was logged, so the failure message is not swallowed. */
+static capture_t *active_capture;
+
 static void capture_begin(capture_t *c)
 {
+    active_capture = c;
     snprintf(c->path, sizeof(c->path), "/tmp/test_creds_log.XXXXXX");
     int fd = mkstemp(c->path);
     assert_true(fd >= 0);
@@ -61,6 +66,7 @@ static void capture_begin(capture_t *c)
 /* Returns what was logged (caller frees). */
 static char *capture_end(capture_t *c)
 {
+    active_capture = NULL;
     fflush(stderr);
     dup2(c->saved, STDERR_FILENO);
     close(c->saved);
@@ -781,19 +787,30 @@ static void creds_web_identity_through_sts(void **state)
     unlink(tokfile);
 }
 
+static int restore_stderr(void **state)
+{
+    (void)state;
+    if (active_capture) {
+        char *log = capture_end(active_capture);
+        fprintf(stderr, "--- captured while the test failed:\n%s", log);
+        free(log);
+    }
+    return 0;
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(creds_env_source),
-        cmocka_unit_test(creds_nothing_found_lists_sources),
-        cmocka_unit_test(creds_shared_file_profiles),
-        cmocka_unit_test(creds_shared_file_through_the_chain),
-        cmocka_unit_test(creds_sts_parse),
-        cmocka_unit_test(creds_container_parse),
-        cmocka_unit_test(creds_refresh_delay),
-        cmocka_unit_test(creds_container_refresh_with_injected_clock),
-        cmocka_unit_test(creds_web_identity_through_sts),
+        cmocka_unit_test_teardown(creds_env_source, restore_stderr),
+        cmocka_unit_test_teardown(creds_nothing_found_lists_sources, restore_stderr),
+        cmocka_unit_test_teardown(creds_shared_file_profiles, restore_stderr),
+        cmocka_unit_test_teardown(creds_shared_file_through_the_chain, restore_stderr),
+        cmocka_unit_test_teardown(creds_sts_parse, restore_stderr),
+        cmocka_unit_test_teardown(creds_container_parse, restore_stderr),
+        cmocka_unit_test_teardown(creds_refresh_delay, restore_stderr),
+        cmocka_unit_test_teardown(creds_container_refresh_with_injected_clock, restore_stderr),
+        cmocka_unit_test_teardown(creds_web_identity_through_sts, restore_stderr),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
