@@ -1,0 +1,126 @@
+"""The response cache on the real broker: repeated jobs cost one model call, identical jobs
+in flight share one, worker processes on a host share the cache, and a stale entry answers
+when the model cannot."""
+import json
+import random
+import time
+
+from test_consumer_core import sim_config, submit
+from test_resilience import Results
+from test_schemas import RESULT
+
+
+def shuffled(d, rng):
+    """The same JSON object with its keys (at every level) in a random order."""
+    if isinstance(d, dict):
+        items = list(d.items())
+        rng.shuffle(items)
+        return {k: shuffled(v, rng) for k, v in items}
+    return d
+
+
+def payload(i):
+    return {"company": f"Company {i}", "stage": "seed", "region": "EU",
+            "details": {"employees": 10 + i, "founded": 2000 + i % 20, "tags": ["a", "b"]}}
+
+
+def test_thousand_jobs_over_hundred_payloads_make_hundred_calls(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=30)
+    w = aiq_env.start_worker(AIQ_WORKER_MAX_INFLIGHT=50)
+    aiq_env.wait_group_stable(1)
+    rng = random.Random(7)
+    jobs = []
+    for n in range(1000):
+        i = n % 100
+        jobs.append({"id": f"c-{aiq_env.tag}-{n:04d}", "operation": "vc-analysis",
+                     "payload": shuffled(payload(i), rng)})
+    rng.shuffle(jobs)
+    results = Results(aiq_env)
+    try:
+        submit(aiq_env, jobs)
+        got = results.wait([j["id"] for j in jobs], timeout=120)
+    finally:
+        results.close()
+    assert sim.stats()["requests"] == 100, sim.stats()
+    by_payload = {}
+    for j in jobs:
+        r = got[j["id"]]
+        RESULT.validate(r)
+        assert r["status"] == "succeeded", r
+        assert len(r["cache"]["key"]) == 64
+        by_payload.setdefault(j["payload"]["company"], set()).add(r["cache"]["key"])
+        by_payload.setdefault("text:" + j["payload"]["company"], set()).add(r["output"]["text"])
+    # one key and one answer per distinct payload, whatever the key order
+    assert all(len(v) == 1 for v in by_payload.values())
+    assert len({next(iter(v)) for k, v in by_payload.items() if not k.startswith("t")}) == 100
+    hits = sum(1 for r in got.values() if r["cache"]["hit"])
+    called = sum(1 for r in got.values() if r["attempts"] > 0 and not r["cache"]["hit"])
+    assert called == 100
+    assert hits + called <= 1000  # the rest joined a call in flight (coalesced)
+    for r in got.values():
+        if r["cache"]["hit"]:
+            assert r["cache"]["age_ms"] >= 0 and r["cache"]["stale"] is False
+    assert w.stop() == 0, w.output()[-3000:]
+
+
+def test_two_workers_share_the_cache_and_bypass_calls_again(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=5)
+    w1 = aiq_env.start_worker()
+    aiq_env.wait_group_stable(1)
+    results = Results(aiq_env)
+    try:
+        first = [{"id": f"one-{aiq_env.tag}-{i}", "operation": "content-generation",
+                  "payload": payload(i)} for i in range(20)]
+        submit(aiq_env, first)
+        results.wait([j["id"] for j in first])
+        assert sim.stats()["requests"] == 20
+        # A second process on the "host" (same cache.path); the first one leaves so the
+        # second one answers everything.
+        assert w1.stop() == 0, w1.output()[-3000:]
+        w2 = aiq_env.start_worker()
+        aiq_env.wait_group_stable(1)
+        second = [dict(j, id=j["id"].replace("one-", "two-")) for j in first]
+        submit(aiq_env, second)
+        got = results.wait([j["id"] for j in second])
+        assert all(r["cache"]["hit"] and r["worker"] != "" for r in got.values()), got
+        assert {r["worker"] for r in got.values()} == {f"w1-{aiq_env.tag}"}
+        assert sim.stats()["requests"] == 20  # not one more call
+        # cache.bypass: called again; a different persona is a different entry
+        third = [dict(first[0], id=f"bypass-{aiq_env.tag}", cache={"bypass": True}),
+                 dict(first[1], id=f"persona-{aiq_env.tag}", persona="investor")]
+        submit(aiq_env, third)
+        got = results.wait([j["id"] for j in third])
+        assert not any(r["cache"]["hit"] for r in got.values()), got
+        assert "key" not in got[f"bypass-{aiq_env.tag}"]["cache"]
+        assert sim.stats()["requests"] == 22
+    finally:
+        results.close()
+    assert w2.stop() == 0, w2.output()[-3000:]
+
+
+def test_stale_entry_answers_when_the_model_cannot(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=5)
+    w = aiq_env.start_worker(AIQ_WORKER_MAX_ATTEMPTS=1, AIQ_WORKER_REQUEUE=0)
+    aiq_env.wait_group_stable(1)
+    results = Results(aiq_env)
+    try:
+        job = {"id": f"s1-{aiq_env.tag}", "operation": "vc-analysis", "payload": payload(1),
+               "cache": {"ttl_s": 1}}
+        submit(aiq_env, [job])
+        fresh = results.wait([job["id"]])[job["id"]]
+        assert fresh["status"] == "succeeded" and not fresh["cache"]["hit"]
+        time.sleep(1.5)  # the entry is now expired, inside the stale grace period
+        sim_config(sim, fail_rate=1, fail_status=503)
+        again = dict(job, id=f"s2-{aiq_env.tag}")
+        submit(aiq_env, [again])
+        r = results.wait([again["id"]])[again["id"]]
+        RESULT.validate(r)
+        assert r["status"] == "degraded", r
+        assert r["fallback"] == "stale_cache", r
+        assert r["cache"]["stale"] is True and r["cache"]["hit"] is True
+        assert r["cache"]["age_ms"] >= 1000
+        assert r["output"]["text"] == fresh["output"]["text"]
+        assert r["error"]["kind"] == "ServiceUnavailableException"
+    finally:
+        results.close()
+    assert w.stop() == 0, w.output()[-3000:]
