@@ -4,6 +4,7 @@
 #include "cache.h"
 #include "config.h"
 #include "job.h"
+#include "ops.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -81,14 +82,16 @@ static void usage(FILE *out)
             "                        the result's cache.ttl_s, else cache.ttl_s); an entry's age\n"
             "                        counts from the result's completed_at\n"
             "  --model M             model of jobs that name none (default\n"
-            "                        bedrock.default_model); must be what the worker calls\n"
-            "  --drop PATH           a volatile payload field of every job (repeatable), as\n"
+            "                        the operation's model, else bedrock.default_model);\n"
+            "                        must be what the worker calls\n"
+            "  --drop PATH           a volatile payload field of every job (repeatable; default:\n"
+            "                        the operation's volatile_fields), as\n"
             "                        in the operation's volatile_fields\n\n"
             "Options:\n"
             "  --cache-path DIR      the cache directory (setting cache.path, env\n"
             "                        AIQ_CACHE_PATH, default ./aiq-cache)\n"
             "  -c, --config FILE     settings file ('key = value'; cache.*, kafka.*,\n"
-            "                        bedrock.default_model are used)\n"
+            "                        bedrock.default_model, worker.operations_file are used)\n"
             "  -s, --set KEY=VALUE   one setting (wins over file and environment)\n"
             "  -b, --brokers LIST    for --from-topic (env AIQ_KAFKA_BROKERS)\n"
             "      --prefix PREFIX   for --from-topic (env AIQ_KAFKA_TOPIC_PREFIX)\n\n"
@@ -433,6 +436,7 @@ static int cmd_purge_or_sweep(const cache_opts_t *o, bool purge)
 typedef struct warm {
     const cache_opts_t *o;
     aiq_cache_t *c;
+    aiq_ops_t *ops; /* worker.operations_file: models and volatile fields, as the worker */
     uint64_t read, stored, skipped, expired, bad, dropped;
     int64_t next_progress;
 } warm_t;
@@ -513,7 +517,11 @@ static void count(warm_t *w, warm_outcome_t out, const char *where, const char *
 
 static const char *model_for(const warm_t *w, const aiq_job_t *job)
 {
-    return job->model ? job->model : w->o->model ? w->o->model : w->o->cfg.default_model;
+    const aiq_op_t *op = aiq_ops_find(w->ops, job->operation);
+    return job->model               ? job->model
+           : w->o->model            ? w->o->model
+           : op && aiq_op_model(op) ? aiq_op_model(op)
+                                    : w->o->cfg.default_model;
 }
 
 /* The key of a {"job": ...} line, computed exactly as the worker does. */
@@ -530,7 +538,13 @@ static warm_outcome_t key_from_job(warm_t *w, json_t *jobj, uint8_t key[AIQ_CACH
         *why = err->msg[0] ? err->msg : "job does not decode";
         return W_BAD;
     }
-    if (aiq_cache_key_job(*job, model_for(w, *job), w->o->drop, w->o->ndrop, key, err)) {
+    /* --drop wins; else the operation's volatile fields, as the worker drops them */
+    const char *const *drop = w->o->drop;
+    size_t ndrop = w->o->ndrop;
+    const aiq_op_t *op = aiq_ops_find(w->ops, (*job)->operation);
+    if (!ndrop && op)
+        drop = aiq_op_volatile_fields(op, &ndrop);
+    if (aiq_cache_key_job(*job, model_for(w, *job), drop, ndrop, key, err)) {
         *why = err->msg;
         return W_BAD;
     }
@@ -791,11 +805,19 @@ static int cmd_warm(const cache_opts_t *o)
         return 2;
     }
     warm_t w = {.o = o};
-    w.c = open_cache(&o->cfg, false, false);
-    if (!w.c)
+    aiq_err_t err = {0};
+    if (aiq_ops_load(&w.ops, o->cfg.operations_file, AIQ_OPS_UNKNOWN_ALLOW, &err)) {
+        fprintf(stderr, "aiq-admin: worker.operations_file: %s\n", err.msg);
         return 1;
+    }
+    w.c = open_cache(&o->cfg, false, false);
+    if (!w.c) {
+        aiq_ops_free(w.ops);
+        return 1;
+    }
     int rc = o->file ? warm_file(&w) : warm_topic(&w);
     aiq_cache_close(w.c);
+    aiq_ops_free(w.ops);
     return rc;
 }
 
