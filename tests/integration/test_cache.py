@@ -124,3 +124,52 @@ def test_stale_entry_answers_when_the_model_cannot(aiq_env):
     finally:
         results.close()
     assert w.stop() == 0, w.output()[-3000:]
+
+
+def test_sigkill_during_write_bursts_leaves_a_usable_cache(aiq_env, tmp_path):
+    """20 workers, each killed with SIGKILL while it answers (and caches) a burst; the
+    environment still opens, verifies, and serves hits to the next worker."""
+    import signal
+    import subprocess
+    from conftest import BROKERS, binary, run
+
+    sim = aiq_env.start_sim(latency_ms=1)
+    cache = tmp_path / "shared-cache"
+    jobs = [{"id": f"k-{aiq_env.tag}-{i:04d}", "operation": "persona-detection",
+             "payload": {"text": f"burst text number {i} " * 8}} for i in range(3000)]
+    submit(aiq_env, jobs)
+    rng = random.Random(11)
+    kills = 0
+    for n in range(20):
+        # Each round reads the topic afresh in its own group, so every round writes.
+        w = aiq_env.start_worker(AIQ_CACHE_PATH=str(cache), AIQ_KAFKA_GROUP_ID=f"k{n}-{aiq_env.tag}",
+                                 AIQ_WORKER_MAX_INFLIGHT=100)
+        deadline = time.time() + 20
+        while time.time() < deadline and "assigned" not in w.output():
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.1, 0.6))
+        w.proc.send_signal(signal.SIGKILL)
+        w.proc.wait(10)
+        w.log.close()
+        kills += 1
+        assert w.proc.returncode == -signal.SIGKILL
+        v = run([binary("aiq-admin"), "cache", "verify", "--cache-path", str(cache)])
+        assert v.returncode == 0, (n, v.stdout, v.stderr)
+    stats = run([binary("aiq-admin"), "cache", "stats", "--json", "--cache-path", str(cache)])
+    assert stats.returncode == 0, stats.stderr
+    entries = json.loads(stats.stdout)["entries"]
+    assert entries > 0
+    # The next worker is served from what the killed ones stored.
+    before = sim.stats()["requests"]
+    w = aiq_env.start_worker(AIQ_CACHE_PATH=str(cache), AIQ_KAFKA_GROUP_ID=f"after-{aiq_env.tag}",
+                             AIQ_WORKER_MAX_INFLIGHT=100)
+    results = Results(aiq_env)
+    try:
+        got = results.wait([j["id"] for j in jobs], timeout=120)
+    finally:
+        results.close()
+    hits = sum(1 for r in got.values() if r["cache"]["hit"])
+    assert hits >= entries, (hits, entries)
+    assert sim.stats()["requests"] - before <= len(jobs) - entries
+    assert w.stop() == 0, w.output()[-3000:]
+    print(f"\n{kills} SIGKILLs; {entries} entries survived and verified; {hits} hits after")
