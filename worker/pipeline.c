@@ -619,6 +619,20 @@ static void task_requeue(aiq_task_t *t)
     task_send(t);
 }
 
+/* The support information of an error answer (the operation's, persona's or generic). */
+static char *support_text(const aiq_task_t *t, const aiq_op_t *op)
+{
+    const aiq_job_t *job = t->job;
+    aiq_op_vars_t vars = {job->operation, job->persona, job->payload};
+    aiq_err_t err = {0};
+    char *text = NULL;
+    if (op && aiq_op_render_fallback(op, &vars, AIQ_FALLBACK_SUPPORT, &text, &err) == 0)
+        return text;
+    return strdup(op ? aiq_op_fallback_text(op, job->persona, AIQ_FALLBACK_SUPPORT)
+                     : "The request could not be answered. Quote the job id when you "
+                       "contact support.");
+}
+
 /* The fallback chain: a stale cache entry, the operation's canned answer, a simplified
  * one, and last an error with support information. Canned answers are only for jobs that
  * name an operation and a payload; a job that brought its own prompt gets the error. */
@@ -655,8 +669,7 @@ static void task_fallback(aiq_task_t *t)
     if (!text) {
         t->status = AIQ_RESULT_FAILED;
         t->fallback = "error";
-        if (op)
-            aiq_op_render_fallback(op, &vars, AIQ_FALLBACK_SUPPORT, &text, &err);
+        text = support_text(t, op);
     }
     free(t->fallback_text);
     t->fallback_text = text;
@@ -750,6 +763,9 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
         /* The request is wrong: a canned answer would hide that from the caller. */
         t->status = AIQ_RESULT_FAILED;
         t->fallback = "error";
+        free(t->fallback_text);
+        t->fallback_text =
+            support_text(t, t->pl->d.ops ? aiq_ops_find(t->pl->d.ops, t->job->operation) : NULL);
         aiq_logj(t->pl->d.log, AIQ_LOG_WARN, t->job->id, "model refused the job: %s: %s",
                  t->error_kind, t->error_msg);
         task_publish_result(t);

@@ -23,6 +23,8 @@ struct aiq_provider_call {
     int probe;        /* this attempt is a half-open probe */
     int retry_cost;   /* budget tokens the pending retry spent, refunded on success */
     int model_errors; /* 408/424 answers so far */
+    int throttles;    /* 429 answers so far */
+    int holds_slot;   /* backing off after a throttle: counts as in flight */
     int timer_on;     /* timer initialised: freeing waits for its close */
     int64_t sent_ms;  /* monotonic, for the latency signal */
     aiq_http_req_t *req;
@@ -120,6 +122,14 @@ static void on_timer_closed(uv_handle_t *h)
     call_free(h->data);
 }
 
+static void slot_release(aiq_provider_call_t *c)
+{
+    if (c->holds_slot) {
+        c->holds_slot = 0;
+        c->p->inflight--;
+    }
+}
+
 /* Unlinks c and releases it; the callback (if any) has run already. */
 static void call_release(aiq_provider_call_t *c)
 {
@@ -133,6 +143,7 @@ static void call_release(aiq_provider_call_t *c)
         c->req = NULL;
         p->inflight--;
     }
+    slot_release(c);
     if (c->probe) {
         aiq_breakers_abandon(p->d.breakers, c->model, true);
         c->probe = 0;
@@ -205,6 +216,7 @@ static uint64_t next_rand(aiq_provider_t *p)
 static void on_backoff_done(uv_timer_t *timer)
 {
     aiq_provider_call_t *c = timer->data;
+    slot_release(c);
     wait_push(c->p, c);
     dispatch(c->p);
 }
@@ -223,13 +235,20 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
         finish(c, AIQ_CALL_EXHAUSTED);
         return;
     }
-    if (c->out.attempts >= cfg->max_attempts) {
+    /* Throttling is back-pressure, not failure: a throttled call waits and goes again until
+     * its deadline, holding its call slot while it waits, so the adaptive limit (which
+     * throttling shrinks) bounds the request rate. Throttled calls spend retry tokens while
+     * there are any but never fail for want of them, and do not use up the attempts. */
+    bool throttled = cls == AIQ_BEDROCK_THROTTLED;
+    if (throttled)
+        c->throttles++;
+    if (!throttled && c->out.attempts - c->throttles >= cfg->max_attempts) {
         finish(c, AIQ_CALL_EXHAUSTED);
         return;
     }
     int cost = 0;
     bool timeout_like = cls == AIQ_BEDROCK_RETRY && (!r || r->curl_code != CURLE_OK);
-    if (!aiq_retry_budget_take(&p->budget, timeout_like, &cost)) {
+    if (!aiq_retry_budget_take(&p->budget, timeout_like, &cost) && !throttled) {
         p->stats.budget_denied++;
         finish(c, AIQ_CALL_NO_BUDGET);
         return;
@@ -246,8 +265,13 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
     c->retry_cost += cost;
     p->stats.retries++;
     aiq_metrics_retry(p->d.metrics);
-    aiq_logj(p->d.log, AIQ_LOG_INFO, c->job->id, "attempt %d failed (%s), retrying in %lld ms",
-             c->out.attempts, c->out.error_kind, (long long)wait);
+    aiq_logj(p->d.log, throttled ? AIQ_LOG_DEBUG : AIQ_LOG_INFO, c->job->id,
+             "attempt %d failed (%s), retrying in %lld ms", c->out.attempts, c->out.error_kind,
+             (long long)wait);
+    if (throttled) {
+        c->holds_slot = 1;
+        p->inflight++;
+    }
     if (!c->timer_on) {
         uv_timer_init(p->d.loop, &c->timer);
         c->timer.data = c;
@@ -427,7 +451,7 @@ int aiq_provider_new(aiq_provider_t **out, const aiq_provider_deps_t *deps, aiq_
         .initial = max,
         .decrease = 0.7,
         .latency_tolerance = 2.0,
-        .cooldown_ms = 100,
+        .cooldown_ms = 1, /* one decrease per round trip (the latency average) at most */
     };
     aiq_aimd_init(&p->aimd, &ac);
     aiq_retry_budget_init(&p->budget, (int)cfg->retry_budget, 5, 10);

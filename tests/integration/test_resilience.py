@@ -3,6 +3,7 @@ circuit breakers (and the fallback chain answers), final errors are not retried,
 throttling storm settles near the quota without a retry storm, and a job whose attempts
 are spent goes once more through the high topic."""
 import json
+import os
 import time
 
 from confluent_kafka import TopicPartition
@@ -204,3 +205,63 @@ def test_spent_attempts_go_once_more_through_high(aiq_env):
         results.close()
     assert w.stop() == 0, w.output()[-3000:]
     assert all(c == e for _, _, c, e in aiq_env.committed_vs_end() if e > 0)
+
+
+def test_final_errors_are_not_retried_and_name_the_type(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_WORKER_RETRY_BASE_MS=10)
+    aiq_env.wait_group_stable(1)
+    results = Results(aiq_env)
+    try:
+        for status, kind in ((403, "AccessDeniedException"), (400, "ValidationException")):
+            sim_config(sim, errors=[{"status": status, "rate": 1}])
+            before = sim.stats()["requests"]
+            js = jobs(aiq_env.tag, f"final{status}", 20)
+            submit(aiq_env, js)
+            got = results.wait([j["id"] for j in js])
+            assert sim.stats()["requests"] - before == 20  # one call per job, no retry
+            for r in got.values():
+                RESULT.validate(r)
+                assert r["status"] == "failed" and r["fallback"] == "error", r
+                assert r["error"]["kind"] == kind and r["error"]["http_status"] == status, r
+                assert r["attempts"] == 1, r
+                assert r["error"]["support"], r
+        # final errors are the request's fault: the breaker stayed closed
+        assert not [b for b in breaker_records(aiq_env) if b["state"] == "open"]
+    finally:
+        results.close()
+    assert w.stop() == 0, w.output()[-3000:]
+
+
+STORM_JOBS = int(os.environ.get("AIQ_TEST_STORM_JOBS", "5000"))
+
+
+def test_throttling_storm_settles_near_the_quota(aiq_env):
+    """Quota 50 requests/s, 5,000 jobs offered to a worker allowed 200 in flight: the
+    adaptive limit and the retry budget keep the requests near the successful answers,
+    throughput reaches 80 % of the quota, and no job is lost."""
+    quota = 50
+    sim = aiq_env.start_sim(latency_ms=20, extra=("--quota-rps", str(quota)))
+    budget = 500
+    w = aiq_env.start_worker(AIQ_WORKER_MAX_INFLIGHT=200, AIQ_WORKER_BACKLOG=2000,
+                             AIQ_WORKER_RETRY_BUDGET=budget)
+    aiq_env.wait_group_stable(1)
+    js = jobs(aiq_env.tag, "storm", STORM_JOBS, timeout_ms=900000)
+    results = Results(aiq_env)
+    try:
+        t0 = time.time()
+        submit(aiq_env, js)
+        got = results.wait([j["id"] for j in js], timeout=STORM_JOBS / quota * 2 + 60)
+        elapsed = time.time() - t0
+    finally:
+        results.close()
+    stats = sim.stats()
+    ok = [r for r in got.values() if r["status"] == "succeeded"]
+    rate = len(ok) / elapsed
+    print(f"\nstorm: {len(got)} answered, {len(ok)} succeeded in {elapsed:.1f} s "
+          f"({rate:.1f}/s, quota {quota}/s); sim requests {stats['requests']}, "
+          f"throttled {stats.get('quota_throttled')}")
+    assert len(got) == STORM_JOBS  # none lost
+    assert stats["requests"] <= 1.3 * len(ok) + budget, (stats["requests"], len(ok))
+    assert rate >= 0.8 * quota, rate
+    assert w.stop() == 0, w.output()[-3000:]

@@ -2,6 +2,10 @@
  * Anthropic messages bodies) that checks SigV4 and injects latency and faults, for aiq's tests
  * and benchmarks.
  *
+ * Faults: a profile of knobs (latency distribution, error mix, quotas) applies to every model,
+ * optionally overridden per model id; outage windows and quota windows are its state. All of
+ * it is set by flags and changed at runtime through POST /_sim/config and /_sim/outage.
+ *
  * Threads: libmicrohttpd runs a pool of --threads epoll loops that call on_request. A delayed
  * reply is built at once, its connection suspended and handed to one timer thread that resumes
  * it when due, so a waiting request holds no thread. main only parses flags, starts both, waits
@@ -15,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -44,6 +49,41 @@
 #define SIM_QUOTE_CHARS      60          /* characters of the user's text quoted in the reply */
 #define SIM_SHUTDOWN_WAIT_MS 2000        /* how long stop waits for in-flight replies */
 #define SIM_ERROR_NS         "http://internal.amazon.com/coral/com.amazon.coral.service/"
+#define SIM_ERRORS_MAX       16  /* entries of one error mix */
+#define SIM_ETYPE_MAX        64  /* error type name, bytes */
+#define SIM_EMSG_MAX         200 /* error message, bytes */
+#define SIM_OUTAGES_MAX      8   /* outage windows of one scope (all models, or one) */
+#define SIM_OVERRIDES_MAX    16  /* models with a fault profile of their own */
+#define SIM_QUOTA_SLOTS      100 /* buckets of one sliding quota window */
+#define SIM_STATS_ETYPES     32  /* distinct error types counted; the rest go to "_other" */
+#define SIM_WINDOW_MAX_MS    (24LL * 3600 * 1000) /* longest outage start offset or duration */
+#define SIM_RETRY_AFTER_MAX  86400                /* retry_after_s of an error entry, seconds */
+#define SIM_THROTTLE_MSG     "Too many requests, please wait before trying again."
+#define SIM_UNAVAILABLE_MSG  "Bedrock is unable to process your request."
+
+/* ---- fault profile: the knobs that can differ per model ---------------------------------- */
+
+typedef enum lat_dist { LAT_FIXED, LAT_UNIFORM, LAT_LOGNORMAL } lat_dist_t;
+static const char *const lat_dist_names[] = {"fixed", "uniform", "lognormal", NULL};
+
+/* One entry of an error mix: this share of model requests gets this error. */
+typedef struct sim_error {
+    int status;        /* 400..599 */
+    double rate;       /* 0..1 */
+    int retry_after_s; /* Retry-After header, or -1 for none */
+    char type[SIM_ETYPE_MAX + 1];
+    char message[SIM_EMSG_MAX + 1]; /* "" = a default by type */
+} sim_error_t;
+
+typedef struct sim_profile {
+    int latency_ms, latency_jitter_ms, latency_dist, latency_min_ms, latency_max_ms;
+    int latency_p50_ms, latency_p99_ms, latency_cap_ms;
+    double fail_rate, throttle_rate;
+    int fail_status;
+    int quota_rps, quota_rpm; /* 0 = off */
+    size_t nerrors;
+    sim_error_t errors[SIM_ERRORS_MAX];
+} sim_profile_t;
 
 /* ---- configuration: one table drives flags, environment, --help and POST /_sim/config ---- */
 
@@ -53,11 +93,7 @@ typedef struct sim_conf {
     const char *region;
     const char *access_key;
     const char *secret_key;
-    int latency_ms;
-    int latency_jitter_ms;
-    double fail_rate;
-    int fail_status;
-    double throttle_rate;
+    sim_profile_t prof; /* the profile of every model without an override */
     uint64_t seed;
     int threads;
     int max_connections;
@@ -65,7 +101,7 @@ typedef struct sim_conf {
     bool log_requests;
 } sim_conf_t;
 
-typedef enum opt_type { OPT_STR, OPT_INT, OPT_RATE, OPT_U64, OPT_BOOL } opt_type_t;
+typedef enum opt_type { OPT_STR, OPT_INT, OPT_RATE, OPT_U64, OPT_BOOL, OPT_ENUM } opt_type_t;
 
 typedef struct opt {
     const char *name; /* flag is --name; the /_sim/config key is name with '_' for '-' */
@@ -76,11 +112,17 @@ typedef struct opt {
     const char *env;    /* environment variable that overrides the default, or NULL */
     bool runtime;       /* settable through POST /_sim/config */
     const char *help;
+    const char *const *choices; /* OPT_ENUM names, NULL-terminated; the field holds the index */
 } opt_t;
 
+/* A field under prof. is a per-model knob too (see opt_in_profile). */
 #define OPT(n, t, f, lo, hi, d, e, rt, h)                                                          \
     {                                                                                              \
-        n, t, offsetof(sim_conf_t, f), lo, hi, d, e, rt, h                                         \
+        n, t, offsetof(sim_conf_t, f), lo, hi, d, e, rt, h, NULL                                   \
+    }
+#define OPT_E(n, f, names, d, h)                                                                   \
+    {                                                                                              \
+        n, OPT_ENUM, offsetof(sim_conf_t, f), 0, 0, d, NULL, true, h, names                        \
     }
 
 static const opt_t options[] = {
@@ -94,18 +136,40 @@ static const opt_t options[] = {
         "access key id requests must be signed with"),
     OPT("secret-key", OPT_STR, secret_key, 0, 0, "simulator-secret", "AWS_SECRET_ACCESS_KEY", false,
         "secret key of that access key (never logged)"),
-    OPT("latency-ms", OPT_INT, latency_ms, 0, 600000, "20", NULL, true,
-        "delay before every model response, in ms"),
-    OPT("latency-jitter-ms", OPT_INT, latency_jitter_ms, 0, 600000, "0", NULL, true,
-        "extra delay drawn uniformly from [0, this] ms"),
-    OPT("fail-rate", OPT_RATE, fail_rate, 0, 0, "0", NULL, true,
+    OPT_E("latency-dist", prof.latency_dist, lat_dist_names, "fixed",
+          "delay before every model response: fixed (latency-ms plus\n"
+          "                       latency-jitter-ms), uniform (latency-min-ms..latency-max-ms)\n"
+          "                       or lognormal (latency-p50-ms, latency-p99-ms)"),
+    OPT("latency-ms", OPT_INT, prof.latency_ms, 0, 600000, "20", NULL, true,
+        "fixed: delay before every model response, in ms"),
+    OPT("latency-jitter-ms", OPT_INT, prof.latency_jitter_ms, 0, 600000, "0", NULL, true,
+        "fixed: extra delay drawn uniformly from [0, this] ms"),
+    OPT("latency-min-ms", OPT_INT, prof.latency_min_ms, 0, 600000, "0", NULL, true,
+        "uniform: shortest delay, ms"),
+    OPT("latency-max-ms", OPT_INT, prof.latency_max_ms, 0, 600000, "0", NULL, true,
+        "uniform: longest delay, ms (>= latency-min-ms)"),
+    OPT("latency-p50-ms", OPT_INT, prof.latency_p50_ms, 1, 600000, "20", NULL, true,
+        "lognormal: median delay, ms (mu = ln p50)"),
+    OPT("latency-p99-ms", OPT_INT, prof.latency_p99_ms, 1, 600000, "100", NULL, true,
+        "lognormal: 99th percentile, ms, >= p50\n"
+        "                       (sigma = (ln p99 - ln p50) / 2.326)"),
+    OPT("latency-cap-ms", OPT_INT, prof.latency_cap_ms, 1, 600000, "120000", NULL, true,
+        "no drawn delay exceeds this, whatever the distribution"),
+    OPT("fail-rate", OPT_RATE, prof.fail_rate, 0, 0, "0", NULL, true,
         "share (0..1) of model requests answered with --fail-status"),
-    OPT("fail-status", OPT_INT, fail_status, 400, 599, "503", NULL, true,
+    OPT("fail-status", OPT_INT, prof.fail_status, 400, 599, "503", NULL, true,
         "status of injected failures (503 ServiceUnavailableException,\n"
         "                       500 InternalServerException, 424 ModelErrorException,\n"
         "                       408 ModelTimeoutException, others InternalServerException)"),
-    OPT("throttle-rate", OPT_RATE, throttle_rate, 0, 0, "0", NULL, true,
+    OPT("throttle-rate", OPT_RATE, prof.throttle_rate, 0, 0, "0", NULL, true,
         "share (0..1) of model requests answered 429 ThrottlingException"),
+    OPT("quota-rps", OPT_INT, prof.quota_rps, 0, 1000000, "0", NULL, true,
+        "model requests admitted per second (sliding 1 s window kept in\n"
+        "                       100 buckets of 10 ms); the rest get 429 ThrottlingException at\n"
+        "                       once; only admitted requests count; 0 = off"),
+    OPT("quota-rpm", OPT_INT, prof.quota_rpm, 0, 60000000, "0", NULL, true,
+        "model requests admitted per minute (sliding 60 s window in 100\n"
+        "                       buckets of 600 ms), on top of quota-rps; 0 = off"),
     OPT("seed", OPT_U64, seed, 0, 0, "1", NULL, true,
         "seed of the fault and jitter draws; the n-th model request since\n"
         "                       start or the last /_sim/reset always draws the same"),
@@ -118,6 +182,12 @@ static const opt_t options[] = {
         "log one line per model request"),
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
+_Static_assert(NOPTIONS <= 64, "a model override marks its knobs in a 64-bit set");
+#define PROF_OFF offsetof(sim_conf_t, prof)
+
+/* Knobs that take JSON: the same text as a flag value and as a POST /_sim/config key. */
+static const char *const json_keys[] = {"errors", "outage", "models"};
+#define NJSON_KEYS (sizeof(json_keys) / sizeof(json_keys[0]))
 
 /* ---- state ------------------------------------------------------------------------------- */
 
@@ -126,13 +196,59 @@ typedef struct model_count {
     uint64_t n;
 } model_count_t;
 
+typedef struct etype_count {
+    char type[SIM_ETYPE_MAX + 1];
+    uint64_t n;
+} etype_count_t;
+
 typedef struct sim_stats {
     uint64_t requests, converse, invoke, other, auth_failures, models_other;
+    uint64_t ok, throttled, quota_throttled, outage_rejected, etypes_other;
     uint64_t by_status[600];
     model_count_t models[SIM_STATS_MODELS];
     size_t nmodels;
+    etype_count_t etypes[SIM_STATS_ETYPES];
+    size_t netypes;
     int64_t inflight, max_inflight;
 } sim_stats_t;
+
+/* Sliding window of admitted requests: SIM_QUOTA_SLOTS buckets of window/SIM_QUOTA_SLOTS ms.
+ * A request is admitted while the current bucket and the 99 before it hold fewer than the
+ * quota, so no window of 99 buckets ever admits more, and the count over any span of whole
+ * windows stays within about 1 % of quota times the span. Exact where a token bucket of the
+ * same rate would add a burst of its depth on top. */
+typedef struct quota_window {
+    int64_t head; /* bucket number (mono ms / bucket ms) of the newest bucket */
+    uint32_t sum;
+    uint32_t count[SIM_QUOTA_SLOTS];
+} quota_window_t;
+
+typedef struct outage_window {
+    int64_t start_ms, end_ms; /* aiq_mono_ms(); end INT64_MAX = until stopped */
+} outage_window_t;
+
+/* What one scope (all models, or one model with an override) remembers between requests. */
+typedef struct fault_state {
+    size_t noutages;
+    outage_window_t outages[SIM_OUTAGES_MAX];
+    quota_window_t rps, rpm;
+} fault_state_t;
+
+typedef struct model_override {
+    char id[SIM_MODEL_ID_MAX + 1];
+    uint64_t set;          /* bit i: options[i] is overridden with given's value */
+    bool errors_set;       /* given's error mix replaces the global one */
+    bool own_rps, own_rpm; /* its quota has a window of its own (it overrides quota-rps/-rpm) */
+    sim_profile_t given;   /* only the knobs in set (and errors when errors_set) mean anything */
+    sim_profile_t eff;     /* the global profile with given's knobs on top; rebuilt on change */
+    fault_state_t st;
+} model_override_t;
+
+typedef struct sim_faults {
+    fault_state_t global;
+    size_t noverrides;
+    model_override_t overrides[SIM_OVERRIDES_MAX];
+} sim_faults_t;
 
 typedef struct delay_item {
     int64_t due_ms; /* aiq_mono_ms() */
@@ -150,9 +266,10 @@ typedef struct delay_queue {
 } delay_queue_t;
 
 typedef struct sim {
-    pthread_mutex_t conf_lock; /* guards conf's runtime fields and seq */
+    pthread_mutex_t conf_lock; /* guards conf's runtime fields, seq and faults */
     sim_conf_t conf;
     uint64_t seq; /* model requests drawn since start or reset */
+    sim_faults_t faults;
     pthread_mutex_t stats_lock;
     sim_stats_t stats;
     delay_queue_t delays;
@@ -170,6 +287,7 @@ typedef enum route {
     ROUTE_SIM_STATS,
     ROUTE_SIM_RESET,
     ROUTE_SIM_CONFIG,
+    ROUTE_SIM_OUTAGE,
 } route_t;
 
 /* One HTTP request; created by on_uri, freed by on_completed. Touched only by the MHD thread
@@ -227,53 +345,120 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- configuration parsing ----------------------------------------------------------------- */
 
-static int opt_set(sim_conf_t *c, const opt_t *o, const char *text, aiq_err_t *err)
+static bool opt_in_profile(const opt_t *o)
+{
+    return o->off >= PROF_OFF && o->off < PROF_OFF + sizeof(sim_profile_t);
+}
+
+static void *conf_field(sim_conf_t *c, const opt_t *o)
+{
+    return (char *)c + o->off;
+}
+
+/* The same knob inside a bare profile; only for opt_in_profile(o). */
+static void *prof_field(sim_profile_t *p, const opt_t *o)
+{
+    return (char *)p + (o->off - PROF_OFF);
+}
+
+static void choices_text(const opt_t *o, char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; o->choices[i] && n < cap; i++) {
+        int w = snprintf(buf + n, cap - n, "%s%s", i ? "|" : "", o->choices[i]);
+        n += w > 0 ? (size_t)w : 0;
+    }
+}
+
+static int opt_set_enum(void *field, const opt_t *o, const char *label, const char *text,
+                        aiq_err_t *err)
+{
+    char names[128];
+
+    for (int i = 0; o->choices[i]; i++) {
+        if (!strcmp(text, o->choices[i])) {
+            *(int *)field = i;
+            return 0;
+        }
+    }
+    choices_text(o, names, sizeof(names));
+    return aiq_err_set(err, AIQ_EINVAL, "%s: '%s' is not one of %s", label, text, names);
+}
+
+/* Parses text into field (o's type and bounds); label names the knob in the error. */
+static int opt_set(void *field, const opt_t *o, const char *label, const char *text, aiq_err_t *err)
 {
     char *end = NULL;
-    void *field = (char *)c + o->off;
 
     errno = 0;
     switch (o->type) {
     case OPT_STR:
         if (!*text)
-            return aiq_err_set(err, AIQ_EINVAL, "--%s: empty value", o->name);
+            return aiq_err_set(err, AIQ_EINVAL, "%s: empty value", label);
         *(const char **)field = text;
         return 0;
     case OPT_INT: {
         long long v = strtoll(text, &end, 10);
         if (errno || end == text || *end || v < o->min || v > o->max)
-            return aiq_err_set(err, AIQ_EINVAL, "--%s: '%s' is not an integer in %lld..%lld",
-                               o->name, text, o->min, o->max);
+            return aiq_err_set(err, AIQ_EINVAL, "%s: '%s' is not an integer in %lld..%lld", label,
+                               text, o->min, o->max);
         *(int *)field = (int)v;
         return 0;
     }
     case OPT_RATE: {
         double v = strtod(text, &end);
         if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0))
-            return aiq_err_set(err, AIQ_EINVAL, "--%s: '%s' is not a number in 0..1", o->name,
-                               text);
+            return aiq_err_set(err, AIQ_EINVAL, "%s: '%s' is not a number in 0..1", label, text);
         *(double *)field = v;
         return 0;
     }
     case OPT_U64: {
         unsigned long long v = strtoull(text, &end, 10);
         if (errno || end == text || *end || text[0] == '-')
-            return aiq_err_set(err, AIQ_EINVAL, "--%s: '%s' is not an unsigned integer", o->name,
-                               text);
+            return aiq_err_set(err, AIQ_EINVAL, "%s: '%s' is not an unsigned integer", label, text);
         *(uint64_t *)field = v;
         return 0;
     }
     case OPT_BOOL:
         if (strcmp(text, "true") && strcmp(text, "false") && strcmp(text, "1") && strcmp(text, "0"))
-            return aiq_err_set(err, AIQ_EINVAL, "--%s: '%s' is not true/false", o->name, text);
+            return aiq_err_set(err, AIQ_EINVAL, "%s: '%s' is not true/false", label, text);
         *(bool *)field = !strcmp(text, "true") || !strcmp(text, "1");
         return 0;
+    case OPT_ENUM:
+        return opt_set_enum(field, o, label, text, err);
     }
-    return aiq_err_set(err, AIQ_EINVAL, "--%s: unknown option type", o->name);
+    return aiq_err_set(err, AIQ_EINVAL, "%s: unknown option type", label);
 }
 
-/* The same validation for a JSON value from POST /_sim/config. */
-static int opt_set_json(sim_conf_t *c, const opt_t *o, json_t *v, aiq_err_t *err)
+static int opt_set_flag(void *field, const opt_t *o, const char *text, aiq_err_t *err)
+{
+    char label[64];
+
+    snprintf(label, sizeof(label), "--%s", o->name);
+    return opt_set(field, o, label, text, err);
+}
+
+static const char *json_type_wanted(opt_type_t t)
+{
+    switch (t) {
+    case OPT_BOOL:
+        return "true or false";
+    case OPT_INT:
+    case OPT_U64:
+        return "an integer";
+    case OPT_RATE:
+        return "a number in 0..1";
+    case OPT_ENUM:
+    case OPT_STR:
+        return "a string";
+    }
+    return "?";
+}
+
+/* The same validation for a JSON value from POST /_sim/config; label is the JSON key path. */
+static int opt_set_json(void *field, const opt_t *o, const char *label, json_t *v, aiq_err_t *err)
 {
     char text[64];
 
@@ -283,9 +468,11 @@ static int opt_set_json(sim_conf_t *c, const opt_t *o, json_t *v, aiq_err_t *err
         snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     else if (o->type == OPT_RATE && json_is_number(v))
         snprintf(text, sizeof(text), "%.17g", json_number_value(v));
+    else if (o->type == OPT_ENUM && json_is_string(v))
+        snprintf(text, sizeof(text), "%s", json_string_value(v));
     else
-        return aiq_err_set(err, AIQ_EINVAL, "%s: wrong JSON type", o->name);
-    return opt_set(c, o, text, err);
+        return aiq_err_set(err, AIQ_EINVAL, "%s: must be %s", label, json_type_wanted(o->type));
+    return opt_set(field, o, label, text, err);
 }
 
 static void json_key_of(const opt_t *o, char *buf, size_t cap)
@@ -308,37 +495,107 @@ static const opt_t *opt_find(const char *name, size_t len, bool json_key)
     return NULL;
 }
 
+static void print_help_json(FILE *f)
+{
+    fprintf(
+        f,
+        "\nKnobs that take JSON (the flag takes the same text as the /_sim/config key):\n"
+        "  --errors JSON        error mix [runtime] [model], drawn after throttle-rate and\n"
+        "                       fail-rate: [{\"status\": 429, \"type\": \"ThrottlingException\",\n"
+        "                       \"rate\": 0.1, \"retry_after_s\": 2, \"message\": \"...\"}, ...];\n"
+        "                       status 400..599 and rate 0..1 required, rates sum to <= 1, at\n"
+        "                       most %d entries; type defaults from status (429 Throttling,\n"
+        "                       503/529 ServiceUnavailable, 400 Validation, 403 AccessDenied,\n"
+        "                       408 ModelTimeout, 424 ModelError, else InternalServer);\n"
+        "                       retry_after_s (0..%d) adds a Retry-After header; null clears\n"
+        "  --outage JSON        outage windows [runtime] [model], replacing the current ones:\n"
+        "                       {\"start_ms\": 0, \"duration_ms\": 5000} or an array of at most "
+        "%d;\n"
+        "                       start_ms counts from now (default 0), no duration_ms = until\n"
+        "                       stopped, both <= %lld; null clears. Inside a window every model\n"
+        "                       request gets 503 ServiceUnavailableException at once\n"
+        "  --models JSON        per-model profiles [runtime]: {\"<model id>\": {<[model] keys>},\n"
+        "                       ...}; a model's knobs not named follow the global ones; an\n"
+        "                       object replaces that model's earlier one (its quota and outage\n"
+        "                       state stay unless it names outage); null removes one model, and\n"
+        "                       \"models\": null all of them; at most %d models\n",
+        SIM_ERRORS_MAX, SIM_RETRY_AFTER_MAX, SIM_OUTAGES_MAX, SIM_WINDOW_MAX_MS / 1000 * 1000,
+        SIM_OVERRIDES_MAX);
+    fprintf(
+        f,
+        "\nControl endpoints (unsigned, JSON):\n"
+        "  GET  /_sim/stats     requests, ok, by_kind, by_model, by_status, by_error_type,\n"
+        "                       throttled (all 429s), quota_throttled, outage_rejected,\n"
+        "                       auth_failures, inflight, max_inflight, in_outage (all models),\n"
+        "                       outage_models (ids of models in an outage of their own)\n"
+        "  POST /_sim/reset     zeroes the counters and the draw sequence, empties the quota\n"
+        "                       windows and ends every outage; knobs and model profiles stay\n"
+        "  GET|POST /_sim/config  every [runtime] key ('-' spelled '_'), errors, outage and\n"
+        "                       models; POST changes only the keys it names, all or nothing, and\n"
+        "                       answers the result; a bad key or value gets 400 naming it, e.g.\n"
+        "                       {\"quota_rps\": 50, \"latency_dist\": \"lognormal\",\n"
+        "                        \"errors\": [{\"status\": 503, \"rate\": 0.05}],\n"
+        "                        \"models\": {\"m2\": {\"fail_rate\": 1, \"fail_status\": 500}}}\n"
+        "  GET|POST /_sim/outage  {\"on\": true[, \"duration_ms\": N][, \"start_ms\": N]\n"
+        "                       [, \"model\": \"id\"]} adds a window (no duration_ms: until\n"
+        "                       stopped); {\"on\": false[, \"model\": \"id\"]} ends every window "
+        "of\n"
+        "                       that scope; both answer like GET: in_outage, outage, models\n"
+        "\nA model request is checked in this order: body size (413), SigV4 (403), JSON (400),\n"
+        "outage (503), quota (429), throttle-rate, fail-rate, error mix (independent draws),\n"
+        "request validation (400), reply. Outage and quota answers skip the latency; the rest\n"
+        "wait it out. The n-th model request since start or reset always draws the same.\n");
+}
+
 static void print_help(FILE *f)
 {
     fprintf(f,
             "usage: bedrock-sim [--flag value | --flag=value]...\n\n"
             "Imitates Amazon Bedrock Runtime on HTTP: POST /model/{modelId}/converse and\n"
             "/model/{modelId}/invoke (Anthropic messages), SigV4-checked (service \"bedrock\").\n"
-            "Unsigned control endpoints: GET /_sim/stats, POST /_sim/reset,\n"
-            "GET|POST /_sim/config (JSON with the [runtime] keys below, '-' spelled '_').\n\n");
+            "[runtime] knobs change through POST /_sim/config; [model] ones can also be set\n"
+            "for one model id (see --models).\n\n");
     for (size_t i = 0; i < NOPTIONS; i++) {
         const opt_t *o = &options[i];
-        fprintf(f, "  --%-18s %s\n  %20s default %s%s%s%s%s\n", o->name, o->help, "", o->def,
+        char names[128] = "";
+        if (o->type == OPT_ENUM)
+            choices_text(o, names, sizeof(names));
+        fprintf(f, "  --%-18s %s\n  %20s default %s%s%s%s%s%s%s%s\n", o->name, o->help, "", o->def,
                 o->env ? ", env " : "", o->env ? o->env : "", o->runtime ? " [runtime]" : "",
-                o->type == OPT_BOOL ? " (flag without value means true)" : "");
+                opt_in_profile(o) ? " [model]" : "",
+                o->type == OPT_BOOL ? " (flag without value means true)" : "",
+                names[0] ? ", one of " : "", names);
     }
     fprintf(f, "  --%-18s %s\n  --%-18s %s\n", "help", "print this and exit", "version",
             "print the aiq version and exit");
+    print_help_json(f);
 }
 
 static int conf_defaults(sim_conf_t *c, aiq_err_t *err)
 {
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *env = options[i].env ? getenv(options[i].env) : NULL;
-        int rc = opt_set(c, &options[i], env && *env ? env : options[i].def, err);
+        int rc = opt_set_flag(conf_field(c, &options[i]), &options[i],
+                              env && *env ? env : options[i].def, err);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-/* Returns 0 to run, 1 when --help/--version was handled, or a negative code. */
-static int conf_parse_args(sim_conf_t *c, int argc, char **argv, aiq_err_t *err)
+static int json_key_index(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NJSON_KEYS; i++)
+        if (strlen(json_keys[i]) == len && !strncmp(json_keys[i], name, len))
+            return (int)i;
+    return -1;
+}
+
+/* Returns 0 to run, 1 when --help/--version was handled, or a negative code. The values of the
+ * JSON flags (--errors, ...) land in json_flags[i] for json_keys[i], applied once the sim is
+ * set up. */
+static int conf_parse_args(sim_conf_t *c, int argc, char **argv, const char **json_flags,
+                           aiq_err_t *err)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -355,16 +612,21 @@ static int conf_parse_args(sim_conf_t *c, int argc, char **argv, aiq_err_t *err)
         const char *eq = strchr(a + 2, '=');
         size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
         const opt_t *o = opt_find(a + 2, len, false);
-        if (!o)
+        int jk = o ? -1 : json_key_index(a + 2, len);
+        if (!o && jk < 0)
             return aiq_err_set(err, AIQ_EINVAL, "unknown flag '%s' (see --help)", a);
         const char *val = eq ? eq + 1 : NULL;
-        if (!val && o->type == OPT_BOOL)
+        if (!val && o && o->type == OPT_BOOL)
             val = "true";
         else if (!val && i + 1 < argc)
             val = argv[++i];
         if (!val)
-            return aiq_err_set(err, AIQ_EINVAL, "--%s needs a value", o->name);
-        int rc = opt_set(c, o, val, err);
+            return aiq_err_set(err, AIQ_EINVAL, "%.*s needs a value", (int)len + 2, a);
+        if (jk >= 0) {
+            json_flags[jk] = val;
+            continue;
+        }
+        int rc = opt_set_flag(conf_field(c, o), o, val, err);
         if (rc)
             return rc;
     }
@@ -377,6 +639,7 @@ static size_t opt_size(const opt_t *o)
     case OPT_STR:
         return sizeof(const char *);
     case OPT_INT:
+    case OPT_ENUM:
         return sizeof(int);
     case OPT_RATE:
         return sizeof(double);
@@ -388,42 +651,47 @@ static size_t opt_size(const opt_t *o)
     return 0;
 }
 
-/* Copies only the runtime fields, so that threads reading the fixed ones need no lock. */
+/* Copies only the runtime fields (the scalar knobs and the whole profile with its error mix),
+ * so that threads reading the fixed ones need no lock. */
 static void conf_copy_runtime(sim_conf_t *dst, const sim_conf_t *src)
 {
     for (size_t i = 0; i < NOPTIONS; i++)
-        if (options[i].runtime)
+        if (options[i].runtime && !opt_in_profile(&options[i]))
             memcpy((char *)dst + options[i].off, (const char *)src + options[i].off,
                    opt_size(&options[i]));
+    dst->prof = src->prof;
 }
 
+static json_t *opt_value_json(const opt_t *opt, const void *field)
+{
+    switch (opt->type) {
+    case OPT_INT:
+        return json_integer(*(const int *)field);
+    case OPT_RATE:
+        return json_real(*(const double *)field);
+    case OPT_U64:
+        return json_integer((json_int_t) * (const uint64_t *)field);
+    case OPT_BOOL:
+        return json_boolean(*(const bool *)field);
+    case OPT_STR:
+        return json_string(*(const char *const *)field);
+    case OPT_ENUM:
+        return json_string(opt->choices[*(const int *)field]);
+    }
+    return json_null();
+}
+
+/* The scalar [runtime] knobs. */
 static json_t *conf_runtime_json(const sim_conf_t *c)
 {
     json_t *o = json_object();
     for (size_t i = 0; o && i < NOPTIONS; i++) {
         const opt_t *opt = &options[i];
-        const void *field = (const char *)c + opt->off;
         char key[64];
         if (!opt->runtime)
             continue;
         json_key_of(opt, key, sizeof(key));
-        switch (opt->type) {
-        case OPT_INT:
-            json_object_set_new(o, key, json_integer(*(const int *)field));
-            break;
-        case OPT_RATE:
-            json_object_set_new(o, key, json_real(*(const double *)field));
-            break;
-        case OPT_U64:
-            json_object_set_new(o, key, json_integer((json_int_t) * (const uint64_t *)field));
-            break;
-        case OPT_BOOL:
-            json_object_set_new(o, key, json_boolean(*(const bool *)field));
-            break;
-        case OPT_STR:
-            json_object_set_new(o, key, json_string(*(const char *const *)field));
-            break;
-        }
+        json_object_set_new(o, key, opt_value_json(opt, (const char *)c + opt->off));
     }
     return o;
 }
@@ -442,6 +710,722 @@ static uint64_t splitmix64(uint64_t x)
 static double draw(uint64_t seed, uint64_t seq, unsigned k)
 {
     return (double)(splitmix64(seed ^ splitmix64(seq * 4 + k)) >> 11) * 0x1.0p-53;
+}
+
+/* Standard normal variate for request seq: Box-Muller on draw 0 and a draw under a salted seed,
+ * so the four per-request draws keep their meaning. */
+static double draw_normal(uint64_t seed, uint64_t seq)
+{
+    double u1 = 1.0 - draw(seed, seq, 0); /* (0, 1]: the log stays finite */
+    double u2 = draw(seed ^ 0x6a09e667f3bcc909ULL, seq, 0);
+
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* Draw 0 of request seq as a delay in ms under p's distribution, cut to latency_cap_ms. */
+static int draw_latency(const sim_profile_t *p, uint64_t seed, uint64_t seq)
+{
+    double ms;
+
+    switch (p->latency_dist) {
+    case LAT_UNIFORM:
+        ms = p->latency_min_ms +
+             floor(draw(seed, seq, 0) * (p->latency_max_ms - p->latency_min_ms + 1));
+        break;
+    case LAT_LOGNORMAL: {
+        double mu = log(p->latency_p50_ms), sigma = (log(p->latency_p99_ms) - mu) / 2.326;
+        ms = floor(exp(mu + sigma * draw_normal(seed, seq)) + 0.5);
+        break;
+    }
+    default:
+        ms = p->latency_ms;
+        if (p->latency_jitter_ms > 0)
+            ms += floor(draw(seed, seq, 0) * (p->latency_jitter_ms + 1));
+        break;
+    }
+    return ms > p->latency_cap_ms ? p->latency_cap_ms : (int)ms;
+}
+
+/* ---- fault state: quota windows, outage windows, model profiles ------------------------------ */
+
+static const char *error_type_for(int status)
+{
+    switch (status) {
+    case 400:
+        return "ValidationException";
+    case 403:
+        return "AccessDeniedException";
+    case 404:
+        return "ResourceNotFoundException";
+    case 408:
+        return "ModelTimeoutException";
+    case 424:
+        return "ModelErrorException";
+    case 429:
+        return "ThrottlingException";
+    case 503:
+    case 529: /* "overloaded" */
+        return "ServiceUnavailableException";
+    default:
+        return "InternalServerException";
+    }
+}
+
+/* What a model request gets: draw_request decides from the seeded draws, admit from the
+ * outage and quota state. */
+typedef enum verdict_kind {
+    V_MODEL,    /* a model reply (or a validation error) */
+    V_INJECTED, /* throttle-rate, fail-rate or the error mix */
+    V_OUTAGE,
+    V_QUOTA,
+} verdict_kind_t;
+
+typedef struct verdict {
+    verdict_kind_t kind;
+    int latency_ms;
+    int status;        /* of an error */
+    int retry_after_s; /* -1: no Retry-After */
+    char type[SIM_ETYPE_MAX + 1];
+    char message[SIM_EMSG_MAX + 1];
+} verdict_t;
+
+static void verdict_error(verdict_t *v, verdict_kind_t kind, int status, const char *type,
+                          const char *message, int retry_after_s)
+{
+    v->kind = kind;
+    v->status = status;
+    v->retry_after_s = retry_after_s;
+    snprintf(v->type, sizeof(v->type), "%s", type);
+    snprintf(v->message, sizeof(v->message), "%s", message);
+}
+
+static void quota_advance(quota_window_t *q, int64_t bucket)
+{
+    if (bucket <= q->head)
+        return;
+    if (bucket - q->head >= SIM_QUOTA_SLOTS) {
+        memset(q->count, 0, sizeof(q->count));
+        q->sum = 0;
+    } else {
+        for (int64_t b = q->head + 1; b <= bucket; b++) {
+            size_t i = (size_t)(b % SIM_QUOTA_SLOTS);
+            q->sum -= q->count[i];
+            q->count[i] = 0;
+        }
+    }
+    q->head = bucket;
+}
+
+/* Is there room for one more request at now under limit per window_ms (limit 0 = no quota)? */
+static bool quota_room(quota_window_t *q, int limit, int64_t window_ms, int64_t now)
+{
+    if (limit <= 0)
+        return true;
+    quota_advance(q, now / (window_ms / SIM_QUOTA_SLOTS));
+    return q->sum < (uint32_t)limit;
+}
+
+/* Counts an admitted request; right after quota_room said yes for the same limit. */
+static void quota_take(quota_window_t *q, int limit)
+{
+    if (limit <= 0)
+        return;
+    q->count[q->head % SIM_QUOTA_SLOTS]++;
+    q->sum++;
+}
+
+static void outages_prune(fault_state_t *st, int64_t now)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < st->noutages; i++)
+        if (st->outages[i].end_ms > now)
+            st->outages[j++] = st->outages[i];
+    st->noutages = j;
+}
+
+static bool outage_active(const fault_state_t *st, int64_t now)
+{
+    for (size_t i = 0; i < st->noutages; i++)
+        if (st->outages[i].start_ms <= now && now < st->outages[i].end_ms)
+            return true;
+    return false;
+}
+
+/* The windows still to come or running, in the shape POST accepts (times from now). */
+static json_t *outages_json(const fault_state_t *st, int64_t now)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a && i < st->noutages; i++) {
+        const outage_window_t *w = &st->outages[i];
+        int64_t from = w->start_ms > now ? w->start_ms : now;
+        if (w->end_ms <= now)
+            continue;
+        json_t *o = json_pack("{sI}", "start_ms", (json_int_t)(from - now));
+        if (o && w->end_ms != INT64_MAX)
+            json_object_set_new(o, "duration_ms", json_integer((json_int_t)(w->end_ms - from)));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+/* Empties every quota window and ends every outage (POST /_sim/reset). */
+static void faults_reset_state(sim_faults_t *f)
+{
+    memset(&f->global, 0, sizeof(f->global));
+    for (size_t i = 0; i < f->noverrides; i++)
+        memset(&f->overrides[i].st, 0, sizeof(f->overrides[i].st));
+}
+
+static model_override_t *override_find(sim_faults_t *f, const char *id)
+{
+    for (size_t i = 0; i < f->noverrides; i++)
+        if (!strcmp(f->overrides[i].id, id))
+            return &f->overrides[i];
+    return NULL;
+}
+
+/* Finds or adds id's override (a new one overrides nothing); NULL when the table is full. */
+static model_override_t *override_get(sim_faults_t *f, const char *id)
+{
+    model_override_t *ov = override_find(f, id);
+
+    if (ov || f->noverrides == SIM_OVERRIDES_MAX)
+        return ov;
+    ov = &f->overrides[f->noverrides++];
+    memset(ov, 0, sizeof(*ov));
+    snprintf(ov->id, sizeof(ov->id), "%s", id);
+    return ov;
+}
+
+static void override_remove(sim_faults_t *f, model_override_t *ov)
+{
+    model_override_t *last = &f->overrides[--f->noverrides];
+
+    if (ov != last)
+        *ov = *last;
+}
+
+/* Cross-knob rules of one profile; scope prefixes the message ("" or "models.<id>: "). */
+static int profile_check(const sim_profile_t *p, const char *scope, aiq_err_t *err)
+{
+    double sum = 0;
+
+    if (p->latency_dist == LAT_UNIFORM && p->latency_min_ms > p->latency_max_ms)
+        return aiq_err_set(err, AIQ_EINVAL, "%slatency_min_ms (%d) is above latency_max_ms (%d)",
+                           scope, p->latency_min_ms, p->latency_max_ms);
+    if (p->latency_dist == LAT_LOGNORMAL && p->latency_p99_ms < p->latency_p50_ms)
+        return aiq_err_set(err, AIQ_EINVAL, "%slatency_p99_ms (%d) is below latency_p50_ms (%d)",
+                           scope, p->latency_p99_ms, p->latency_p50_ms);
+    for (size_t i = 0; i < p->nerrors; i++)
+        sum += p->errors[i].rate;
+    if (sum > 1.0 + 1e-9)
+        return aiq_err_set(err, AIQ_EINVAL, "%serrors: the rates add up to %.6g, more than 1",
+                           scope, sum);
+    return 0;
+}
+
+/* Rebuilds every model's effective profile from global and its overrides, and checks them
+ * all: after any change to either. */
+static int faults_rebuild(const sim_profile_t *global, sim_faults_t *f, aiq_err_t *err)
+{
+    size_t rps = (size_t)(opt_find("quota_rps", 9, true) - options);
+    size_t rpm = (size_t)(opt_find("quota_rpm", 9, true) - options);
+    int rc = profile_check(global, "", err);
+
+    for (size_t i = 0; !rc && i < f->noverrides; i++) {
+        model_override_t *ov = &f->overrides[i];
+        char scope[SIM_MODEL_ID_MAX + 16];
+        ov->eff = *global;
+        for (size_t k = 0; k < NOPTIONS; k++)
+            if (ov->set >> k & 1)
+                memcpy(prof_field(&ov->eff, &options[k]), prof_field(&ov->given, &options[k]),
+                       opt_size(&options[k]));
+        if (ov->errors_set) {
+            ov->eff.nerrors = ov->given.nerrors;
+            memcpy(ov->eff.errors, ov->given.errors, sizeof(ov->eff.errors));
+        }
+        ov->own_rps = ov->set >> rps & 1;
+        ov->own_rpm = ov->set >> rpm & 1;
+        snprintf(scope, sizeof(scope), "models.%s: ", ov->id);
+        rc = profile_check(&ov->eff, scope, err);
+    }
+    return rc;
+}
+
+/* ---- fault JSON: the errors, outage and models keys -------------------------------------- */
+
+static bool valid_type_name(const char *t)
+{
+    size_t n = strlen(t);
+
+    if (n == 0 || n > SIM_ETYPE_MAX)
+        return false;
+    for (; *t; t++)
+        if (!(*t >= 'a' && *t <= 'z') && !(*t >= 'A' && *t <= 'Z') && !(*t >= '0' && *t <= '9') &&
+            *t != '_' && *t != '.')
+            return false;
+    return true;
+}
+
+static int int_in(json_t *v, long long lo, long long hi, long long *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return AIQ_EINVAL;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int error_key(sim_error_t *e, const char *label, const char *k, json_t *v, aiq_err_t *err)
+{
+    long long n;
+
+    if (!strcmp(k, "status")) {
+        if (int_in(v, 400, 599, &n))
+            return aiq_err_set(err, AIQ_EINVAL, "%s.status: must be an integer in 400..599", label);
+        e->status = (int)n;
+    } else if (!strcmp(k, "rate")) {
+        if (!json_is_number(v) || !(json_number_value(v) >= 0.0 && json_number_value(v) <= 1.0))
+            return aiq_err_set(err, AIQ_EINVAL, "%s.rate: must be a number in 0..1", label);
+        e->rate = json_number_value(v);
+    } else if (!strcmp(k, "type")) {
+        if (!json_is_string(v) || !valid_type_name(json_string_value(v)))
+            return aiq_err_set(err, AIQ_EINVAL,
+                               "%s.type: must be 1..%d letters, digits, '_' or '.'", label,
+                               SIM_ETYPE_MAX);
+        snprintf(e->type, sizeof(e->type), "%s", json_string_value(v));
+    } else if (!strcmp(k, "message")) {
+        if (!json_is_string(v) || json_string_length(v) > SIM_EMSG_MAX ||
+            strlen(json_string_value(v)) != json_string_length(v))
+            return aiq_err_set(err, AIQ_EINVAL, "%s.message: must be a string of at most %d bytes",
+                               label, SIM_EMSG_MAX);
+        snprintf(e->message, sizeof(e->message), "%s", json_string_value(v));
+    } else if (!strcmp(k, "retry_after_s")) {
+        if (int_in(v, 0, SIM_RETRY_AFTER_MAX, &n))
+            return aiq_err_set(err, AIQ_EINVAL, "%s.retry_after_s: must be an integer in 0..%d",
+                               label, SIM_RETRY_AFTER_MAX);
+        e->retry_after_s = (int)n;
+    } else {
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "%s.%s: unknown key (status, rate, type, message, retry_after_s)", label,
+                           k);
+    }
+    return 0;
+}
+
+static int error_parse(sim_error_t *e, json_t *item, const char *label, aiq_err_t *err)
+{
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(item))
+        return aiq_err_set(err, AIQ_EINVAL, "%s: must be an object", label);
+    *e = (sim_error_t){.rate = -1, .retry_after_s = -1};
+    json_object_foreach(item, k, v)
+    {
+        int rc = error_key(e, label, k, v, err);
+        if (rc)
+            return rc;
+    }
+    if (!e->status || e->rate < 0)
+        return aiq_err_set(err, AIQ_EINVAL, "%s: needs status and rate", label);
+    if (!e->type[0])
+        snprintf(e->type, sizeof(e->type), "%s", error_type_for(e->status));
+    return 0;
+}
+
+static int errors_parse(sim_profile_t *p, json_t *v, const char *label, aiq_err_t *err)
+{
+    size_t i;
+    json_t *item;
+
+    if (json_is_null(v)) {
+        p->nerrors = 0;
+        return 0;
+    }
+    if (!json_is_array(v))
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "%s: must be an array of {status, rate[, type, message, "
+                           "retry_after_s]} or null",
+                           label);
+    if (json_array_size(v) > SIM_ERRORS_MAX)
+        return aiq_err_set(err, AIQ_EINVAL, "%s: at most %d entries", label, SIM_ERRORS_MAX);
+    json_array_foreach(v, i, item)
+    {
+        char l[SIM_MODEL_ID_MAX + 64];
+        snprintf(l, sizeof(l), "%s[%zu]", label, i);
+        int rc = error_parse(&p->errors[i], item, l, err);
+        if (rc)
+            return rc;
+    }
+    p->nerrors = json_array_size(v);
+    return 0;
+}
+
+static json_t *errors_json(const sim_profile_t *p)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a && i < p->nerrors; i++) {
+        const sim_error_t *e = &p->errors[i];
+        json_t *o = json_pack("{sisssf}", "status", e->status, "type", e->type, "rate", e->rate);
+        if (o && e->message[0])
+            json_object_set_new(o, "message", json_string(e->message));
+        if (o && e->retry_after_s >= 0)
+            json_object_set_new(o, "retry_after_s", json_integer(e->retry_after_s));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+/* An outage window relative to now: start_ms from now, duration_ms < 0 = until stopped. */
+typedef struct window_spec {
+    long long start_ms, duration_ms;
+} window_spec_t;
+
+/* 0 when k is a window key and v valid, AIQ_ENOTFOUND when k is another key. */
+static int window_field(window_spec_t *w, const char *label, const char *k, json_t *v,
+                        aiq_err_t *err)
+{
+    bool start = !strcmp(k, "start_ms");
+
+    if (!start && strcmp(k, "duration_ms"))
+        return AIQ_ENOTFOUND;
+    if (int_in(v, start ? 0 : 1, SIM_WINDOW_MAX_MS, start ? &w->start_ms : &w->duration_ms))
+        return aiq_err_set(err, AIQ_EINVAL, "%s.%s: must be an integer in %d..%lld", label, k,
+                           start ? 0 : 1, SIM_WINDOW_MAX_MS);
+    return 0;
+}
+
+static int outage_add(fault_state_t *st, const window_spec_t *w, int64_t now, const char *label,
+                      aiq_err_t *err)
+{
+    int64_t start = now + w->start_ms;
+
+    outages_prune(st, now);
+    if (st->noutages == SIM_OUTAGES_MAX)
+        return aiq_err_set(err, AIQ_EINVAL, "%s: at most %d outage windows at a time", label,
+                           SIM_OUTAGES_MAX);
+    st->outages[st->noutages++] =
+        (outage_window_t){start, w->duration_ms < 0 ? INT64_MAX : start + w->duration_ms};
+    return 0;
+}
+
+static int window_parse(fault_state_t *st, json_t *item, int64_t now, const char *label,
+                        aiq_err_t *err)
+{
+    window_spec_t w = {0, -1};
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(item))
+        return aiq_err_set(err, AIQ_EINVAL, "%s: must be an object {start_ms, duration_ms}", label);
+    json_object_foreach(item, k, v)
+    {
+        int rc = window_field(&w, label, k, v, err);
+        if (rc == AIQ_ENOTFOUND)
+            return aiq_err_set(err, AIQ_EINVAL, "%s.%s: unknown key (start_ms, duration_ms)", label,
+                               k);
+        if (rc)
+            return rc;
+    }
+    return outage_add(st, &w, now, label, err);
+}
+
+/* Replaces st's outage windows with v's: an object, an array of them, or null (none). */
+static int outages_parse(fault_state_t *st, json_t *v, int64_t now, const char *label,
+                         aiq_err_t *err)
+{
+    size_t i;
+    json_t *item;
+
+    st->noutages = 0;
+    if (json_is_null(v))
+        return 0;
+    if (json_is_object(v))
+        return window_parse(st, v, now, label, err);
+    if (!json_is_array(v))
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "%s: must be {start_ms, duration_ms}, an array of them, or null", label);
+    if (json_array_size(v) > SIM_OUTAGES_MAX)
+        return aiq_err_set(err, AIQ_EINVAL, "%s: at most %d windows", label, SIM_OUTAGES_MAX);
+    json_array_foreach(v, i, item)
+    {
+        char l[SIM_MODEL_ID_MAX + 64];
+        snprintf(l, sizeof(l), "%s[%zu]", label, i);
+        int rc = window_parse(st, item, now, l, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int override_key(model_override_t *ov, const char *label, const char *k, json_t *v,
+                        int64_t now, aiq_err_t *err)
+{
+    char l[SIM_MODEL_ID_MAX + 96];
+    const opt_t *o;
+
+    snprintf(l, sizeof(l), "%s.%s", label, k);
+    if (!strcmp(k, "errors")) {
+        ov->errors_set = true;
+        return errors_parse(&ov->given, v, l, err);
+    }
+    if (!strcmp(k, "outage"))
+        return outages_parse(&ov->st, v, now, l, err);
+    o = opt_find(k, strlen(k), true);
+    if (!o || !opt_in_profile(o))
+        return aiq_err_set(err, AIQ_EINVAL, "%s: not a per-model knob (see --help, [model])", l);
+    ov->set |= 1ULL << (o - options);
+    return opt_set_json(prof_field(&ov->given, o), o, l, v, err);
+}
+
+/* The models key: {"<id>": {knobs} | null, ...} or null. */
+static int models_apply(sim_faults_t *f, json_t *v, int64_t now, aiq_err_t *err)
+{
+    const char *id, *k;
+    json_t *m, *kv;
+
+    if (json_is_null(v)) {
+        f->noverrides = 0;
+        return 0;
+    }
+    if (!json_is_object(v))
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "models: must be an object {\"<model id>\": {...} | null} or null");
+    json_object_foreach(v, id, m)
+    {
+        char label[SIM_MODEL_ID_MAX + 16];
+        model_override_t *ov;
+        snprintf(label, sizeof(label), "models.%s", id);
+        if (!*id || strlen(id) > SIM_MODEL_ID_MAX)
+            return aiq_err_set(err, AIQ_EINVAL, "models: a model id has 1..%d bytes",
+                               SIM_MODEL_ID_MAX);
+        if (json_is_null(m)) {
+            if ((ov = override_find(f, id)))
+                override_remove(f, ov);
+            continue;
+        }
+        if (!json_is_object(m))
+            return aiq_err_set(err, AIQ_EINVAL, "%s: must be an object of [model] knobs or null",
+                               label);
+        if (!(ov = override_get(f, id)))
+            return aiq_err_set(err, AIQ_EINVAL, "%s: at most %d models can have a profile", label,
+                               SIM_OVERRIDES_MAX);
+        ov->set = 0;
+        ov->errors_set = false;
+        json_object_foreach(m, k, kv)
+        {
+            int rc = override_key(ov, label, k, kv, now, err);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static json_t *override_json(model_override_t *ov, int64_t now)
+{
+    json_t *o = json_object();
+
+    for (size_t k = 0; o && k < NOPTIONS; k++) {
+        char key[64];
+        if (!(ov->set >> k & 1))
+            continue;
+        json_key_of(&options[k], key, sizeof(key));
+        json_object_set_new(o, key,
+                            opt_value_json(&options[k], prof_field(&ov->given, &options[k])));
+    }
+    if (o && ov->errors_set)
+        json_object_set_new(o, "errors", errors_json(&ov->given));
+    if (o)
+        json_object_set_new(o, "outage", outages_json(&ov->st, now));
+    return o;
+}
+
+/* GET /_sim/config: what POST accepts, so the answer can be posted back. */
+static json_t *config_json(const sim_conf_t *c, sim_faults_t *f, int64_t now)
+{
+    json_t *o = conf_runtime_json(c), *models = json_object();
+
+    for (size_t i = 0; models && i < f->noverrides; i++)
+        json_object_set_new(models, f->overrides[i].id, override_json(&f->overrides[i], now));
+    if (o) {
+        json_object_set_new(o, "errors", errors_json(&c->prof));
+        json_object_set_new(o, "outage", outages_json(&f->global, now));
+        json_object_set(o, "models", models);
+    }
+    json_decref(models);
+    return o;
+}
+
+/* GET /_sim/outage: which scopes are in an outage now, and every window still to come. */
+static json_t *outage_status_json(sim_faults_t *f, int64_t now)
+{
+    json_t *models = json_object();
+    json_t *o = json_pack("{sbso}", "in_outage", outage_active(&f->global, now), "outage",
+                          outages_json(&f->global, now));
+
+    for (size_t i = 0; models && i < f->noverrides; i++) {
+        model_override_t *ov = &f->overrides[i];
+        outages_prune(&ov->st, now);
+        if (ov->st.noutages)
+            json_object_set_new(models, ov->id,
+                                json_pack("{sbso}", "in_outage", outage_active(&ov->st, now),
+                                          "outage", outages_json(&ov->st, now)));
+    }
+    if (o)
+        json_object_set(o, "models", models);
+    json_decref(models);
+    return o;
+}
+
+/* A config update is built on a copy and committed whole, so a bad key changes nothing. */
+typedef struct conf_txn {
+    sim_conf_t conf;
+    sim_faults_t faults;
+} conf_txn_t;
+
+static int config_key(conf_txn_t *t, const char *key, json_t *v, int64_t now, aiq_err_t *err)
+{
+    const opt_t *o;
+
+    if (!strcmp(key, "errors"))
+        return errors_parse(&t->conf.prof, v, "errors", err);
+    if (!strcmp(key, "outage"))
+        return outages_parse(&t->faults.global, v, now, "outage", err);
+    if (!strcmp(key, "models"))
+        return models_apply(&t->faults, v, now, err);
+    o = opt_find(key, strlen(key), true);
+    if (!o || !o->runtime)
+        return aiq_err_set(err, AIQ_EINVAL, "%s: not a runtime setting", key);
+    return opt_set_json(conf_field(&t->conf, o), o, key, v, err);
+}
+
+/* Applies every key of body to s's knobs and fault state, all or nothing; takes conf_lock.
+ * Returns 0, AIQ_EINVAL naming the bad key in err, or AIQ_ENOMEM. */
+static int sim_configure(sim_t *s, json_t *body, aiq_err_t *err)
+{
+    conf_txn_t *t = malloc(sizeof(*t)); /* ~200 KB: too big for an MHD thread's stack */
+    const char *key;
+    json_t *v;
+    int rc = 0;
+
+    if (!t)
+        return aiq_err_set(err, AIQ_ENOMEM, "config: out of memory");
+    pthread_mutex_lock(&s->conf_lock);
+    int64_t now = aiq_mono_ms();
+    t->conf = s->conf;
+    t->faults = s->faults;
+    json_object_foreach(body, key, v)
+    {
+        if ((rc = config_key(t, key, v, now, err)))
+            break;
+    }
+    if (!rc)
+        rc = faults_rebuild(&t->conf.prof, &t->faults, err);
+    if (!rc) {
+        conf_copy_runtime(&s->conf, &t->conf);
+        s->faults = t->faults;
+    }
+    pthread_mutex_unlock(&s->conf_lock);
+    free(t);
+    return rc;
+}
+
+/* The body of POST /_sim/outage: {"on": bool[, "model": id][, start_ms][, duration_ms]}. */
+typedef struct outage_req {
+    int on; /* -1 = missing */
+    const char *model;
+    bool has_window;
+    window_spec_t w;
+} outage_req_t;
+
+static int outage_req_parse(outage_req_t *q, json_t *body, aiq_err_t *err)
+{
+    const char *k;
+    json_t *v;
+
+    *q = (outage_req_t){.on = -1, .w = {0, -1}};
+    json_object_foreach(body, k, v)
+    {
+        int rc = window_field(&q->w, "outage", k, v, err);
+        if (!rc) {
+            q->has_window = true;
+        } else if (rc != AIQ_ENOTFOUND) {
+            return rc;
+        } else if (!strcmp(k, "on") && json_is_boolean(v)) {
+            q->on = json_is_true(v);
+        } else if (!strcmp(k, "model") && json_is_string(v) && json_string_length(v) > 0 &&
+                   json_string_length(v) <= SIM_MODEL_ID_MAX) {
+            q->model = json_string_value(v);
+        } else {
+            return aiq_err_set(err, AIQ_EINVAL,
+                               "outage.%s: unknown key or bad value (on: bool, model: model id, "
+                               "start_ms, duration_ms: ms)",
+                               k);
+        }
+    }
+    if (q->on < 0)
+        return aiq_err_set(err, AIQ_EINVAL, "outage: needs \"on\": true or false");
+    if (!q->on && q->has_window)
+        return aiq_err_set(err, AIQ_EINVAL, "outage: start_ms and duration_ms need \"on\": true");
+    return 0;
+}
+
+/* POST /_sim/outage: starts a window in the global or a model's scope, or ends them all. */
+static int sim_outage(sim_t *s, json_t *body, aiq_err_t *err)
+{
+    outage_req_t q;
+    sim_faults_t *f;
+    int rc;
+
+    if ((rc = outage_req_parse(&q, body, err)))
+        return rc;
+    if (!(f = malloc(sizeof(*f))))
+        return aiq_err_set(err, AIQ_ENOMEM, "outage: out of memory");
+    pthread_mutex_lock(&s->conf_lock);
+    int64_t now = aiq_mono_ms();
+    *f = s->faults;
+    model_override_t *ov =
+        q.model ? (q.on ? override_get(f, q.model) : override_find(f, q.model)) : NULL;
+    fault_state_t *st = q.model ? (ov ? &ov->st : NULL) : &f->global;
+    if (q.model && q.on && !ov)
+        rc = aiq_err_set(err, AIQ_EINVAL, "outage: at most %d models can have a profile",
+                         SIM_OVERRIDES_MAX);
+    else if (st && q.on)
+        rc = outage_add(st, &q.w, now, "outage", err);
+    else if (st)
+        st->noutages = 0;
+    if (!rc)
+        rc = faults_rebuild(&s->conf.prof, f, err); /* a model may be new */
+    if (!rc)
+        s->faults = *f;
+    pthread_mutex_unlock(&s->conf_lock);
+    free(f);
+    return rc;
+}
+
+/* Applies the JSON flags (--errors, ...) at start-up, through the same path as POST. */
+static int apply_json_flags(sim_t *s, const char **json_flags, aiq_err_t *err)
+{
+    for (size_t i = 0; i < NJSON_KEYS; i++) {
+        json_error_t jerr;
+        json_t *v, *body;
+        int rc;
+        if (!json_flags[i])
+            continue;
+        if (!(v = json_loads(json_flags[i], JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr)))
+            return aiq_err_set(err, AIQ_EINVAL, "--%s: not JSON: %s", json_keys[i], jerr.text);
+        body = json_object();
+        json_object_set_new(body, json_keys[i], v);
+        rc = sim_configure(s, body, err);
+        json_decref(body);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- stats ----------------------------------------------------------------------------------- */
@@ -472,13 +1456,40 @@ static void stats_count_request(sim_t *s, route_t route, const char *model_id)
     pthread_mutex_unlock(&s->stats_lock);
 }
 
-static void stats_count_status(sim_t *s, unsigned status, bool auth_failure)
+/* etype: the x-amzn-ErrorType value of an error reply ("Type:namespace"), or NULL. */
+static void stats_count_status(sim_t *s, unsigned status, bool auth_failure, const char *etype)
 {
+    sim_stats_t *st = &s->stats;
+    size_t tlen = etype ? strcspn(etype, ":") : 0;
+
     pthread_mutex_lock(&s->stats_lock);
     if (status < 600)
-        s->stats.by_status[status]++;
+        st->by_status[status]++;
+    st->ok += status == 200;
+    st->throttled += status == 429;
     if (auth_failure)
-        s->stats.auth_failures++;
+        st->auth_failures++;
+    if (tlen > 0 && tlen <= SIM_ETYPE_MAX) {
+        size_t i = 0;
+        while (i < st->netypes &&
+               (strlen(st->etypes[i].type) != tlen || strncmp(st->etypes[i].type, etype, tlen)))
+            i++;
+        if (i == st->netypes && st->netypes < SIM_STATS_ETYPES)
+            snprintf(st->etypes[st->netypes++].type, sizeof(st->etypes[0].type), "%.*s", (int)tlen,
+                     etype);
+        if (i < st->netypes)
+            st->etypes[i].n++;
+        else
+            st->etypes_other++;
+    }
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
+static void stats_count_rejection(sim_t *s, verdict_kind_t kind)
+{
+    pthread_mutex_lock(&s->stats_lock);
+    s->stats.quota_throttled += kind == V_QUOTA;
+    s->stats.outage_rejected += kind == V_OUTAGE;
     pthread_mutex_unlock(&s->stats_lock);
 }
 
@@ -499,13 +1510,32 @@ static int64_t stats_get_inflight(sim_t *s)
     return n;
 }
 
+/* Whether all models are in an outage now, and the ids of models in one of their own. */
+static bool outage_now(sim_t *s, json_t *models)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    int64_t now = aiq_mono_ms();
+    bool all = outage_active(&s->faults.global, now);
+    for (size_t i = 0; i < s->faults.noverrides; i++)
+        if (outage_active(&s->faults.overrides[i].st, now))
+            json_array_append_new(models, json_string(s->faults.overrides[i].id));
+    pthread_mutex_unlock(&s->conf_lock);
+    return all;
+}
+
 static json_t *stats_json(sim_t *s)
 {
-    json_t *models = json_object(), *status = json_object();
+    json_t *models = json_object(), *status = json_object(), *etypes = json_object();
+    json_t *outage_models = json_array();
+    bool in_outage = outage_now(s, outage_models); /* never both locks at once */
     sim_stats_t *st = &s->stats;
     json_t *o;
 
     pthread_mutex_lock(&s->stats_lock);
+    for (size_t i = 0; i < st->netypes; i++)
+        json_object_set_new(etypes, st->etypes[i].type, json_integer((json_int_t)st->etypes[i].n));
+    if (st->etypes_other)
+        json_object_set_new(etypes, "_other", json_integer((json_int_t)st->etypes_other));
     for (size_t i = 0; i < st->nmodels; i++)
         json_object_set_new(models, st->models[i].id, json_integer((json_int_t)st->models[i].n));
     if (st->models_other)
@@ -522,6 +1552,18 @@ static json_t *stats_json(sim_t *s)
                   (json_int_t)st->other, "by_model", models, "by_status", status, "auth_failures",
                   (json_int_t)st->auth_failures, "inflight", (json_int_t)st->inflight,
                   "max_inflight", (json_int_t)st->max_inflight);
+    if (o) {
+        json_object_set_new(o, "ok", json_integer((json_int_t)st->ok));
+        json_object_set_new(o, "by_error_type", etypes);
+        json_object_set_new(o, "throttled", json_integer((json_int_t)st->throttled));
+        json_object_set_new(o, "quota_throttled", json_integer((json_int_t)st->quota_throttled));
+        json_object_set_new(o, "outage_rejected", json_integer((json_int_t)st->outage_rejected));
+        json_object_set_new(o, "in_outage", json_boolean(in_outage));
+        json_object_set_new(o, "outage_models", outage_models);
+    } else {
+        json_decref(etypes);
+        json_decref(outage_models);
+    }
     pthread_mutex_unlock(&s->stats_lock);
     return o;
 }
@@ -535,6 +1577,7 @@ static void stats_reset(sim_t *s)
     pthread_mutex_unlock(&s->stats_lock);
     pthread_mutex_lock(&s->conf_lock);
     s->seq = 0;
+    faults_reset_state(&s->faults);
     pthread_mutex_unlock(&s->conf_lock);
 }
 
@@ -718,28 +1761,6 @@ static struct MHD_Response *error_response(const char *type, const char *fmt, ..
     return r;
 }
 
-static const char *error_type_for(unsigned status)
-{
-    switch (status) {
-    case 400:
-        return "ValidationException";
-    case 403:
-        return "AccessDeniedException";
-    case 404:
-        return "ResourceNotFoundException";
-    case 408:
-        return "ModelTimeoutException";
-    case 424:
-        return "ModelErrorException";
-    case 429:
-        return "ThrottlingException";
-    case 503:
-        return "ServiceUnavailableException";
-    default:
-        return "InternalServerException";
-    }
-}
-
 /* Queues resp (consumed; NULL means out of memory) now. */
 static enum MHD_Result send_now(struct MHD_Connection *conn, unsigned status,
                                 struct MHD_Response *resp)
@@ -765,7 +1786,8 @@ static enum MHD_Result reply_model(sim_req_t *r, struct MHD_Connection *conn, un
 {
     sim_t *s = r->sim;
 
-    stats_count_status(s, status, auth_failure);
+    stats_count_status(s, status, auth_failure,
+                       resp ? MHD_get_response_header(resp, "x-amzn-ErrorType") : NULL);
     pthread_mutex_lock(&s->conf_lock);
     bool log = s->conf.log_requests;
     pthread_mutex_unlock(&s->conf_lock);
@@ -786,7 +1808,7 @@ static enum MHD_Result reply_model(sim_req_t *r, struct MHD_Connection *conn, un
 /* 413 for a body over the route's cap. */
 static enum MHD_Result reply_too_large(sim_req_t *r, struct MHD_Connection *conn)
 {
-    if (r->route == ROUTE_SIM_CONFIG)
+    if (r->route == ROUTE_SIM_CONFIG || r->route == ROUTE_SIM_OUTAGE)
         return send_now(conn, 413, error_response("ValidationException", "config body too large"));
     return reply_model(
         r, conn, 413,
@@ -1050,118 +2072,203 @@ static int verify_signature(sim_req_t *r, struct MHD_Connection *conn, aiq_err_t
     return aiq_sigv4_verify(&v, err);
 }
 
-/* The per-request draws, under conf_lock so that seq and the knobs are read together. */
-typedef struct draws {
-    int latency_ms;
-    unsigned fault_status; /* 0 = none */
-} draws_t;
-
-static draws_t draw_request(sim_t *s)
+static const char *default_message(const char *type)
 {
-    draws_t d = {0, 0};
-
-    pthread_mutex_lock(&s->conf_lock);
-    const sim_conf_t *c = &s->conf;
-    uint64_t seq = s->seq++;
-    d.latency_ms = c->latency_ms;
-    if (c->latency_jitter_ms > 0)
-        d.latency_ms += (int)(draw(c->seed, seq, 0) * (c->latency_jitter_ms + 1));
-    if (draw(c->seed, seq, 1) < c->throttle_rate)
-        d.fault_status = 429;
-    else if (draw(c->seed, seq, 2) < c->fail_rate)
-        d.fault_status = (unsigned)c->fail_status;
-    pthread_mutex_unlock(&s->conf_lock);
-    return d;
+    if (!strcmp(type, "ThrottlingException"))
+        return SIM_THROTTLE_MSG;
+    if (!strcmp(type, "ServiceUnavailableException"))
+        return SIM_UNAVAILABLE_MSG;
+    return "injected failure (bedrock-sim errors)";
 }
 
-static struct MHD_Response *fault_response(unsigned status)
+/* Draws 1..3 of request seq: throttle-rate, then fail-rate, then one error of the mix. */
+static void draw_fault(const sim_profile_t *p, uint64_t seed, uint64_t seq, verdict_t *v)
 {
-    if (status == 429)
-        return error_response("ThrottlingException",
-                              "Too many requests, please wait before trying again.");
-    return error_response(error_type_for(status), "injected failure (bedrock-sim fail_rate)");
+    double u, acc = 0;
+
+    v->kind = V_MODEL;
+    if (draw(seed, seq, 1) < p->throttle_rate) {
+        verdict_error(v, V_INJECTED, 429, "ThrottlingException", SIM_THROTTLE_MSG, -1);
+        return;
+    }
+    if (draw(seed, seq, 2) < p->fail_rate) {
+        verdict_error(v, V_INJECTED, p->fail_status, error_type_for(p->fail_status),
+                      "injected failure (bedrock-sim fail_rate)", -1);
+        return;
+    }
+    u = draw(seed, seq, 3);
+    for (size_t i = 0; i < p->nerrors; i++) {
+        const sim_error_t *e = &p->errors[i];
+        acc += e->rate;
+        if (u < acc) {
+            verdict_error(v, V_INJECTED, e->status, e->type,
+                          e->message[0] ? e->message : default_message(e->type), e->retry_after_s);
+            return;
+        }
+    }
+}
+
+/* The seeded part of a model request's fate (latency, injected fault), under conf_lock so that
+ * seq and the knobs are read together. Taken first, so request n always draws the same. */
+static void draw_request(sim_t *s, const char *model_id, verdict_t *v)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    uint64_t seq = s->seq++;
+    model_override_t *ov = override_find(&s->faults, model_id);
+    const sim_profile_t *p = ov ? &ov->eff : &s->conf.prof;
+    v->latency_ms = draw_latency(p, s->conf.seed, seq);
+    draw_fault(p, s->conf.seed, seq, v);
+    pthread_mutex_unlock(&s->conf_lock);
+}
+
+/* The stateful part, for a signed and well-formed request: an outage beats the quota, which
+ * beats an injected fault. Only an admitted request counts against the quota. */
+static void admit(sim_t *s, const char *model_id, verdict_t *v)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    int64_t now = aiq_mono_ms();
+    sim_faults_t *f = &s->faults;
+    model_override_t *ov = override_find(f, model_id);
+    const sim_profile_t *p = ov ? &ov->eff : &s->conf.prof;
+    quota_window_t *rps = ov && ov->own_rps ? &ov->st.rps : &f->global.rps;
+    quota_window_t *rpm = ov && ov->own_rpm ? &ov->st.rpm : &f->global.rpm;
+
+    if (outage_active(&f->global, now) || (ov && outage_active(&ov->st, now))) {
+        verdict_error(v, V_OUTAGE, 503, "ServiceUnavailableException",
+                      SIM_UNAVAILABLE_MSG " (bedrock-sim outage)", -1);
+    } else if (!quota_room(rps, p->quota_rps, 1000, now) ||
+               !quota_room(rpm, p->quota_rpm, 60000, now)) {
+        verdict_error(v, V_QUOTA, 429, "ThrottlingException", SIM_THROTTLE_MSG, -1);
+    } else {
+        quota_take(rps, p->quota_rps);
+        quota_take(rpm, p->quota_rpm);
+    }
+    pthread_mutex_unlock(&s->conf_lock);
+}
+
+static struct MHD_Response *verdict_response(const verdict_t *v)
+{
+    struct MHD_Response *r = error_response(v->type, "%s", v->message);
+    char secs[16];
+
+    if (r && v->retry_after_s >= 0) {
+        snprintf(secs, sizeof(secs), "%d", v->retry_after_s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    }
+    return r;
 }
 
 /* POST /model/{id}/converse|invoke with the whole body in r->body. */
 static enum MHD_Result handle_model(sim_req_t *r, struct MHD_Connection *conn)
 {
-    draws_t d = draw_request(r->sim);
+    verdict_t v;
     char why[300];
     aiq_err_t err = {0};
     json_error_t jerr;
     json_t *body, *out;
 
+    draw_request(r->sim, r->model_id, &v);
     if (r->too_big)
         return reply_too_large(r, conn);
     if (verify_signature(r, conn, &err))
         return reply_model(r, conn, 403, error_response("AccessDeniedException", "%s", err.msg),
-                           d.latency_ms, true);
+                           v.latency_ms, true);
     body = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(body)) {
         json_decref(body);
         return reply_model(r, conn, 400,
                            error_response("ValidationException", "Malformed input request: %s",
                                           body ? "body must be a JSON object" : jerr.text),
-                           d.latency_ms, false);
+                           v.latency_ms, false);
     }
-    if (d.fault_status) {
+    admit(r->sim, r->model_id, &v);
+    if (v.kind != V_MODEL) {
         json_decref(body);
-        return reply_model(r, conn, d.fault_status, fault_response(d.fault_status), d.latency_ms,
-                           false);
+        stats_count_rejection(r->sim, v.kind);
+        /* Outages and quotas answer at once, as the service does before a model is involved. */
+        return reply_model(r, conn, (unsigned)v.status, verdict_response(&v),
+                           v.kind == V_INJECTED ? v.latency_ms : 0, false);
     }
     out = r->route == ROUTE_CONVERSE
-              ? converse_reply(body, r->model_id, d.latency_ms, why, sizeof(why))
+              ? converse_reply(body, r->model_id, v.latency_ms, why, sizeof(why))
               : invoke_reply(body, r->model_id, r->body, r->body_len, why, sizeof(why));
     json_decref(body);
     if (!out)
         return reply_model(r, conn, 400, error_response("ValidationException", "%s", why),
-                           d.latency_ms, false);
-    return reply_model(r, conn, 200, json_response_of(out), d.latency_ms, false);
+                           v.latency_ms, false);
+    return reply_model(r, conn, 200, json_response_of(out), v.latency_ms, false);
 }
 
-/* POST /_sim/config: every key must name a runtime option; all or nothing. */
+/* The JSON object body of a control POST, or NULL after answering 400/413 (*ret). */
+static json_t *control_body(sim_req_t *r, struct MHD_Connection *conn, enum MHD_Result *ret)
+{
+    json_error_t jerr;
+    json_t *body;
+
+    if (r->too_big) {
+        *ret = reply_too_large(r, conn);
+        return NULL;
+    }
+    body = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (json_is_object(body))
+        return body;
+    *ret = send_now(conn, 400,
+                    body ? error_response("ValidationException", "body must be a JSON object")
+                         : error_response("ValidationException", "body is not JSON: %s (line %d)",
+                                          jerr.text, jerr.line));
+    json_decref(body);
+    return NULL;
+}
+
+static enum MHD_Result send_control_error(struct MHD_Connection *conn, const aiq_err_t *err)
+{
+    return send_now(conn, err->code == AIQ_ENOMEM ? 500 : 400,
+                    error_response("ValidationException", "%s", err->msg));
+}
+
+/* GET|POST /_sim/config: a POST applies its keys all or nothing; both answer the config. */
 static enum MHD_Result handle_config(sim_req_t *r, struct MHD_Connection *conn, bool update)
 {
     sim_t *s = r->sim;
     aiq_err_t err = {0};
-    json_t *body = NULL, *v;
-    const char *key;
-    sim_conf_t next;
+    enum MHD_Result ret = MHD_NO;
+    json_t *body = NULL, *now;
 
-    if (update && r->too_big)
-        return reply_too_large(r, conn);
-    if (update) {
-        body = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(body)) {
-            json_decref(body);
-            return send_now(
-                conn, 400,
-                error_response("ValidationException", "config body must be a JSON object"));
-        }
+    if (update && !(body = control_body(r, conn, &ret)))
+        return ret;
+    if (update && sim_configure(s, body, &err)) {
+        json_decref(body);
+        return send_control_error(conn, &err);
     }
-    pthread_mutex_lock(&s->conf_lock);
-    next = s->conf;
-    json_object_foreach(body, key, v)
-    {
-        const opt_t *o = opt_find(key, strlen(key), true);
-        if (!o || !o->runtime) {
-            aiq_err_set(&err, AIQ_EINVAL, "%s: not a runtime setting", key);
-            break;
-        }
-        if (opt_set_json(&next, o, v, &err))
-            break;
-    }
-    if (!err.code)
-        conf_copy_runtime(&s->conf, &next);
-    json_t *now = conf_runtime_json(&s->conf);
-    pthread_mutex_unlock(&s->conf_lock);
     json_decref(body);
-    if (err.code) {
-        json_decref(now);
-        return send_now(conn, 400, error_response("ValidationException", "%s", err.msg));
-    }
+    pthread_mutex_lock(&s->conf_lock);
+    now = config_json(&s->conf, &s->faults, aiq_mono_ms());
+    pthread_mutex_unlock(&s->conf_lock);
     if (update)
         sim_log("info", "config changed", json_pack("{sO}", "config", now));
+    return send_now(conn, 200, json_response_of(now));
+}
+
+/* GET|POST /_sim/outage. */
+static enum MHD_Result handle_outage(sim_req_t *r, struct MHD_Connection *conn, bool update)
+{
+    sim_t *s = r->sim;
+    aiq_err_t err = {0};
+    enum MHD_Result ret = MHD_NO;
+    json_t *body = NULL, *now;
+
+    if (update && !(body = control_body(r, conn, &ret)))
+        return ret;
+    if (update && sim_outage(s, body, &err)) {
+        json_decref(body);
+        return send_control_error(conn, &err);
+    }
+    if (update)
+        sim_log("info", "outage changed", json_pack("{sO}", "request", body));
+    json_decref(body);
+    pthread_mutex_lock(&s->conf_lock);
+    now = outage_status_json(&s->faults, aiq_mono_ms());
+    pthread_mutex_unlock(&s->conf_lock);
     return send_now(conn, 200, json_response_of(now));
 }
 
@@ -1186,6 +2293,10 @@ static enum MHD_Result dispatch(sim_req_t *r, struct MHD_Connection *conn, const
     case ROUTE_SIM_CONFIG:
         if (get || post)
             return handle_config(r, conn, post);
+        break;
+    case ROUTE_SIM_OUTAGE:
+        if (get || post)
+            return handle_outage(r, conn, post);
         break;
     case ROUTE_UNKNOWN:
         return reply_model(r, conn, 404,
@@ -1242,6 +2353,8 @@ static route_t route_of(sim_req_t *r, const char *method)
         return ROUTE_SIM_RESET;
     if (!strcmp(p, "/_sim/config"))
         return ROUTE_SIM_CONFIG;
+    if (!strcmp(p, "/_sim/outage"))
+        return ROUTE_SIM_OUTAGE;
     if (strcmp(method, "POST") || strncmp(p, prefix, sizeof(prefix) - 1))
         return ROUTE_UNKNOWN;
     id = p + sizeof(prefix) - 1;
@@ -1302,11 +2415,11 @@ static enum MHD_Result on_first_call(sim_req_t *r, struct MHD_Connection *conn, 
 
     r->started = true;
     r->route = r->uri_too_long ? ROUTE_UNKNOWN : route_of(r, method);
+    bool control = r->route == ROUTE_SIM_CONFIG || r->route == ROUTE_SIM_OUTAGE;
     r->body_limit = r->route == ROUTE_CONVERSE || r->route == ROUTE_INVOKE ? s->max_body
-                    : r->route == ROUTE_SIM_CONFIG                         ? SIM_CONFIG_BODY_MAX
+                    : control                                              ? SIM_CONFIG_BODY_MAX
                                                                            : 0;
-    if (r->route != ROUTE_SIM_STATS && r->route != ROUTE_SIM_RESET &&
-        r->route != ROUTE_SIM_CONFIG) {
+    if (r->route != ROUTE_SIM_STATS && r->route != ROUTE_SIM_RESET && !control) {
         stats_count_request(s, r->route, r->model_id);
         stats_inflight(s, 1);
         r->counted = true;
@@ -1525,13 +2638,14 @@ static void log_started(const sim_t *s, const char *shown, int max_conns)
 
 int main(int argc, char **argv)
 {
-    static sim_t sim; /* owned by main; large (stats table) so not on the stack */
+    static sim_t sim; /* owned by main; large (stats, fault tables) so not on the stack */
+    const char *json_flags[NJSON_KEYS] = {0};
     aiq_err_t err = {0};
     char shown[128];
     int rc, fd, max_conns;
 
     if ((rc = conf_defaults(&sim.conf, &err)) ||
-        (rc = conf_parse_args(&sim.conf, argc, argv, &err))) {
+        (rc = conf_parse_args(&sim.conf, argc, argv, json_flags, &err))) {
         if (rc > 0)
             return 0;
         fprintf(stderr, "bedrock-sim: %s\n", err.msg);
@@ -1543,6 +2657,11 @@ int main(int argc, char **argv)
     sim.max_body = (size_t)sim.conf.max_body;
     pthread_mutex_init(&sim.conf_lock, NULL);
     pthread_mutex_init(&sim.stats_lock, NULL);
+    if ((rc = faults_rebuild(&sim.conf.prof, &sim.faults, &err)) ||
+        (rc = apply_json_flags(&sim, json_flags, &err))) {
+        fprintf(stderr, "bedrock-sim: %s\n", err.msg);
+        return 2;
+    }
     setup_signals();
     max_conns = fit_fd_limit(sim.conf.max_connections);
     if ((fd = open_listener(sim.conf.listen, sim.conf.port, 4096, shown, sizeof(shown), &err)) < 0)
