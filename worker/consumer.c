@@ -45,6 +45,7 @@ struct aiq_consumer {
     int fetching[AIQ_PRIO_COUNT];
     int joined;
     int assigned;
+    uint64_t rebalances; /* assign and revoke callbacks served */
     int closing_handles;
 };
 
@@ -235,6 +236,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     aiq_consumer_t *c = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    c->rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         c->joined = 1;
         c->assigned += parts->cnt;
@@ -274,7 +276,8 @@ static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
     const char *topic = rd_kafka_topic_name(m->rkt);
     int prio = aiq_topic_priority(c->prefix, topic);
     part_t *p = part_get(c, prio, m->partition, 0);
-    if (!p || !p->tracker || p->revoking || aiq_offsets_track(p->tracker, m->offset)) {
+    if (!p || !p->tracker || p->revoking ||
+        aiq_offsets_track_at(p->tracker, m->offset, aiq_mono_ms())) {
         /* A record from a partition we no longer own (or a replay below what we track):
          * dropping it is safe, the partition's owner processes it. */
         aiq_log_debug(c->log, "dropping %s[%d]@%lld: not tracked", topic, m->partition,
@@ -561,4 +564,39 @@ void aiq_consumer_close(aiq_consumer_t *c)
     } else {
         free(c);
     }
+}
+
+void aiq_consumer_lag(aiq_consumer_t *c, aiq_consumer_lag_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->rebalances = c->rebalances;
+    int64_t now = aiq_mono_ms();
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(c->assigned + 1);
+    for (int q = 0; q < AIQ_PRIO_COUNT; q++)
+        for (int32_t i = 0; i < c->nparts[q]; i++) {
+            part_t *p = &c->parts[q][i];
+            if (!p->tracker)
+                continue;
+            rd_kafka_topic_partition_list_add(list, c->topics[q], i);
+            int64_t since = aiq_offsets_lowest_since(p->tracker);
+            if (since > 0 && out->n_oldest < AIQ_CONSUMER_OLDEST_MAX) {
+                out->oldest[out->n_oldest].prio = q;
+                out->oldest[out->n_oldest].partition = i;
+                out->oldest[out->n_oldest].age_ms = now - since;
+                out->n_oldest++;
+            }
+        }
+    /* Both are local: the fetch position, and the end offset the last fetch reported. */
+    if (rd_kafka_position(c->rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int k = 0; k < list->cnt; k++) {
+            rd_kafka_topic_partition_t *tp = &list->elems[k];
+            int64_t lo, hi;
+            int q = aiq_topic_priority(c->prefix, tp->topic);
+            if (q < 0 || tp->offset < 0 ||
+                rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &lo, &hi) || hi < 0)
+                continue;
+            out->lag[q] += hi > tp->offset ? hi - tp->offset : 0;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(list);
 }

@@ -7,6 +7,7 @@
 #include "aiq_err.h"
 #include "config.h"
 #include "log.h"
+#include "topics.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
@@ -57,6 +58,25 @@ int aiq_consumer_joined(const aiq_consumer_t *c);
 
 /* Job partitions currently assigned. */
 int aiq_consumer_assigned(const aiq_consumer_t *c);
+
+#define AIQ_CONSUMER_OLDEST_MAX 256
+
+/* Where the consumer stands: records not yet fetched per priority (end offset minus fetch
+ * position, from what the last fetches reported), the age of the oldest unfinished record
+ * of each partition that has one (a stuck job shows here while lag looks healthy), and
+ * rebalance callbacks served. */
+typedef struct aiq_consumer_lag {
+    int64_t lag[AIQ_PRIO_COUNT];
+    uint64_t rebalances;
+    int n_oldest;
+    struct {
+        int prio;
+        int32_t partition;
+        int64_t age_ms;
+    } oldest[AIQ_CONSUMER_OLDEST_MAX];
+} aiq_consumer_lag_t;
+
+void aiq_consumer_lag(aiq_consumer_t *c, aiq_consumer_lag_t *out);
 
 /* Records received and not yet finished, over all partitions. */
 size_t aiq_consumer_pending(const aiq_consumer_t *c);

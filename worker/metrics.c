@@ -25,6 +25,19 @@ typedef struct histo {
 static const char *const dlq_kinds[DLQ_KINDS] = {"not_json", "invalid_job", "too_large",
                                                  "reply_failed", "other"};
 
+/* Usage by operation and model: bounded label sets, anything past them is "other". */
+#define USAGE_KEYS   48
+#define USAGE_MODELS 16
+#define LABEL_MAX    128
+
+typedef struct usage {
+    char operation[LABEL_MAX], model[LABEL_MAX];
+    uint64_t finished[AIQ_METRICS_STATUSES];
+    uint64_t tokens_in, tokens_out;
+    double cost_usd;
+    histo_t total;
+} usage_t;
+
 struct aiq_metrics {
     uint64_t received[4];
     uint64_t finished[4][AIQ_METRICS_STATUSES];
@@ -33,6 +46,10 @@ struct aiq_metrics {
     uint64_t model_calls_2xx, model_calls_4xx, model_calls_5xx, model_calls_none;
     uint64_t retries;
     uint64_t dlq[DLQ_KINDS];
+    usage_t usage[USAGE_KEYS];
+    int nusage;
+    char models[USAGE_MODELS][LABEL_MAX];
+    int nmodels;
 };
 
 aiq_metrics_t *aiq_metrics_new(void)
@@ -101,6 +118,64 @@ void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind)
     while (i < DLQ_KINDS - 1 && strcmp(dlq_kinds[i], kind ? kind : ""))
         i++;
     m->dlq[i]++;
+}
+
+/* Label values are printed inside quotes: keep them to a safe alphabet. */
+static void label_copy(char *dst, const char *src)
+{
+    size_t i = 0;
+    for (; src && src[i] && i < LABEL_MAX - 1; i++) {
+        char ch = src[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '.' || ch == '-' || ch == '_' || ch == ':' || ch == '/';
+        dst[i] = ok ? ch : '_';
+    }
+    dst[i] = '\0';
+}
+
+static const char *model_label(aiq_metrics_t *m, const char *model)
+{
+    char want[LABEL_MAX];
+    label_copy(want, model && *model ? model : "none");
+    for (int i = 0; i < m->nmodels; i++)
+        if (!strcmp(m->models[i], want))
+            return m->models[i];
+    if (m->nmodels == USAGE_MODELS)
+        return "other";
+    memcpy(m->models[m->nmodels], want, LABEL_MAX);
+    return m->models[m->nmodels++];
+}
+
+void aiq_metrics_usage(aiq_metrics_t *m, const char *operation, const char *model, int status,
+                       int64_t total_ms, int64_t in_tokens, int64_t out_tokens, double cost_usd)
+{
+    char op[LABEL_MAX];
+    label_copy(op, operation && *operation ? operation : "other");
+    const char *mod = model_label(m, model);
+    usage_t *u = NULL;
+    for (int i = 0; i < m->nusage && !u; i++)
+        if (!strcmp(m->usage[i].operation, op) && !strcmp(m->usage[i].model, mod))
+            u = &m->usage[i];
+    if (!u) {
+        if (m->nusage == USAGE_KEYS) {
+            /* the last key collects everything past the bound */
+            u = &m->usage[USAGE_KEYS - 1];
+            strcpy(u->operation, "other");
+            strcpy(u->model, "other");
+        } else {
+            u = &m->usage[m->nusage++];
+            memcpy(u->operation, op, LABEL_MAX);
+            snprintf(u->model, LABEL_MAX, "%s", mod);
+        }
+    }
+    if (status < 0 || status >= AIQ_METRICS_STATUSES)
+        status = 1;
+    u->finished[status]++;
+    u->tokens_in += (uint64_t)(in_tokens > 0 ? in_tokens : 0);
+    u->tokens_out += (uint64_t)(out_tokens > 0 ? out_tokens : 0);
+    if (cost_usd > 0)
+        u->cost_usd += cost_usd;
+    observe(&u->total, total_ms);
 }
 
 void aiq_metrics_received(aiq_metrics_t *m, int prio)
@@ -258,6 +333,78 @@ static void res_counters(const aiq_metrics_gauges_t *g, const char *names[RES_CO
     }
 }
 
+static void render_usage(buf_t *b, const aiq_metrics_t *m, const char *w)
+{
+    put(b, "# HELP aiq_operation_jobs_total Jobs answered, by operation, model and status.\n"
+           "# TYPE aiq_operation_jobs_total counter\n");
+    for (int i = 0; i < m->nusage; i++)
+        for (int s = 0; s < AIQ_METRICS_STATUSES; s++)
+            put(b,
+                "aiq_operation_jobs_total{worker=\"%s\",operation=\"%s\",model=\"%s\","
+                "status=\"%s\"} %llu\n",
+                w, m->usage[i].operation, m->usage[i].model, status_names[s],
+                (unsigned long long)m->usage[i].finished[s]);
+    put(b, "# HELP aiq_model_tokens_total Tokens by model, operation and direction.\n"
+           "# TYPE aiq_model_tokens_total counter\n");
+    for (int i = 0; i < m->nusage; i++) {
+        const usage_t *u = &m->usage[i];
+        put(b,
+            "aiq_model_tokens_total{worker=\"%s\",operation=\"%s\",model=\"%s\","
+            "direction=\"input\"} %llu\n"
+            "aiq_model_tokens_total{worker=\"%s\",operation=\"%s\",model=\"%s\","
+            "direction=\"output\"} %llu\n",
+            w, u->operation, u->model, (unsigned long long)u->tokens_in, w, u->operation, u->model,
+            (unsigned long long)u->tokens_out);
+    }
+    put(b, "# HELP aiq_cost_usd_total Estimated model cost (operations file price table).\n"
+           "# TYPE aiq_cost_usd_total counter\n");
+    for (int i = 0; i < m->nusage; i++)
+        put(b, "aiq_cost_usd_total{worker=\"%s\",operation=\"%s\",model=\"%s\"} %.6f\n", w,
+            m->usage[i].operation, m->usage[i].model, m->usage[i].cost_usd);
+    put(b, "# HELP aiq_operation_job_seconds Time from receipt to result, by operation.\n"
+           "# TYPE aiq_operation_job_seconds histogram\n");
+    for (int i = 0; i < m->nusage; i++) {
+        const usage_t *u = &m->usage[i];
+        uint64_t cum = 0;
+        for (int k = 0; k < AIQ_METRICS_BUCKETS; k++) {
+            cum += u->total.buckets[k];
+            put(b,
+                "aiq_operation_job_seconds_bucket{worker=\"%s\",operation=\"%s\",model=\"%s\","
+                "le=\"%.3f\"} %llu\n",
+                w, u->operation, u->model, (double)bucket_ms[k] / 1000.0, (unsigned long long)cum);
+        }
+        put(b,
+            "aiq_operation_job_seconds_bucket{worker=\"%s\",operation=\"%s\",model=\"%s\","
+            "le=\"+Inf\"} %llu\n"
+            "aiq_operation_job_seconds_sum{worker=\"%s\",operation=\"%s\",model=\"%s\"} %.3f\n"
+            "aiq_operation_job_seconds_count{worker=\"%s\",operation=\"%s\",model=\"%s\"} %llu\n",
+            w, u->operation, u->model, (unsigned long long)u->total.count, w, u->operation,
+            u->model, (double)u->total.sum_ms / 1000.0, w, u->operation, u->model,
+            (unsigned long long)u->total.count);
+    }
+}
+
+static void render_consumer(buf_t *b, const aiq_metrics_gauges_t *g, const char *w)
+{
+    put(b, "# HELP aiq_consumer_lag Records not yet fetched, per priority topic.\n"
+           "# TYPE aiq_consumer_lag gauge\n");
+    for (int p = 0; p < 4; p++)
+        put(b, "aiq_consumer_lag{worker=\"%s\",priority=\"%s\"} %lld\n", w, prio_names[p],
+            (long long)g->lag[p]);
+    put(b, "# HELP aiq_oldest_unfinished_seconds Age of the oldest unfinished job of a partition "
+           "(a stuck job shows here while lag looks healthy).\n"
+           "# TYPE aiq_oldest_unfinished_seconds gauge\n");
+    for (int i = 0; i < g->n_oldest && i < AIQ_METRICS_PARTITIONS; i++)
+        put(b,
+            "aiq_oldest_unfinished_seconds{worker=\"%s\",priority=\"%s\",partition=\"%d\"} %.3f\n",
+            w, prio_names[g->oldest[i].prio & 3], (int)g->oldest[i].partition,
+            (double)g->oldest[i].age_ms / 1000.0);
+    put(b,
+        "# HELP aiq_rebalances_total Partition assignments and revocations served.\n"
+        "# TYPE aiq_rebalances_total counter\naiq_rebalances_total{worker=\"%s\"} %llu\n",
+        w, (unsigned long long)g->rebalances);
+}
+
 static void render_resilience(buf_t *b, const aiq_metrics_gauges_t *g, const char *w)
 {
     static const char *const help[RES_COUNTERS] = {
@@ -331,13 +478,15 @@ static json_t *snapshot_resilience(const aiq_metrics_gauges_t *g)
 char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
                          const char *worker_id)
 {
-    buf_t b = {.s = malloc(32768), .cap = 32768};
+    buf_t b = {.s = malloc(65536), .cap = 65536};
     if (!b.s)
         return NULL;
     b.s[0] = '\0';
     render_counters(&b, m, worker_id);
     render_gauges(&b, g, worker_id);
     render_resilience(&b, g, worker_id);
+    render_consumer(&b, g, worker_id);
+    render_usage(&b, m, worker_id);
     render_histo(&b, "aiq_queue_wait_seconds", "Time from receipt to a free slot.", m->queue_wait,
                  worker_id);
     render_histo(&b, "aiq_provider_seconds", "Time spent in model calls (all attempts).",
@@ -431,6 +580,31 @@ char *aiq_metrics_snapshot(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g
         backlog[p] = (uint64_t)(g->backlog[p] > 0 ? g->backlog[p] : 0);
     json_object_set_new(o, "backlog", per_prio_counts(backlog));
     json_object_set_new(o, "resilience", snapshot_resilience(g));
+    uint64_t lag[4];
+    int64_t oldest[4] = {0, 0, 0, 0};
+    for (int p = 0; p < 4; p++)
+        lag[p] = (uint64_t)(g->lag[p] > 0 ? g->lag[p] : 0);
+    for (int i = 0; i < g->n_oldest && i < AIQ_METRICS_PARTITIONS; i++)
+        if (g->oldest[i].age_ms > oldest[g->oldest[i].prio & 3])
+            oldest[g->oldest[i].prio & 3] = g->oldest[i].age_ms;
+    json_object_set_new(o, "lag", per_prio_counts(lag));
+    json_t *old = json_object();
+    for (int p = 0; p < 4; p++)
+        json_object_set_new(old, prio_names[p], json_integer(oldest[p]));
+    json_object_set_new(o, "oldest_unfinished_ms", old);
+    json_object_set_new(o, "rebalances", json_integer((json_int_t)g->rebalances));
+    json_t *usage = json_array();
+    for (int i = 0; i < m->nusage; i++) {
+        const usage_t *u = &m->usage[i];
+        json_t *by = json_object();
+        for (int st = 0; st < AIQ_METRICS_STATUSES; st++)
+            json_object_set_new(by, status_names[st], json_integer((json_int_t)u->finished[st]));
+        json_array_append_new(
+            usage, json_pack("{s:s, s:s, s:o, s:I, s:I, s:f}", "operation", u->operation, "model",
+                             u->model, "finished", by, "input_tokens", (json_int_t)u->tokens_in,
+                             "output_tokens", (json_int_t)u->tokens_out, "cost_usd", u->cost_usd));
+    }
+    json_object_set_new(o, "usage", usage);
     json_t *calls = snapshot_calls(m);
     if (calls) {
         json_object_update(o, calls);

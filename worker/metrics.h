@@ -7,9 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AIQ_METRICS_STATUSES 5 /* aiq_result_status_t values */
-#define AIQ_METRICS_BUCKETS  14
-#define AIQ_METRICS_BREAKERS 64
+#define AIQ_METRICS_STATUSES   5 /* aiq_result_status_t values */
+#define AIQ_METRICS_BUCKETS    14
+#define AIQ_METRICS_BREAKERS   64
+#define AIQ_METRICS_PARTITIONS 256
 
 typedef struct aiq_metrics aiq_metrics_t;
 
@@ -30,6 +31,15 @@ typedef struct aiq_metrics_gauges {
         const char *model; /* borrowed for the render */
         int state;         /* aiq_breaker_state_t */
     } breakers[AIQ_METRICS_BREAKERS];
+    /* the consumer */
+    int64_t lag[4];
+    uint64_t rebalances;
+    int n_oldest;
+    struct {
+        int prio;
+        int32_t partition;
+        int64_t age_ms;
+    } oldest[AIQ_METRICS_PARTITIONS];
 } aiq_metrics_gauges_t;
 
 aiq_metrics_t *aiq_metrics_new(void); /* NULL when out of memory */
@@ -39,6 +49,10 @@ void aiq_metrics_free(aiq_metrics_t *m);
 void aiq_metrics_job(aiq_metrics_t *m, int prio, int status, int64_t queued_ms, int64_t provider_ms,
                      int64_t total_ms, int64_t in_tokens, int64_t out_tokens);
 void aiq_metrics_model_call(aiq_metrics_t *m, long http_status);
+/* One finished job by operation (the caller folds unknown ones into "other") and model
+ * (the first 16 distinct models keep their name, the rest count as "other"). */
+void aiq_metrics_usage(aiq_metrics_t *m, const char *operation, const char *model, int status,
+                       int64_t total_ms, int64_t in_tokens, int64_t out_tokens, double cost_usd);
 void aiq_metrics_retry(aiq_metrics_t *m);
 void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind);
 void aiq_metrics_received(aiq_metrics_t *m, int prio);

@@ -7,6 +7,7 @@
 
 typedef struct entry {
     int64_t offset;
+    int64_t since_ms; /* when it was tracked (0 when not given) */
     bool done;
 } entry_t;
 
@@ -58,11 +59,16 @@ static int grow(aiq_offsets_t *t)
 
 int aiq_offsets_track(aiq_offsets_t *t, int64_t offset)
 {
+    return aiq_offsets_track_at(t, offset, 0);
+}
+
+int aiq_offsets_track_at(aiq_offsets_t *t, int64_t offset, int64_t now_ms)
+{
     if (offset < 0 || offset <= t->last)
         return AIQ_EINVAL;
     if (t->len == t->cap && grow(t))
         return AIQ_ENOMEM;
-    *at(t, t->len) = (entry_t){.offset = offset, .done = false};
+    *at(t, t->len) = (entry_t){.offset = offset, .since_ms = now_ms, .done = false};
     t->len++;
     t->last = offset;
     return 0;
@@ -116,4 +122,9 @@ size_t aiq_offsets_pending(const aiq_offsets_t *t)
 int64_t aiq_offsets_lowest(const aiq_offsets_t *t)
 {
     return t->len ? at(t, 0)->offset : -1;
+}
+
+int64_t aiq_offsets_lowest_since(const aiq_offsets_t *t)
+{
+    return t->len ? at(t, 0)->since_ms : -1;
 }

@@ -16,6 +16,9 @@ void aiq_offsets_free(aiq_offsets_t *t); /* NULL is a no-op */
  * in order). Returns 0, AIQ_EINVAL when offset is not above the last one, AIQ_ENOMEM. */
 int aiq_offsets_track(aiq_offsets_t *t, int64_t offset);
 
+/* The same, remembering when (for the age of the oldest unfinished record). */
+int aiq_offsets_track_at(aiq_offsets_t *t, int64_t offset, int64_t now_ms);
+
 /* Marks offset finished. Returns the offset to store (lowest unfinished, or last+1 when
  * none is unfinished) when that advanced; -1 when it did not advance; AIQ_ENOTFOUND when
  * offset is not tracked or already finished. */
@@ -26,5 +29,8 @@ size_t aiq_offsets_pending(const aiq_offsets_t *t);
 
 /* Lowest unfinished offset, or -1 when none. */
 int64_t aiq_offsets_lowest(const aiq_offsets_t *t);
+
+/* When the lowest unfinished offset was tracked (its now_ms), or -1 when none. */
+int64_t aiq_offsets_lowest_since(const aiq_offsets_t *t);
 
 #endif

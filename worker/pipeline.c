@@ -279,14 +279,30 @@ const aiq_pipeline_stats_t *aiq_pipeline_stats(const aiq_pipeline_t *pl)
     return &pl->stats;
 }
 
+static double cost_of(aiq_pipeline_t *pl, const aiq_task_t *t);
+
+/* The operation's name for metrics: unknown ones (answered by "*") fold into "other". */
+static const char *op_label(const aiq_task_t *t)
+{
+    const aiq_op_t *op = t->pl->d.ops ? aiq_ops_find(t->pl->d.ops, t->job->operation) : NULL;
+    return op && strcmp(aiq_op_name(op), "*") != 0 ? aiq_op_name(op) : "other";
+}
+
 static void task_finish(aiq_task_t *t)
 {
-    if (t->job || t->id_hint) {
+    /* A re-enqueued job is not answered yet: its second round counts. */
+    if ((t->job || t->id_hint) && t->out_kind != OUT_REQUEUE) {
         int64_t now = aiq_now_ms();
-        aiq_metrics_job(t->pl->d.metrics, t->ref.prio,
-                        t->job ? (int)t->status : (int)AIQ_RESULT_REJECTED,
-                        t->started_ms - t->received_ms, t->provider_ms, now - t->received_ms,
-                        t->reply.input_tokens, t->reply.output_tokens);
+        int status = t->job ? (int)t->status : (int)AIQ_RESULT_REJECTED;
+        /* Tokens and cost count where the model was called, not for cache hits or jobs
+         * that shared another's call. */
+        int called = t->attempts > 0 && !t->cache_hit;
+        int64_t in = called ? t->reply.input_tokens : 0, out = called ? t->reply.output_tokens : 0;
+        aiq_metrics_job(t->pl->d.metrics, t->ref.prio, status, t->started_ms - t->received_ms,
+                        t->provider_ms, now - t->received_ms, in, out);
+        if (t->job)
+            aiq_metrics_usage(t->pl->d.metrics, op_label(t), t->model, status, now - t->received_ms,
+                              in, out, called ? cost_of(t->pl, t) : 0);
     }
     set_state(t, TASK_DONE);
     t->pl->d.on_done(t->pl->d.opaque, t);

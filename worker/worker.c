@@ -278,6 +278,17 @@ static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
         g.cache_bytes = cs.used_bytes;
     }
     aiq_breakers_each(w->breakers, aiq_now_ms(), add_breaker, &g);
+    aiq_consumer_lag_t lag;
+    aiq_consumer_lag(w->consumer, &lag);
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        g.lag[p] = lag.lag[p];
+    g.rebalances = lag.rebalances;
+    for (int i = 0; i < lag.n_oldest && i < AIQ_METRICS_PARTITIONS; i++) {
+        g.oldest[i].prio = lag.oldest[i].prio;
+        g.oldest[i].partition = lag.oldest[i].partition;
+        g.oldest[i].age_ms = lag.oldest[i].age_ms;
+        g.n_oldest = i + 1;
+    }
     return g;
 }
 

@@ -1,0 +1,79 @@
+"""/metrics read by an independent parser (prometheus_client's) after a known workload, and
+the metrics snapshot on <prefix>metrics validated against its schema."""
+import json
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import PRIORITIES
+from test_admin_http import admin_port
+from test_consumer_core import submit, wait_until
+from test_schemas import schema
+
+
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+    return samples
+
+
+def total(samples, name, **labels):
+    return sum(v for lbl, v in samples.get(name, [])
+               if all(lbl.get(k) == want for k, want in labels.items()))
+
+
+def test_metrics_parse_and_count_a_known_workload(aiq_env):
+    aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_METRICS_INTERVAL_MS=500)
+    port = admin_port(w)
+    aiq_env.wait_group_stable(1)
+    ops = ["vc-analysis", "content-generation", "made-up-operation", "persona-detection"]
+    jobs = [{"id": f"m-{aiq_env.tag}-{i}", "operation": ops[i % 4],
+             "priority": PRIORITIES[i % 4], "payload": {"i": i}} for i in range(200)]
+    submit(aiq_env, jobs)
+    samples = wait_until(
+        lambda: (lambda s: s if total(s, "aiq_jobs_finished_total") == 200 and
+                 total(s, "aiq_inflight") == 0 else None)(scrape(port)),
+        60, "200 finished jobs in /metrics", interval=0.3)
+    assert total(samples, "aiq_jobs_finished_total", status="succeeded") == 200
+    for p in PRIORITIES:
+        assert total(samples, "aiq_jobs_finished_total", priority=p) == 50
+        assert total(samples, "aiq_job_seconds_count", priority=p) == 50
+    # by operation: the unknown one folds into "other"
+    for op in ("vc-analysis", "content-generation", "persona-detection", "other"):
+        assert total(samples, "aiq_operation_jobs_total", operation=op) == 50, op
+    assert total(samples, "aiq_operation_jobs_total", operation="made-up-operation") == 0
+    model = "anthropic.claude-3-haiku-20240307-v1:0"
+    assert total(samples, "aiq_model_tokens_total", model=model, direction="output") > 0
+    assert total(samples, "aiq_cost_usd_total", model=model) > 0  # priced in operations.json
+    assert total(samples, "aiq_operation_job_seconds_count") == 200
+    assert total(samples, "aiq_model_calls_total", code="2xx") == 200
+    # the consumer, the provider, the breaker
+    assert {lbl["priority"] for lbl, _ in samples["aiq_consumer_lag"]} == set(PRIORITIES)
+    assert total(samples, "aiq_consumer_lag") == 0
+    assert total(samples, "aiq_rebalances_total") >= 1
+    assert total(samples, "aiq_breaker_state", model=model) == 0  # closed
+    assert total(samples, "aiq_model_concurrency_limit") >= 1
+    assert total(samples, "aiq_cache_hits_total") == 0
+    assert total(samples, "aiq_cache_misses_total") == 200
+
+    # the snapshot on the metrics topic says the same and matches its schema
+    metrics_schema = schema("metrics.schema.json")
+    snaps = aiq_env.read_all(aiq_env.prefix + "metrics", 1000, timeout=15,
+                             stop=lambda recs: any(
+                                 sum(sum(v.values()) for v in json.loads(m.value())["finished"]
+                                     .values()) == 200 for m in recs))
+    last = json.loads(snaps[-1].value())
+    metrics_schema.validate(last)
+    assert sum(u["finished"]["succeeded"] for u in last["usage"]) == 200
+    assert {u["operation"] for u in last["usage"]} == {
+        "vc-analysis", "content-generation", "persona-detection", "other"}
+    assert last["rebalances"] >= 1
+    assert w.stop() == 0, w.output()[-3000:]
