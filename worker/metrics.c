@@ -420,11 +420,16 @@ static void render_resilience(buf_t *b, const aiq_metrics_gauges_t *g, const cha
     const char *names[RES_COUNTERS];
     uint64_t vals[RES_COUNTERS];
     res_counters(g, names, vals);
+    static const char *const prom[RES_COUNTERS] = {
+        "aiq_throttled_total",        "aiq_retry_budget_denied_total",
+        "aiq_breaker_rejected_total", "aiq_fallbacks_total",
+        "aiq_requeued_total",         "aiq_coalesced_total",
+        "aiq_cache_hits_total",       "aiq_cache_misses_total",
+        "aiq_cache_stale_total"};
+    (void)names;
     for (int i = 0; i < RES_COUNTERS; i++)
-        put(b,
-            "# HELP aiq_%s_total %s\n# TYPE aiq_%s_total counter\naiq_%s_total{worker=\"%s\"} "
-            "%llu\n",
-            names[i], help[i], names[i], names[i], w, (unsigned long long)vals[i]);
+        put(b, "# HELP %s %s\n# TYPE %s counter\n%s{worker=\"%s\"} %llu\n", prom[i], help[i],
+            prom[i], prom[i], w, (unsigned long long)vals[i]);
     put(b,
         "# HELP aiq_model_concurrency_limit Adaptive limit on model calls in flight (AIMD).\n"
         "# TYPE aiq_model_concurrency_limit gauge\naiq_model_concurrency_limit{worker=\"%s\"} "
