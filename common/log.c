@@ -427,15 +427,26 @@ static void truncated_tail(char *red, size_t n, size_t cap)
     memcpy(red + keep, note, sizeof(note));
 }
 
-void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *fmt, ...)
+/* The trace id of a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>"), or 0 when malformed. */
+static int trace_id(const char *tp, char out[33])
 {
-    if (!aiq_log_enabled(log, level))
-        return;
+    if (!tp || strlen(tp) != 55 || tp[2] != '-' || tp[35] != '-')
+        return 0;
+    for (int i = 0; i < 32; i++) {
+        char c = tp[3 + i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0;
+        out[i] = c;
+    }
+    out[32] = '\0';
+    return 1;
+}
+
+static void vlog(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *trace,
+                 const char *fmt, va_list ap)
+{
     char msg[LOG_LINE_MAX / 2];
-    va_list ap;
-    va_start(ap, fmt);
     int r = vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (r < 0)
         msg[0] = '\0';
     char red[LOG_LINE_MAX / 2];
@@ -455,6 +466,9 @@ void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char
         json_object_set_new(o, "instance", json_string(log->instance));
     if (job)
         json_object_set_new(o, "job", json_string(job));
+    char tid[33];
+    if (trace_id(trace, tid))
+        json_object_set_new(o, "trace", json_string(tid));
     /* json_string rejects invalid UTF-8; a log line must never be dropped for that. */
     json_t *m = json_string(red);
     json_object_set_new(o, "msg", m ? m : json_string("(message was not valid UTF-8)"));
@@ -467,4 +481,25 @@ void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char
     /* One write(2) per line keeps lines whole when several threads log. */
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *fmt, ...)
+{
+    if (!aiq_log_enabled(log, level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(log, level, job, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void aiq_logjt(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *traceparent,
+               const char *fmt, ...)
+{
+    if (!aiq_log_enabled(log, level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(log, level, job, traceparent, fmt, ap);
+    va_end(ap);
 }

@@ -28,6 +28,10 @@ int aiq_log_level_parse(const char *name);
 void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The same with the job's W3C traceparent (may be NULL): its trace id goes into "trace". */
+void aiq_logjt(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *traceparent,
+               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 #define aiq_log_debug(log, ...) aiq_logj((log), AIQ_LOG_DEBUG, NULL, __VA_ARGS__)
 #define aiq_log_info(log, ...)  aiq_logj((log), AIQ_LOG_INFO, NULL, __VA_ARGS__)
 #define aiq_log_warn(log, ...)  aiq_logj((log), AIQ_LOG_WARN, NULL, __VA_ARGS__)

@@ -97,6 +97,11 @@ static void set_state(aiq_task_t *t, task_state_t s)
     t->state = s;
 }
 
+/* Logs about a task carry its job id and, when the job has one, its trace id. */
+#define TLOG(t, level, ...)                                                                        \
+    aiq_logjt((t)->pl->d.log, (level), task_id(t), (t)->job ? (t)->job->traceparent : NULL,        \
+              __VA_ARGS__)
+
 static const char *task_id(const aiq_task_t *t)
 {
     return t->job ? t->job->id : t->id_hint;
@@ -400,17 +405,16 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, c
     }
     pl->stats.publish_retries++;
     if (permanent && t->out_kind == OUT_REQUEUE) {
-        aiq_logj(pl->d.log, AIQ_LOG_WARN, task_id(t), "re-enqueue to %s failed for good (%s)",
-                 t->out_topic, errstr);
+        TLOG(t, AIQ_LOG_WARN, "re-enqueue to %s failed for good (%s)", t->out_topic, errstr);
         task_fallback(t);
         return;
     }
     if (permanent && t->out_kind == OUT_RESULT) {
         /* The reply topic cannot take it (missing, too large): the DLQ keeps it instead. */
-        aiq_logj(pl->d.log, AIQ_LOG_ERROR, task_id(t),
-                 "result to %s failed for good (%s); "
-                 "sending it to %s",
-                 t->out_topic, errstr, pl->dlq_topic);
+        TLOG(t, AIQ_LOG_ERROR,
+             "result to %s failed for good (%s); "
+             "sending it to %s",
+             t->out_topic, errstr, pl->dlq_topic);
         snprintf(t->error_kind, sizeof(t->error_kind), "reply_failed");
         snprintf(t->error_msg, sizeof(t->error_msg), "result could not be written to %s: %s",
                  t->out_topic, errstr);
@@ -420,8 +424,7 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, c
         return;
     }
     /* Never drop a record: retry (loudly) until the broker takes it. */
-    aiq_logj(pl->d.log, AIQ_LOG_WARN, task_id(t), "publish to %s failed (%s), retrying",
-             t->out_topic, errstr);
+    TLOG(t, AIQ_LOG_WARN, "publish to %s failed (%s), retrying", t->out_topic, errstr);
     timer_start(t, permanent ? 5000 : 1000, on_send_retry);
 }
 
@@ -443,7 +446,7 @@ static void task_send(aiq_task_t *t)
                            &err)) {
         t->pending--;
         pl->stats.publish_retries++;
-        aiq_logj(pl->d.log, AIQ_LOG_WARN, task_id(t), "%s; retrying", err.msg);
+        TLOG(t, AIQ_LOG_WARN, "%s; retrying", err.msg);
         timer_start(t, 500, on_send_retry);
     }
 }
@@ -561,8 +564,7 @@ static void on_reject_delivered(void *opaque, rd_kafka_resp_err_t err, int perma
     aiq_task_t *t = opaque;
     /* The DLQ record is the durable answer; this result only spares the sender a wait. */
     if (err)
-        aiq_logj(t->pl->d.log, AIQ_LOG_WARN, task_id(t), "rejected result not delivered: %s",
-                 errstr);
+        TLOG(t, AIQ_LOG_WARN, "rejected result not delivered: %s", errstr);
     if (--t->pending == 0)
         task_finish(t);
 }
@@ -575,9 +577,8 @@ static void task_reject(aiq_task_t *t, aiq_job_reject_t why, const char *msg)
     t->pl->stats.rejected++;
     snprintf(t->error_kind, sizeof(t->error_kind), "%s", aiq_job_reject_name(why));
     snprintf(t->error_msg, sizeof(t->error_msg), "%s", msg);
-    aiq_logj(pl->d.log, AIQ_LOG_WARN, t->id_hint, "%s[%d]@%lld refused (%s): %s",
-             rd_kafka_topic_name(t->msg->rkt), t->msg->partition, (long long)t->msg->offset,
-             t->error_kind, msg);
+    TLOG(t, AIQ_LOG_WARN, "%s[%d]@%lld refused (%s): %s", rd_kafka_topic_name(t->msg->rkt),
+         t->msg->partition, (long long)t->msg->offset, t->error_kind, msg);
     publish_to_dlq(t);
     if (!t->id_hint)
         return;
@@ -592,7 +593,7 @@ static void task_reject(aiq_task_t *t, aiq_job_reject_t why, const char *msg)
                            t->out_len, h, on_reject_delivered, t, &err)) {
         /* The DLQ record alone still answers for this record. */
         t->pending--;
-        aiq_logj(pl->d.log, AIQ_LOG_WARN, t->id_hint, "rejected result not sent: %s", err.msg);
+        TLOG(t, AIQ_LOG_WARN, "rejected result not sent: %s", err.msg);
     }
 }
 
@@ -630,8 +631,7 @@ static void task_requeue(aiq_task_t *t)
     aiq_topic_jobs(pl->d.cfg->topic_prefix, AIQ_PRIO_HIGH, t->out_topic, sizeof(t->out_topic));
     t->out_kind = OUT_REQUEUE;
     pl->stats.requeued++;
-    aiq_logj(pl->d.log, AIQ_LOG_INFO, t->job->id, "attempts spent (%s); re-enqueued to %s",
-             t->error_kind, t->out_topic);
+    TLOG(t, AIQ_LOG_INFO, "attempts spent (%s); re-enqueued to %s", t->error_kind, t->out_topic);
     task_send(t);
 }
 
@@ -690,9 +690,8 @@ static void task_fallback(aiq_task_t *t)
     free(t->fallback_text);
     t->fallback_text = text;
     pl->stats.fallbacks++;
-    aiq_logj(pl->d.log, AIQ_LOG_WARN, job->id,
-             "answered by fallback %s after %d attempt(s): %s: %s", t->fallback, t->attempts,
-             t->error_kind, t->error_msg);
+    TLOG(t, AIQ_LOG_WARN, "answered by fallback %s after %d attempt(s): %s: %s", t->fallback,
+         t->attempts, t->error_kind, t->error_msg);
     task_publish_result(t);
 }
 
@@ -719,7 +718,7 @@ static void cache_store(aiq_task_t *t)
         return;
     aiq_cache_meta_t meta = {t->job->operation, t->job->persona, t->model};
     if (aiq_cache_put(pl->d.cache, t->key, body, len, ttl_of(t), &meta, &err))
-        aiq_logj(pl->d.log, AIQ_LOG_WARN, t->job->id, "not cached: %s", err.msg);
+        TLOG(t, AIQ_LOG_WARN, "not cached: %s", err.msg);
     free(body);
 }
 
@@ -782,8 +781,7 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
         free(t->fallback_text);
         t->fallback_text =
             support_text(t, t->pl->d.ops ? aiq_ops_find(t->pl->d.ops, t->job->operation) : NULL);
-        aiq_logj(t->pl->d.log, AIQ_LOG_WARN, t->job->id, "model refused the job: %s: %s",
-                 t->error_kind, t->error_msg);
+        TLOG(t, AIQ_LOG_WARN, "model refused the job: %s: %s", t->error_kind, t->error_msg);
         task_publish_result(t);
         return;
     case AIQ_CALL_EXHAUSTED:
@@ -849,7 +847,7 @@ static int cache_lookup(aiq_task_t *t)
     const char *model = aiq_provider_model(pl->d.provider, job);
     aiq_err_t err = {0};
     if (aiq_cache_key_job(job, model, drop, ndrop, t->key, &err)) {
-        aiq_logj(pl->d.log, AIQ_LOG_WARN, job->id, "no cache key: %s", err.msg);
+        TLOG(t, AIQ_LOG_WARN, "no cache key: %s", err.msg);
         return 0;
     }
     t->keyed = 1;

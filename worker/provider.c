@@ -265,9 +265,9 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
     c->retry_cost += cost;
     p->stats.retries++;
     aiq_metrics_retry(p->d.metrics);
-    aiq_logj(p->d.log, throttled ? AIQ_LOG_DEBUG : AIQ_LOG_INFO, c->job->id,
-             "attempt %d failed (%s), retrying in %lld ms", c->out.attempts, c->out.error_kind,
-             (long long)wait);
+    aiq_logjt(p->d.log, throttled ? AIQ_LOG_DEBUG : AIQ_LOG_INFO, c->job->id, c->job->traceparent,
+              "attempt %d failed (%s), retrying in %lld ms", c->out.attempts, c->out.error_kind,
+              (long long)wait);
     if (throttled) {
         c->holds_slot = 1;
         p->inflight++;

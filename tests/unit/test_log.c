@@ -241,7 +241,8 @@ static void log_long_input_is_linear(void **state)
 }
 
 /* Runs one aiq_logj call with stderr sent to a temporary file; returns what was written. */
-static void capture_logj(const char *job, const char *msg, char *got, size_t cap)
+static void capture_logjt(const char *job, const char *trace, const char *msg, char *got,
+                          size_t cap)
 {
     FILE *tmp = tmpfile();
     assert_non_null(tmp);
@@ -250,7 +251,7 @@ static void capture_logj(const char *job, const char *msg, char *got, size_t cap
     assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
     aiq_log_t *log = aiq_log_new("worker", "w-1", AIQ_LOG_INFO);
     assert_non_null(log);
-    aiq_logj(log, AIQ_LOG_WARN, job, "%s", msg);
+    aiq_logjt(log, AIQ_LOG_WARN, job, trace, "%s", msg);
     aiq_log_free(log);
     assert_true(dup2(saved, STDERR_FILENO) >= 0);
     close(saved);
@@ -258,6 +259,22 @@ static void capture_logj(const char *job, const char *msg, char *got, size_t cap
     size_t n = fread(got, 1, cap - 1, tmp);
     got[n] = '\0';
     fclose(tmp);
+}
+
+static void capture_logj(const char *job, const char *msg, char *got, size_t cap)
+{
+    capture_logjt(job, NULL, msg, got, cap);
+}
+
+static void log_logjt_carries_the_trace_id(void **state)
+{
+    (void)state;
+    char got[2000];
+    capture_logjt("j1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "m", got,
+                  sizeof(got));
+    assert_non_null(strstr(got, "\"job\":\"j1\",\"trace\":\"4bf92f3577b34da6a3ce929d0e0e4736\""));
+    capture_logjt("j1", "00-NOT-A-TRACE", "m", got, sizeof(got));
+    assert_null(strstr(got, "\"trace\""));
 }
 
 static void log_logj_redacts_message_not_job(void **state)
@@ -290,6 +307,7 @@ static void log_logj_truncated_message_drops_fragment(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(log_logjt_carries_the_trace_id),
         cmocka_unit_test(log_redacts_email),
         cmocka_unit_test(log_keeps_non_email_at),
         cmocka_unit_test(log_redacts_phone),
