@@ -1,4 +1,5 @@
 #include "cache.h"
+#include "config.h"
 #include "timeutil.h"
 
 #include <errno.h>
@@ -1384,4 +1385,13 @@ void aiq_cache_body_free(aiq_cache_body_t *b)
         return;
     json_decref(b->root);
     memset(b, 0, sizeof(*b));
+}
+
+void aiq_cache_opts_from_config(aiq_cache_opts_t *o, const aiq_config_t *cfg)
+{
+    aiq_cache_opts_init(o);
+    o->path = cfg->cache_path;
+    o->max_bytes = cfg->cache_max_bytes;
+    o->compress_min = (size_t)cfg->cache_compress_min;
+    o->stale_grace_s = cfg->cache_stale_grace_s;
 }

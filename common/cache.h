@@ -50,6 +50,10 @@ typedef struct aiq_cache_opts {
 /* Fills o with the defaults above (path NULL, level 3, the real clock). */
 void aiq_cache_opts_init(aiq_cache_opts_t *o);
 
+/* aiq_cache_opts_init, then the cache.* settings of cfg (borrowed: path points into it). */
+struct aiq_config;
+void aiq_cache_opts_from_config(aiq_cache_opts_t *o, const struct aiq_config *cfg);
+
 /* Opens (creating when needed) the environment in o->path: data and lock files mode 0600,
  * stale reader slots of dead processes cleared. If another process uses a larger map the
  * larger size is adopted. On success *out is the handle (close with aiq_cache_close).

@@ -1,4 +1,5 @@
 #include "canon.h"
+#include "strbuf.h"
 
 #include <math.h>
 #include <openssl/evp.h>
@@ -11,29 +12,11 @@
  * entries simply stop matching instead of answering a different question. */
 #define KEY_TAG "aiq-cache-key/1"
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf_t;
+typedef aiq_strbuf_t buf_t;
 
 static int buf_put(buf_t *b, const void *s, size_t n)
 {
-    if (n > AIQ_CANON_MAX - b->len)
-        return AIQ_ETOOBIG;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return AIQ_ENOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
+    return aiq_strbuf_add(b, s, n);
 }
 
 static int buf_str(buf_t *b, const char *s)
@@ -244,7 +227,7 @@ int aiq_canon_json(const json_t *v, const char *const *drop, size_t ndrop, char 
     if (ndrop > AIQ_CANON_DROP_MAX)
         return aiq_err_set(err, AIQ_EINVAL, "canon: %zu volatile fields, at most %d", ndrop,
                            AIQ_CANON_DROP_MAX);
-    buf_t b = {0};
+    buf_t b = {.max = AIQ_CANON_MAX};
     int rc = put_value(&b, v, drop, ndrop, 0);
     if (rc) {
         free(b.p);

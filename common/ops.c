@@ -1,4 +1,5 @@
 #include "ops.h"
+#include "strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -801,29 +802,11 @@ static const char *text_of(const aiq_op_t *op, const char *persona, int which)
     return NULL;
 }
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf_t;
+typedef aiq_strbuf_t buf_t;
 
 static int buf_add(buf_t *b, const char *s, size_t n)
 {
-    if (n > AIQ_OPS_RENDER_MAX - b->len)
-        return AIQ_ETOOBIG;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return AIQ_ENOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
+    return aiq_strbuf_add(b, s, n);
 }
 
 static int buf_add_json(buf_t *b, const json_t *v)
@@ -901,7 +884,7 @@ static int fill(const render_ctx_t *r, buf_t *b, const ph_t *ph)
 /* One pass over the template; inserted values are never scanned again (no recursion). */
 static int render(const render_ctx_t *r, const char *tpl, char **out)
 {
-    buf_t b = {0};
+    buf_t b = {.max = AIQ_OPS_RENDER_MAX};
     ph_t ph;
     const char *p = tpl;
     int rc = buf_add(&b, "", 0);

@@ -372,11 +372,7 @@ static int open_shared_state(aiq_worker_t *w, aiq_err_t *err)
     int rc;
     if (cfg->cache_enabled) {
         aiq_cache_opts_t o;
-        aiq_cache_opts_init(&o);
-        o.path = cfg->cache_path;
-        o.max_bytes = cfg->cache_max_bytes;
-        o.compress_min = (size_t)cfg->cache_compress_min;
-        o.stale_grace_s = cfg->cache_stale_grace_s;
+        aiq_cache_opts_from_config(&o, cfg);
         if ((rc = aiq_cache_open(&w->cache, &o, err)))
             return rc;
         if ((rc = aiq_cache_sweeper_start(w->cache, cfg->cache_sweep_interval_ms, 0, err)))

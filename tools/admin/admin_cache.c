@@ -239,11 +239,7 @@ static aiq_cache_t *open_cache(const aiq_config_t *cfg, bool read_only, bool mus
         return NULL;
     }
     aiq_cache_opts_t o;
-    aiq_cache_opts_init(&o);
-    o.path = cfg->cache_path;
-    o.max_bytes = cfg->cache_max_bytes;
-    o.compress_min = (size_t)cfg->cache_compress_min;
-    o.stale_grace_s = cfg->cache_stale_grace_s;
+    aiq_cache_opts_from_config(&o, cfg);
     o.read_only = read_only;
     aiq_cache_t *c = NULL;
     aiq_err_t err = {0};
