@@ -161,7 +161,8 @@ def test_breaker_force_through_admin(aiq_env):
         assert sim.stats()["requests"] == before  # not one call while forced open
         listed = run(admin + ["breaker", "list"])
         assert listed.returncode == 0 and model in listed.stdout and "forced_open" in listed.stdout
-        r = run(admin + ["breaker", "force", model, "auto"])
+        assert run(admin + ["breaker", "show"]).returncode == 0
+        r = run(admin + ["breaker", "auto", model])
         assert r.returncode == 0, r.stderr
         time.sleep(1.5)
         js = jobs(aiq_env.tag, "auto", 10)

@@ -226,10 +226,16 @@ int aiq_admin_breaker(const char *brokers, const char *prefix, int argc, char **
         return 2;
     }
     const char *verb = argc > 0 ? argv[0] : "";
-    if (!strcmp(verb, "list") && argc == 1)
+    if ((!strcmp(verb, "list") || !strcmp(verb, "show")) && argc == 1)
         return breaker_list(brokers, topic);
     if (!strcmp(verb, "force") && argc == 3)
         return breaker_force(brokers, topic, argv[1], argv[2]);
-    fprintf(stderr, "aiq-admin: usage: breaker list | breaker force MODEL open|closed|auto\n");
+    /* short forms: open|close|auto MODEL */
+    if (argc == 2 && (!strcmp(verb, "open") || !strcmp(verb, "auto")))
+        return breaker_force(brokers, topic, argv[1], verb);
+    if (argc == 2 && !strcmp(verb, "close"))
+        return breaker_force(brokers, topic, argv[1], "closed");
+    fprintf(stderr, "aiq-admin: usage: breaker list|show | breaker open|close|auto MODEL | "
+                    "breaker force MODEL open|closed|auto\n");
     return 2;
 }
