@@ -160,8 +160,8 @@ void aiq_metrics_usage(aiq_metrics_t *m, const char *operation, const char *mode
         if (m->nusage == USAGE_KEYS) {
             /* the last key collects everything past the bound */
             u = &m->usage[USAGE_KEYS - 1];
-            strcpy(u->operation, "other");
-            strcpy(u->model, "other");
+            snprintf(u->operation, LABEL_MAX, "other");
+            snprintf(u->model, LABEL_MAX, "other");
         } else {
             u = &m->usage[m->nusage++];
             memcpy(u->operation, op, LABEL_MAX);
