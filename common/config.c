@@ -138,6 +138,18 @@ static const cfg_entry_t table[] = {
      "Answers of at least this many bytes are stored zstd-compressed"},
     {"cache.sweep_interval_ms", CFG_INT, S(cache_sweep_interval_ms), 100, 86400000, "60000",
      AIQ_CFG_WORKER, "How often a worker's sweeper deletes entries past ttl + grace"},
+    {"alerts.enabled", CFG_INT, S(alerts_enabled), 0, 1, "1", AIQ_CFG_WORKER,
+     "1: evaluate the seed's alert rules in the worker and publish raise/resolve events to "
+     "<prefix>alerts (p95 job time 25/30 s, error rate 5/10 %, queue depth 50/100, cache hit "
+     "rate below 30 %)"},
+    {"alerts.window_ms", CFG_INT, S(alerts_window_ms), 1000, 86400000, "300000", AIQ_CFG_WORKER,
+     "Sliding window of the alert rules"},
+    {"alerts.clear_hold_ms", CFG_INT, S(alerts_clear_hold_ms), 0, 86400000, "30000", AIQ_CFG_WORKER,
+     "Hysteresis: an alert resolves only after its value stayed 20 % on the good side of the "
+     "threshold this long"},
+    {"alerts.min_jobs", CFG_INT, S(alerts_min_jobs), 1, 1000000, "20", AIQ_CFG_WORKER,
+     "Jobs in the window before the time and error-rate rules judge (50 lookups for the "
+     "cache rule)"},
     {"admin.listen", CFG_STR, S(admin_listen), 0, 0, "", AIQ_CFG_WORKER,
      "host:port for GET /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464; port 0 picks one and "
      "logs it); empty = off, so several workers can share a host"},

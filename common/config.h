@@ -67,6 +67,11 @@ typedef struct aiq_config {
     int64_t cache_stale_grace_s;
     int64_t cache_compress_min;
     int64_t cache_sweep_interval_ms;
+    /* alerts */
+    int64_t alerts_enabled;
+    int64_t alerts_window_ms;
+    int64_t alerts_clear_hold_ms;
+    int64_t alerts_min_jobs;
     /* ops endpoints */
     char *admin_listen;
     int64_t metrics_interval_ms;

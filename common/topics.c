@@ -53,6 +53,11 @@ int aiq_topic_breaker(const char *prefix, char *buf, size_t cap)
     return topic_fmt(buf, cap, prefix, "breaker");
 }
 
+int aiq_topic_alerts(const char *prefix, char *buf, size_t cap)
+{
+    return topic_fmt(buf, cap, prefix, "alerts");
+}
+
 int aiq_topic_priority(const char *prefix, const char *topic)
 {
     char name[AIQ_TOPIC_MAX];

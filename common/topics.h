@@ -30,6 +30,8 @@ int aiq_topic_dlq(const char *prefix, char *buf, size_t cap);
 int aiq_topic_metrics(const char *prefix, char *buf, size_t cap); /* "<prefix>metrics" */
 /* "<prefix>breaker": compacted, keyed by breaker name, one partition. */
 int aiq_topic_breaker(const char *prefix, char *buf, size_t cap);
+/* "<prefix>alerts": alert raise/resolve events, keyed by "<worker>/<rule>". */
+int aiq_topic_alerts(const char *prefix, char *buf, size_t cap);
 
 /* The priority a job topic stands for, or -1 when topic is not one of prefix's job topics. */
 int aiq_topic_priority(const char *prefix, const char *topic);

@@ -279,6 +279,18 @@ const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *t)
     return &t->ref;
 }
 
+aiq_task_summary_t aiq_task_summary(const aiq_task_t *t)
+{
+    aiq_task_summary_t s = {0};
+    s.answered = t->job && t->out_kind != OUT_REQUEUE;
+    s.error = t->status == AIQ_RESULT_FAILED || t->status == AIQ_RESULT_EXPIRED ||
+              t->status == AIQ_RESULT_DEGRADED;
+    s.lookup = t->keyed && t->pl->d.cache;
+    s.hit = t->cache_hit && !t->cache_stale;
+    s.total_ms = aiq_now_ms() - t->received_ms;
+    return s;
+}
+
 const aiq_pipeline_stats_t *aiq_pipeline_stats(const aiq_pipeline_t *pl)
 {
     return &pl->stats;

@@ -16,6 +16,7 @@
 #include "scheduler.h"
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <uv.h>
 
 typedef struct aiq_pipeline aiq_pipeline_t;
@@ -68,5 +69,14 @@ const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *task);
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *task);
 
 const aiq_pipeline_stats_t *aiq_pipeline_stats(const aiq_pipeline_t *pl);
+
+/* How a finished task ended, for the alert rules (valid in the on_done callback). */
+typedef struct aiq_task_summary {
+    bool answered;    /* a result for a job (not a re-enqueue, not a refused record) */
+    bool error;       /* failed, expired or degraded */
+    bool lookup, hit; /* looked the cache up; was answered from it */
+    int64_t total_ms; /* receipt to now */
+} aiq_task_summary_t;
+aiq_task_summary_t aiq_task_summary(const aiq_task_t *task);
 
 #endif

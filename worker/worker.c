@@ -7,6 +7,7 @@
 #include "http_client.h"
 #include "metrics.h"
 #include "ops.h"
+#include "alerter.h"
 #include "provider.h"
 #include "pipeline.h"
 #include "publish.h"
@@ -36,7 +37,8 @@ struct aiq_worker {
     aiq_ops_t *ops;          /* operations; pipeline and bedrock conf borrow them */
     aiq_breakers_t *breakers;
     aiq_provider_t *provider;
-    aiq_cache_t *cache; /* NULL when cache.enabled = 0 */
+    aiq_cache_t *cache;     /* NULL when cache.enabled = 0 */
+    aiq_alerter_t *alerter; /* NULL when alerts.enabled = 0 */
     aiq_bedrock_conf_t bedrock;
     uv_timer_t beat;
     uv_timer_t snapshot;
@@ -147,6 +149,9 @@ static void finish_drain(aiq_worker_t *w)
 static void on_task_done(void *opaque, aiq_task_t *t)
 {
     aiq_worker_t *w = opaque;
+    aiq_task_summary_t s = aiq_task_summary(t);
+    if (w->alerter && s.answered)
+        aiq_alerter_job(w->alerter, s.error, s.total_ms, s.lookup, s.hit);
     aiq_consumer_done(w->consumer, aiq_task_ref(t));
     w->inflight--;
     if (w->draining && w->inflight == 0)
@@ -477,10 +482,23 @@ fail:
     return rc;
 }
 
+/* Jobs waiting in the worker: the backlog, and those waiting for a model-call slot. */
+static int64_t queue_depth(void *ctx)
+{
+    aiq_worker_t *w = ctx;
+    int64_t n = 0;
+    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
+        n += (int64_t)aiq_sched_len_prio(w->sched, p);
+    return n + aiq_provider_stats(w->provider).waiting;
+}
+
 int aiq_worker_start(aiq_worker_t *w, aiq_err_t *err)
 {
     int rc = aiq_consumer_start(w->consumer, err);
     if (rc)
+        return rc;
+    if (w->cfg->alerts_enabled &&
+        (rc = aiq_alerter_new(&w->alerter, w->loop, w->cfg, w->log, w->pub, queue_depth, w, err)))
         return rc;
     uv_timer_init(w->loop, &w->snapshot);
     w->snapshot.data = w;
@@ -526,6 +544,7 @@ int aiq_worker_shutdown(aiq_worker_t *w)
     /* Offsets of finished jobs were stored as they finished; closing commits them. */
     aiq_consumer_close(w->consumer);
     aiq_pipeline_free(w->pl);
+    aiq_alerter_free(w->alerter);
     aiq_provider_free(w->provider);
     aiq_breakers_free(w->breakers);
     aiq_cache_close(w->cache);

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #define ADMIN_TIMEOUT_MS 30000
-#define N_TOPICS         8 /* four job topics, results, dlq, metrics, breaker */
+#define N_TOPICS         9 /* four job topics, results, dlq, metrics, breaker, alerts */
 
 typedef struct admin_opts {
     const char *brokers, *prefix, *group;
@@ -24,7 +24,8 @@ static void usage(FILE *out)
             "Usage: aiq-admin [options] COMMAND\n\n"
             "Commands:\n"
             "  topics create   create <prefix>jobs.{critical,high,normal,low}, <prefix>results,\n"
-            "                  <prefix>dlq, <prefix>metrics and <prefix>breaker (compacted);\n"
+            "                  <prefix>dlq, <prefix>metrics, <prefix>breaker (compacted) and "
+            "<prefix>alerts;\n"
             "                  topics that exist are left as they are\n"
             "  topics list     show aiq's topics with partition counts\n"
             "  topics delete   delete aiq's topics (needs --yes)\n"
@@ -75,7 +76,8 @@ static int topic_names(const admin_opts_t *o, char names[N_TOPICS][AIQ_TOPIC_MAX
     if (aiq_topic_results(o->prefix, names[4], AIQ_TOPIC_MAX) ||
         aiq_topic_dlq(o->prefix, names[5], AIQ_TOPIC_MAX) ||
         aiq_topic_metrics(o->prefix, names[6], AIQ_TOPIC_MAX) ||
-        aiq_topic_breaker(o->prefix, names[7], AIQ_TOPIC_MAX))
+        aiq_topic_breaker(o->prefix, names[7], AIQ_TOPIC_MAX) ||
+        aiq_topic_alerts(o->prefix, names[8], AIQ_TOPIC_MAX))
         return -1;
     for (int i = 0; i < N_TOPICS; i++)
         if (!aiq_topic_name_valid(names[i]))
@@ -180,6 +182,8 @@ static int topics_create(const admin_opts_t *o)
             rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "604800000");
         if (i == 6)
             rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "86400000");
+        if (i == 8)
+            rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "604800000");
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
