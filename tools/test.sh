@@ -48,6 +48,7 @@ if [ "${AIQ_TEST_INTEGRATION:-1}" = 1 ]; then
             tests/integration/test_e2e.py tests/integration/test_dlq.py \
             tests/integration/test_admin_http.py tests/integration/test_rebalance.py \
             tests/integration/test_cache.py tests/integration/test_credentials.py \
+            tests/integration/test_alerts.py tests/integration/test_metrics.py \
             tests/integration/test_resilience.py -k "not storm"
     fi
 fi
