@@ -1,75 +1,90 @@
 /* alerts.h — the seed's alert rules over a sliding window, with hysteresis so a value
- * hovering at a threshold raises once and clears once. Pure: callers feed jobs and queue
- * depth with the time, and publish the events evaluate returns. Not thread-safe. */
+ * hovering at a threshold raises once and clears once. Pure: callers feed jobs and the
+ * queue depth with the time (an injected clock), and publish the events evaluate returns.
+ * Single-threaded: one owner calls everything. */
 #ifndef AIQ_ALERTS_H
 #define AIQ_ALERTS_H
+
+#include "aiq_err.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 typedef enum aiq_alert_rule {
-    AIQ_ALERT_RESPONSE_P95 = 0, /* p95 of job time, ms: warning 25 s, critical 30 s */
-    AIQ_ALERT_ERROR_RATE,       /* failed + expired + degraded share: 5 % / 10 % */
-    AIQ_ALERT_QUEUE_DEPTH,      /* jobs waiting in the worker: 50 / 100 */
+    AIQ_ALERT_RESPONSE_P95 = 0, /* p95 of job time, ms: above 25 s warning, 30 s critical */
+    AIQ_ALERT_ERROR_RATE,       /* (failed + expired + degraded) / answered: 5 % / 10 % */
+    AIQ_ALERT_QUEUE_DEPTH,      /* jobs waiting in the worker: above 50 / 100 */
     AIQ_ALERT_CACHE_HIT_RATE,   /* hits / lookups below 30 %: warning only */
     AIQ_ALERT_RULES,
 } aiq_alert_rule_t;
 
 typedef enum aiq_alert_level {
-    AIQ_ALERT_OK = 0, /* "resolved" when reached from another level */
+    AIQ_ALERT_OK = 0, /* named "resolved": events only reach it from a raised level */
     AIQ_ALERT_WARNING,
     AIQ_ALERT_CRITICAL,
 } aiq_alert_level_t;
 
-const char *aiq_alert_rule_name(aiq_alert_rule_t r);   /* "response_p95", ... */
-const char *aiq_alert_level_name(aiq_alert_level_t l); /* "resolved", "warning", "critical" */
+/* Static names: "response_p95", "error_rate", "queue_depth", "cache_hit_rate";
+ * "resolved", "warning", "critical"; "unknown" for values out of range. */
+const char *aiq_alert_rule_name(aiq_alert_rule_t r);
+const char *aiq_alert_level_name(aiq_alert_level_t l);
 
 #define AIQ_ALERT_SLOTS 10 /* the window is kept in this many time slots */
 
+/* Rates are shares (0.05 = 5 %), times are ms, depth is jobs. */
 typedef struct aiq_alerts_conf {
-    int64_t window_ms;                                   /* default 300000 */
-    double warn[AIQ_ALERT_RULES], crit[AIQ_ALERT_RULES]; /* crit <= 0: no critical level */
-    int min_jobs;          /* rate and p95 rules need this many jobs in the window (20) */
-    int min_lookups;       /* the cache rule needs this many lookups (50) */
-    double clear_margin;   /* clear only this far (share) on the good side (0.2) */
-    int64_t clear_hold_ms; /* ... for this long (30000) */
+    int64_t window_ms; /* 300000; data counts for 0.9 to 1 window (slot granularity) */
+    double warn[AIQ_ALERT_RULES];
+    double crit[AIQ_ALERT_RULES]; /* <= 0: the rule has no critical level */
+    int min_jobs;                 /* time and error rules judge from this many jobs (20) */
+    int min_lookups;              /* the cache rule judges from this many lookups (50) */
+    double clear_margin;          /* an alert clears only this far (share) on the good side
+                                     of its threshold (0.2) ... */
+    int64_t clear_hold_ms;        /* ... for this long (30000) */
 } aiq_alerts_conf_t;
 
 typedef struct aiq_alert_event {
     aiq_alert_rule_t rule;
     aiq_alert_level_t from, to;
-    double value, threshold; /* threshold crossed (to's, or from's when resolving) */
-    int64_t at_ms, since_ms; /* since: when the alert first fired (for resolved too) */
+    double value;     /* the rule's value now; 0 when no_data */
+    double threshold; /* the one crossed: to's when rising, from's when falling */
+    bool no_data;     /* resolved because the window holds too little data to judge */
+    int64_t at_ms;    /* now, as passed to evaluate */
+    int64_t since_ms; /* when the alert first left OK (kept through escalation and on the
+                         resolved event) */
 } aiq_alert_event_t;
 
-typedef struct aiq_alert_slot {
-    int64_t start_ms;
-    uint32_t jobs, errors, lookups, hits;
-    uint32_t hist[16]; /* job time by aiq_alerts' bucket edges */
-} aiq_alert_slot_t;
+typedef struct aiq_alerts aiq_alerts_t;
 
-typedef struct aiq_alerts {
-    aiq_alerts_conf_t conf;
-    aiq_alert_slot_t slot[AIQ_ALERT_SLOTS];
-    double depth;
-    aiq_alert_level_t level[AIQ_ALERT_RULES];
-    int64_t since[AIQ_ALERT_RULES], good_since[AIQ_ALERT_RULES];
-} aiq_alerts_t;
-
+/* The seed's thresholds and the defaults noted above. */
 void aiq_alerts_conf_default(aiq_alerts_conf_t *c);
-void aiq_alerts_init(aiq_alerts_t *a, const aiq_alerts_conf_t *c);
 
-/* One finished job: error (failed, expired or degraded), its time, and whether it looked
- * the cache up (lookup) and hit. */
+/* Copies conf. Returns 0, AIQ_EINVAL (window_ms < AIQ_ALERT_SLOTS, negative margin or hold,
+ * a critical threshold on the good side of the warning one) or AIQ_ENOMEM. */
+int aiq_alerts_new(aiq_alerts_t **out, const aiq_alerts_conf_t *conf, aiq_err_t *err);
+void aiq_alerts_free(aiq_alerts_t *a); /* NULL is a no-op */
+
+/* One answered job at now_ms: error (failed, expired or degraded), its time, whether it
+ * looked the cache up and whether that hit. Time must not run backwards by more than a
+ * window; such jobs land in a slot that is already outside it. */
 void aiq_alerts_job(aiq_alerts_t *a, int64_t now_ms, bool error, int64_t total_ms, bool lookup,
                     bool hit);
+
+/* The queue depth now (a gauge, not windowed). */
 void aiq_alerts_depth(aiq_alerts_t *a, int64_t depth);
 
-/* The current value of a rule over the window; false when there is too little data. */
+/* The rule's value over the window ending at now_ms; false when there is too little data. */
 bool aiq_alerts_value(const aiq_alerts_t *a, aiq_alert_rule_t r, int64_t now_ms, double *out);
 
-/* Evaluates every rule at now; writes up to cap level changes into ev and returns their
- * number. */
+/* The rule's current level. */
+aiq_alert_level_t aiq_alerts_level(const aiq_alerts_t *a, aiq_alert_rule_t r);
+
+/* Evaluates every rule at now_ms. Rising is immediate (OK -> warning -> critical, or
+ * straight to critical); falling needs the value clear_margin on the good side of the
+ * current level's threshold for clear_hold_ms, and an active alert whose window runs out of
+ * data resolves after the same hold. Writes the level changes into ev (at most
+ * AIQ_ALERT_RULES, one per rule; changes beyond cap are applied but not reported) and
+ * returns their number. */
 int aiq_alerts_evaluate(aiq_alerts_t *a, int64_t now_ms, aiq_alert_event_t *ev, int cap);
 
 #endif

@@ -72,6 +72,10 @@ typedef struct aiq_config {
     int64_t alerts_window_ms;
     int64_t alerts_clear_hold_ms;
     int64_t alerts_min_jobs;
+    int64_t alerts_response_p95_warn_ms, alerts_response_p95_crit_ms;
+    int64_t alerts_error_rate_warn_pct, alerts_error_rate_crit_pct;
+    int64_t alerts_queue_depth_warn, alerts_queue_depth_crit;
+    int64_t alerts_cache_hit_min_pct;
     /* ops endpoints */
     char *admin_listen;
     int64_t metrics_interval_ms;

@@ -11,52 +11,74 @@
 #define EVAL_EVERY_MS 1000
 
 struct aiq_alerter {
-    uv_timer_t timer; /* first: the close callback frees through it */
+    uv_timer_t timer; /* data points back here; the close callback frees through it */
     const aiq_config_t *cfg;
     aiq_log_t *log;
     aiq_publisher_t *pub;
     aiq_alerter_depth_fn depth;
     void *ctx;
-    aiq_alerts_t rules;
+    aiq_alerts_t *rules;
     char topic[AIQ_TOPIC_MAX];
     uint64_t events;
 };
 
 static const char *const units[AIQ_ALERT_RULES] = {"ms", "share", "jobs", "share"};
 
+/* opaque is the log, not the alerter: a delivery report may come while the publisher is
+ * freed at shutdown, after the alerter. */
 static void on_sent(void *opaque, rd_kafka_resp_err_t err, int permanent, const char *errstr)
 {
     (void)permanent;
-    aiq_alerter_t *a = opaque;
-    /* An alert is also in the log; a lost event is not worth blocking anything for. */
+    /* The event is in the log too; a lost one is not worth a retry that could pile up. */
     if (err)
-        aiq_log_warn(a->log, "alert event not delivered to %s: %s", a->topic, errstr);
+        aiq_log_warn((aiq_log_t *)opaque, "alert event not delivered: %s", errstr);
 }
 
-static void publish(aiq_alerter_t *a, const aiq_alert_event_t *e)
+static void describe(const aiq_alerter_t *a, const aiq_alert_event_t *e, char *msg, size_t cap)
 {
-    char ts[40], started[40], key[512], msg[256];
     const char *rule = aiq_alert_rule_name(e->rule);
-    snprintf(msg, sizeof(msg), "%s %s: %.4g %s (threshold %.4g) over the last %lld s", rule,
-             aiq_alert_level_name(e->to), e->value, units[e->rule], e->threshold,
-             (long long)(a->cfg->alerts_window_ms / 1000));
-    aiq_logj(a->log, e->to == AIQ_ALERT_CRITICAL ? AIQ_LOG_ERROR : AIQ_LOG_WARN, NULL, "alert %s",
-             msg);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:f, s:s, s:I, s:s, s:s, s:s, s:s}", "alert", rule,
-                          "severity", aiq_alert_level_name(e->to), "previous",
-                          aiq_alert_level_name(e->from), "value", e->value, "threshold",
-                          e->threshold, "unit", units[e->rule], "window_ms",
+    const long long win_s = (long long)(a->cfg->alerts_window_ms / 1000);
+    if (e->no_data)
+        snprintf(msg, cap, "%s resolved: too few jobs in the last %lld s to judge", rule, win_s);
+    else if (e->to > e->from)
+        snprintf(msg, cap, "%s %s: %.4g %s beyond %.4g over the last %lld s", rule,
+                 aiq_alert_level_name(e->to), e->value, units[e->rule], e->threshold, win_s);
+    else
+        snprintf(msg, cap, "%s %s: %.4g %s, back from %s (%.4g) over the last %lld s", rule,
+                 aiq_alert_level_name(e->to), e->value, units[e->rule],
+                 aiq_alert_level_name(e->from), e->threshold, win_s);
+}
+
+static char *event_json(const aiq_alerter_t *a, const aiq_alert_event_t *e, const char *msg)
+{
+    char ts[40], started[40];
+    json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:f, s:s, s:b, s:I, s:s, s:s, s:s, s:s}", "alert",
+                          aiq_alert_rule_name(e->rule), "severity", aiq_alert_level_name(e->to),
+                          "previous", aiq_alert_level_name(e->from), "value", e->value, "threshold",
+                          e->threshold, "unit", units[e->rule], "no_data", e->no_data, "window_ms",
                           (json_int_t)a->cfg->alerts_window_ms, "worker", a->cfg->worker_id, "ts",
                           aiq_time_format(e->at_ms, ts, sizeof(ts)), "started_at",
                           aiq_time_format(e->since_ms, started, sizeof(started)), "message", msg);
     char *val = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
-    if (!val)
+    return val;
+}
+
+static void publish(aiq_alerter_t *a, const aiq_alert_event_t *e)
+{
+    char msg[256], key[320];
+    describe(a, e, msg, sizeof(msg));
+    aiq_logj(a->log, e->to == AIQ_ALERT_CRITICAL ? AIQ_LOG_ERROR : AIQ_LOG_WARN, NULL, "alert %s",
+             msg);
+    char *val = event_json(a, e, msg);
+    if (!val) {
+        aiq_log_warn(a->log, "alert event not built: out of memory");
         return;
-    snprintf(key, sizeof(key), "%s/%s", a->cfg->worker_id, rule);
+    }
+    snprintf(key, sizeof(key), "%s/%s", a->cfg->worker_id, aiq_alert_rule_name(e->rule));
     aiq_err_t err = {0};
-    if (aiq_publisher_send(a->pub, a->topic, key, strlen(key), val, strlen(val), NULL, on_sent, a,
-                           &err))
+    if (aiq_publisher_send(a->pub, a->topic, key, strlen(key), val, strlen(val), NULL, on_sent,
+                           a->log, &err))
         aiq_log_warn(a->log, "alert event not sent: %s", err.msg);
     else
         a->events++;
@@ -66,44 +88,65 @@ static void publish(aiq_alerter_t *a, const aiq_alert_event_t *e)
 static void on_tick(uv_timer_t *t)
 {
     aiq_alerter_t *a = t->data;
-    aiq_alerts_depth(&a->rules, a->depth(a->ctx));
+    aiq_alerts_depth(a->rules, a->depth(a->ctx));
     aiq_alert_event_t ev[AIQ_ALERT_RULES];
-    int n = aiq_alerts_evaluate(&a->rules, aiq_now_ms(), ev, AIQ_ALERT_RULES);
+    const int n = aiq_alerts_evaluate(a->rules, aiq_now_ms(), ev, AIQ_ALERT_RULES);
     for (int i = 0; i < n; i++)
         publish(a, &ev[i]);
+}
+
+/* The rules from the alerts.* keys; rates are configured in percent. */
+static void conf_from(const aiq_config_t *cfg, aiq_alerts_conf_t *c)
+{
+    aiq_alerts_conf_default(c);
+    c->window_ms = cfg->alerts_window_ms;
+    c->clear_hold_ms = cfg->alerts_clear_hold_ms;
+    c->min_jobs = (int)cfg->alerts_min_jobs;
+    c->warn[AIQ_ALERT_RESPONSE_P95] = (double)cfg->alerts_response_p95_warn_ms;
+    c->crit[AIQ_ALERT_RESPONSE_P95] = (double)cfg->alerts_response_p95_crit_ms;
+    c->warn[AIQ_ALERT_ERROR_RATE] = (double)cfg->alerts_error_rate_warn_pct / 100.0;
+    c->crit[AIQ_ALERT_ERROR_RATE] = (double)cfg->alerts_error_rate_crit_pct / 100.0;
+    c->warn[AIQ_ALERT_QUEUE_DEPTH] = (double)cfg->alerts_queue_depth_warn;
+    c->crit[AIQ_ALERT_QUEUE_DEPTH] = (double)cfg->alerts_queue_depth_crit;
+    c->warn[AIQ_ALERT_CACHE_HIT_RATE] = (double)cfg->alerts_cache_hit_min_pct / 100.0;
 }
 
 int aiq_alerter_new(aiq_alerter_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
                     aiq_publisher_t *pub, aiq_alerter_depth_fn depth, void *ctx, aiq_err_t *err)
 {
+    aiq_alerts_conf_t c;
+    conf_from(cfg, &c);
     aiq_alerter_t *a = calloc(1, sizeof(*a));
     if (!a)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
+    int rc = aiq_alerts_new(&a->rules, &c, err);
+    if (rc)
+        goto fail;
     if (aiq_topic_alerts(cfg->topic_prefix, a->topic, sizeof(a->topic))) {
-        free(a);
-        return aiq_err_set(err, AIQ_EINVAL, "kafka.topic_prefix is too long");
+        rc = aiq_err_set(err, AIQ_EINVAL, "kafka.topic_prefix is too long");
+        goto fail;
     }
     a->cfg = cfg;
     a->log = log;
     a->pub = pub;
     a->depth = depth;
     a->ctx = ctx;
-    aiq_alerts_conf_t c;
-    aiq_alerts_conf_default(&c);
-    c.window_ms = cfg->alerts_window_ms;
-    c.clear_hold_ms = cfg->alerts_clear_hold_ms;
-    c.min_jobs = (int)cfg->alerts_min_jobs;
-    aiq_alerts_init(&a->rules, &c);
     uv_timer_init(loop, &a->timer);
     a->timer.data = a;
     uv_timer_start(&a->timer, on_tick, EVAL_EVERY_MS, EVAL_EVERY_MS);
     *out = a;
     return 0;
+fail:
+    aiq_alerts_free(a->rules);
+    free(a);
+    return rc;
 }
 
 static void on_closed(uv_handle_t *h)
 {
-    free(h->data);
+    aiq_alerter_t *a = h->data;
+    aiq_alerts_free(a->rules);
+    free(a);
 }
 
 void aiq_alerter_free(aiq_alerter_t *a)
@@ -114,14 +157,14 @@ void aiq_alerter_free(aiq_alerter_t *a)
 
 void aiq_alerter_job(aiq_alerter_t *a, bool error, int64_t total_ms, bool lookup, bool hit)
 {
-    aiq_alerts_job(&a->rules, aiq_now_ms(), error, total_ms, lookup, hit);
+    aiq_alerts_job(a->rules, aiq_now_ms(), error, total_ms, lookup, hit);
 }
 
 int aiq_alerter_active(const aiq_alerter_t *a)
 {
     int n = 0;
     for (int i = 0; i < AIQ_ALERT_RULES; i++)
-        n += a->rules.level[i] != AIQ_ALERT_OK;
+        n += aiq_alerts_level(a->rules, (aiq_alert_rule_t)i) != AIQ_ALERT_OK;
     return n;
 }
 

@@ -1,6 +1,6 @@
 /* alerter.h — the worker's side of the alert rules (common/alerts.h): fed with every
- * finished job and the queue depth, evaluated each second on the loop, each raise and
- * resolve logged and published to <prefix>alerts. Loop thread only. */
+ * answered job, it evaluates the rules each second on the loop and logs and publishes each
+ * raise, escalation, step-down and resolve to <prefix>alerts. Loop thread only. */
 #ifndef AIQ_ALERTER_H
 #define AIQ_ALERTER_H
 
@@ -10,23 +10,29 @@
 #include "publish.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct aiq_alerter aiq_alerter_t;
 
-/* Starts the evaluation timer. depth_fn reports the jobs waiting in the worker. pub and
- * log are borrowed. */
+/* Jobs waiting in the worker now (backlog and jobs waiting for a model-call slot). */
 typedef int64_t (*aiq_alerter_depth_fn)(void *ctx);
+
+/* Builds the rules from cfg's alerts.* keys and starts the one-second evaluation timer on
+ * loop. cfg, log and pub are borrowed and must outlive the alerter; depth(ctx) is called
+ * on each tick. Returns 0, AIQ_EINVAL (bad thresholds, prefix too long) or AIQ_ENOMEM. */
 int aiq_alerter_new(aiq_alerter_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
                     aiq_publisher_t *pub, aiq_alerter_depth_fn depth, void *ctx, aiq_err_t *err);
 
-/* Stops the timer; memory goes once the loop closed it. NULL is a no-op. */
+/* Stops and closes the timer; the memory goes when the loop runs the close callback.
+ * NULL is a no-op. */
 void aiq_alerter_free(aiq_alerter_t *a);
 
-/* One finished job: error = failed, expired or degraded. */
+/* One answered job: error = failed, expired or degraded; total_ms = receipt to result;
+ * lookup = it looked the cache up, hit = the cache answered it. */
 void aiq_alerter_job(aiq_alerter_t *a, bool error, int64_t total_ms, bool lookup, bool hit);
 
-/* Alerts raised now (warning or critical), and events published since start. */
+/* Rules raised now (warning or critical), and events queued for publishing since start. */
 int aiq_alerter_active(const aiq_alerter_t *a);
 uint64_t aiq_alerter_events(const aiq_alerter_t *a);
 
