@@ -400,6 +400,10 @@ static void render_consumer(buf_t *b, const aiq_metrics_gauges_t *g, const char 
             w, prio_names[g->oldest[i].prio & 3], (int)g->oldest[i].partition,
             (double)g->oldest[i].age_ms / 1000.0);
     put(b,
+        "# HELP aiq_alerts_active Alert rules raised on this worker now (see <prefix>alerts).\n"
+        "# TYPE aiq_alerts_active gauge\naiq_alerts_active{worker=\"%s\"} %lld\n",
+        w, (long long)g->alerts_active);
+    put(b,
         "# HELP aiq_rebalances_total Partition assignments and revocations served.\n"
         "# TYPE aiq_rebalances_total counter\naiq_rebalances_total{worker=\"%s\"} %llu\n",
         w, (unsigned long long)g->rebalances);

@@ -31,6 +31,7 @@ typedef struct aiq_metrics_gauges {
         const char *model; /* borrowed for the render */
         int state;         /* aiq_breaker_state_t */
     } breakers[AIQ_METRICS_BREAKERS];
+    int64_t alerts_active; /* alert rules raised now (warning or critical) */
     /* the consumer */
     int64_t lag[4];
     uint64_t rebalances;

@@ -288,6 +288,7 @@ static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
         g.lag[p] = lag.lag[p];
     g.rebalances = lag.rebalances;
+    g.alerts_active = w->alerter ? aiq_alerter_active(w->alerter) : 0;
     for (int i = 0; i < lag.n_oldest && i < AIQ_METRICS_PARTITIONS; i++) {
         g.oldest[i].prio = lag.oldest[i].prio;
         g.oldest[i].partition = lag.oldest[i].partition;
