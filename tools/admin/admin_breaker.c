@@ -1,5 +1,5 @@
-/* admin_breaker.c — aiq-admin breaker list|force: read and override the shared circuit
- * breakers through the compacted <prefix>breaker topic every worker follows. */
+/* admin_breaker.c — aiq-admin breaker show|open|close|auto|force: read and override the
+ * shared circuit breakers through the compacted <prefix>breaker topic every worker follows. */
 #include "admin_breaker.h"
 #include "breaker.h"
 #include "timeutil.h"
@@ -145,21 +145,49 @@ static void free_seen(seen_t *l)
     }
 }
 
-static int breaker_list(const char *brokers, const char *topic)
+static json_t *seen_json(const seen_t *e)
+{
+    char since[40];
+    return json_pack(
+        "{s:s,s:s,s:s,s:s,s:I,s:o}", "model", e->model, "state", aiq_breaker_state_name(e->s.state),
+        "override", aiq_breaker_force_name(e->s.force), "since",
+        aiq_time_format(e->s.since_ms, since, sizeof(since)), "version", (json_int_t)e->s.version,
+        "by", e->origin ? json_string(e->origin) : json_null());
+}
+
+/* model NULL: every breaker; else only that one, and exit 1 when it has no record. */
+static int breaker_show(const char *brokers, const char *topic, const char *model, bool json)
 {
     seen_t *all = NULL;
     if (read_all(brokers, topic, &all))
         return 1;
-    printf("%-50s %-7s %-13s %-24s %s\n", "MODEL", "STATE", "OVERRIDE", "SINCE", "BY");
+    json_t *arr = json ? json_array() : NULL;
+    int shown = 0;
     char since[40];
-    for (seen_t *e = all; e; e = e->next)
-        printf("%-50s %-7s %-13s %-24s %s\n", e->model, aiq_breaker_state_name(e->s.state),
-               aiq_breaker_force_name(e->s.force),
-               aiq_time_format(e->s.since_ms, since, sizeof(since)), e->origin ? e->origin : "-");
-    if (!all)
+    if (!json)
+        printf("%-50s %-7s %-13s %-24s %s\n", "MODEL", "STATE", "OVERRIDE", "SINCE", "BY");
+    for (seen_t *e = all; e; e = e->next) {
+        if (model && strcmp(model, e->model))
+            continue;
+        shown++;
+        if (json)
+            json_array_append_new(arr, seen_json(e));
+        else
+            printf("%-50s %-7s %-13s %-24s %s\n", e->model, aiq_breaker_state_name(e->s.state),
+                   aiq_breaker_force_name(e->s.force),
+                   aiq_time_format(e->s.since_ms, since, sizeof(since)),
+                   e->origin ? e->origin : "-");
+    }
+    if (json) {
+        json_dumpf(arr, stdout, JSON_INDENT(2));
+        fputc('\n', stdout);
+        json_decref(arr);
+    } else if (!shown && model)
+        printf("(breaker %s has never changed state: closed, automatic)\n", model);
+    else if (!shown)
         printf("(no breaker has changed state yet)\n");
     free_seen(all);
-    return 0;
+    return model && !shown ? 1 : 0;
 }
 
 static int breaker_force(const char *brokers, const char *topic, const char *model, const char *how)
@@ -218,7 +246,24 @@ static int breaker_force(const char *brokers, const char *topic, const char *mod
     return 0;
 }
 
-int aiq_admin_breaker(const char *brokers, const char *prefix, int argc, char **argv)
+void aiq_admin_breaker_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: aiq-admin [options] breaker COMMAND\n\n"
+            "The circuit breakers (one per model) are shared by every worker through the\n"
+            "compacted <prefix>breaker topic; workers apply a change within about a second.\n\n"
+            "  show [MODEL]      state, manual override, since when and which worker changed\n"
+            "                    it, of every breaker (or of MODEL: exit 1 when it has no\n"
+            "                    record yet); 'list' is the same. --json for one JSON array.\n"
+            "  open MODEL        force MODEL's breaker open: its jobs get breaker_open results\n"
+            "                    (or go to the fallback model) without a call\n"
+            "  close MODEL       force it closed: calls go through whatever the errors\n"
+            "  auto MODEL        lift the override; the breaker follows the errors again\n"
+            "  force MODEL open|closed|auto   the same three as one command\n\n"
+            "Exit codes: 0 done, 1 failure, 2 usage error.\n");
+}
+
+int aiq_admin_breaker(const char *brokers, const char *prefix, bool json, int argc, char **argv)
 {
     char topic[AIQ_TOPIC_MAX];
     if (aiq_topic_breaker(prefix, topic, sizeof(topic))) {
@@ -226,8 +271,8 @@ int aiq_admin_breaker(const char *brokers, const char *prefix, int argc, char **
         return 2;
     }
     const char *verb = argc > 0 ? argv[0] : "";
-    if ((!strcmp(verb, "list") || !strcmp(verb, "show")) && argc == 1)
-        return breaker_list(brokers, topic);
+    if ((!strcmp(verb, "list") || !strcmp(verb, "show")) && argc <= 2)
+        return breaker_show(brokers, topic, argc == 2 ? argv[1] : NULL, json);
     if (!strcmp(verb, "force") && argc == 3)
         return breaker_force(brokers, topic, argv[1], argv[2]);
     /* short forms: open|close|auto MODEL */
@@ -235,7 +280,7 @@ int aiq_admin_breaker(const char *brokers, const char *prefix, int argc, char **
         return breaker_force(brokers, topic, argv[1], verb);
     if (argc == 2 && !strcmp(verb, "close"))
         return breaker_force(brokers, topic, argv[1], "closed");
-    fprintf(stderr, "aiq-admin: usage: breaker list|show | breaker open|close|auto MODEL | "
+    fprintf(stderr, "aiq-admin: usage: breaker show [MODEL] | breaker open|close|auto MODEL | "
                     "breaker force MODEL open|closed|auto\n");
     return 2;
 }

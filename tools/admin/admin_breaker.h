@@ -1,9 +1,17 @@
-/* admin_breaker.h — the "breaker" command of aiq-admin: list the shared circuit breakers,
+/* admin_breaker.h — the "breaker" command of aiq-admin: show the shared circuit breakers,
  * or force one open or closed (or back to automatic) for every worker. */
 #ifndef AIQ_ADMIN_BREAKER_H
 #define AIQ_ADMIN_BREAKER_H
 
-/* argv holds what follows "breaker" (argc words). Returns the process exit code. */
-int aiq_admin_breaker(const char *brokers, const char *prefix, int argc, char **argv);
+#include <stdbool.h>
+#include <stdio.h>
+
+/* argv holds what follows "breaker" (argc words), borrowed. json: "show" prints one JSON
+ * document. Returns the exit code: 0 done, 1 failed (or show MODEL found no such
+ * breaker), 2 usage error. */
+int aiq_admin_breaker(const char *brokers, const char *prefix, bool json, int argc, char **argv);
+
+/* The help text of "aiq-admin breaker". */
+void aiq_admin_breaker_usage(FILE *out);
 
 #endif
