@@ -1,10 +1,13 @@
 #include "config.h"
+#include "kprops.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+extern char **environ;
 
 typedef enum { CFG_STR, CFG_INT } cfg_type_t;
 
@@ -360,6 +363,23 @@ static void env_name(const char *key, char *buf, size_t cap)
     buf[j] = '\0';
 }
 
+/* AIQ_KAFKA_RDKAFKA_<NAME> = kafka.rdkafka.<name>: secrets such as sasl.password can come
+ * from the environment (a Kubernetes Secret) instead of a file. */
+static int load_env_passthru(aiq_config_t *cfg, aiq_err_t *err)
+{
+    for (char **e = environ; e && *e; e++) {
+        char name[256], key[sizeof(name) + sizeof(PASSTHRU_PREFIX)];
+        const char *eq = strchr(*e, '=');
+        if (!eq || !aiq_kprops_env_to_name(*e, name, sizeof(name)))
+            continue;
+        snprintf(key, sizeof(key), "%s%s", PASSTHRU_PREFIX, name);
+        aiq_err_t e2 = {0};
+        if (set_passthru(cfg, key, eq + 1, &e2))
+            return aiq_err_set(err, e2.code, "environment %.*s: %s", (int)(eq - *e), *e, e2.msg);
+    }
+    return 0;
+}
+
 int aiq_config_load_env(aiq_config_t *cfg, aiq_err_t *err)
 {
     const char *region = getenv("AWS_REGION");
@@ -375,7 +395,7 @@ int aiq_config_load_env(aiq_config_t *cfg, aiq_err_t *err)
         if (set_entry(cfg, &table[i], v, &e2))
             return aiq_err_set(err, e2.code, "environment %s: %s", name, e2.msg);
     }
-    return 0;
+    return load_env_passthru(cfg, err);
 }
 
 void aiq_config_print_help(FILE *out, int scope)
@@ -396,8 +416,12 @@ void aiq_config_print_help(FILE *out, int scope)
             fprintf(out, "  %-28s default '%s', env %s\n", "", e->def, env);
     }
     if (scope & AIQ_CFG_WORKER)
-        fprintf(out, "  %-28s any librdkafka property, passed through (e.g. security.protocol)\n",
-                PASSTHRU_PREFIX "<name>");
+        fprintf(
+            out,
+            "  %-28s any librdkafka property, passed through (SASL, TLS: e.g.\n"
+            "  %-28s kafka.rdkafka.security.protocol = SASL_SSL), env\n"
+            "  %-28s AIQ_KAFKA_RDKAFKA_<NAME> ('.' -> '_', e.g. AIQ_KAFKA_RDKAFKA_SASL_PASSWORD)\n",
+            PASSTHRU_PREFIX "<name>", "", "");
 }
 
 void aiq_config_dump(const aiq_config_t *cfg, FILE *out, int scope)

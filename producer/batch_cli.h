@@ -5,10 +5,11 @@
 
 typedef struct aiq__batch_opts {
     const char *brokers, *prefix, *reply_to;
-    const char *file;     /* NDJSON input, "-" for stdin */
-    const char *results;  /* results NDJSON; the state file is <results>.state */
-    const char *batch_id; /* NULL: derived from the input file's name, size and mtime */
-    const char *priority; /* NULL: keep each job's own priority */
+    const char *const *kafka_props; /* librdkafka name, value pairs (-X, AIQ_KAFKA_RDKAFKA_*) */
+    const char *file;               /* NDJSON input, "-" for stdin */
+    const char *results;            /* results NDJSON; the state file is <results>.state */
+    const char *batch_id;           /* NULL: derived from the input file's name, size and mtime */
+    const char *priority;           /* NULL: keep each job's own priority */
     long long wait_timeout_ms;
     long long timeout_ms; /* deadline of lines that set none; 0 = the worker's default */
     double rate;          /* jobs per second, 0 = unlimited */

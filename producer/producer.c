@@ -21,13 +21,20 @@ struct aiq_producer {
     uint64_t failed;
     double rate, tokens; /* token bucket; rate 0 = unlimited */
     int64_t refill_ms;
+    int fatal; /* 1 once Kafka refused us for good (login, TLS, fatal error) */
+    char fatal_msg[512];
+    char last_err[512]; /* the latest error librdkafka reported, for aiq_producer_connect */
 };
+
+#define RESULTS_CONNECT_MS 15000 /* how long aiq_results_open waits for a broker to answer */
 
 struct aiq_results {
     rd_kafka_t *rk;
     int n;         /* partitions of the topic */
     int64_t *hi;   /* high watermark of each partition when the reader was opened */
     int64_t *next; /* offset of the next record to read, per partition */
+    int fatal;     /* 1 once Kafka refused the reader for good (login, TLS) */
+    char last_err[400];
 };
 
 static int set_props(rd_kafka_conf_t *conf, const char *const *props, char *errstr, size_t errlen)
@@ -46,9 +53,44 @@ static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     char *id = m->_private;
     if (m->err)
         p->failed++;
+    const char *why = !m->err ? "" : p->fatal ? p->fatal_msg : rd_kafka_err2str(m->err);
     if (p->on_delivery)
-        p->on_delivery(p->opaque, id, m->err == 0, m->err ? rd_kafka_err2str(m->err) : "");
+        p->on_delivery(p->opaque, id, m->err == 0, why);
     free(id);
+}
+
+/* Errors that retrying cannot cure: a refused login or TLS handshake (librdkafka would
+ * retry them for ever) and librdkafka's own fatal errors. */
+static int permanent_kafka_error(rd_kafka_t *rk, int err)
+{
+    (void)rk;
+    return err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL ||
+           err == RD_KAFKA_RESP_ERR__FATAL;
+}
+
+/* Runs inside aiq_producer_poll / _flush / _submit on the caller's thread. A permanent
+ * error fails every queued job at once (with the reason) instead of after
+ * message.timeout.ms, so a caller with wrong credentials learns it in milliseconds. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    aiq_producer_t *p = opaque;
+    /* "1/1 brokers are down" says less than the error that brought them down. */
+    if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || !p->last_err[0])
+        snprintf(p->last_err, sizeof(p->last_err), "%s", reason);
+    if (p->fatal || !permanent_kafka_error(rk, err))
+        return;
+    char why[480];
+    if (err == RD_KAFKA_RESP_ERR__FATAL)
+        rd_kafka_fatal_error(rk, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "%s", reason);
+    snprintf(p->fatal_msg, sizeof(p->fatal_msg), "Kafka %s failed: %s",
+             err == RD_KAFKA_RESP_ERR__SSL     ? "TLS"
+             : err == RD_KAFKA_RESP_ERR__FATAL ? "producer"
+                                               : "authentication",
+             why);
+    p->fatal = 1;
+    rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 }
 
 int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char *errstr,
@@ -81,6 +123,7 @@ int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char
     }
     rd_kafka_conf_set_opaque(kc, p);
     rd_kafka_conf_set_dr_msg_cb(kc, on_dr);
+    rd_kafka_conf_set_error_cb(kc, on_error);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errlen);
     if (!p->rk) {
         rd_kafka_conf_destroy(kc);
@@ -206,6 +249,10 @@ int aiq_producer_submit_ex(aiq_producer_t *p, const char *job_json, size_t len,
                            int *prio_out, char *errstr, size_t errlen)
 {
     rate_wait(p);
+    if (p->fatal) {
+        snprintf(errstr, errlen, "%s", p->fatal_msg);
+        return AIQ_SUBMIT_EKAFKA;
+    }
     json_t *doc = NULL;
     int rc = prepare(job_json, len, opts, &doc, errstr, errlen);
     if (rc)
@@ -291,7 +338,39 @@ int aiq_producer_poll(aiq_producer_t *p, int timeout_ms)
 
 int aiq_producer_flush(aiq_producer_t *p, int timeout_ms)
 {
-    return rd_kafka_flush(p->rk, timeout_ms) ? AIQ_SUBMIT_ETIMEDOUT : 0;
+    if (rd_kafka_flush(p->rk, timeout_ms))
+        return p->fatal ? AIQ_SUBMIT_EKAFKA : AIQ_SUBMIT_ETIMEDOUT;
+    return p->fatal ? AIQ_SUBMIT_EKAFKA : 0;
+}
+
+int aiq_producer_error(const aiq_producer_t *p, char *errstr, size_t errlen)
+{
+    if (!p->fatal)
+        return 0;
+    snprintf(errstr, errlen, "%s", p->fatal_msg);
+    return AIQ_SUBMIT_EKAFKA;
+}
+
+int aiq_producer_connect(aiq_producer_t *p, int timeout_ms, char *errstr, size_t errlen)
+{
+    int64_t until = aiq_mono_ms() + timeout_ms;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        int64_t left = until - aiq_mono_ms();
+        int slice = left < 500 ? (left > 0 ? (int)left : 1) : 500;
+        if (rd_kafka_metadata(p->rk, 0, NULL, &md, slice) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_metadata_destroy(md);
+            return 0;
+        }
+        rd_kafka_poll(p->rk, 0); /* serves on_error */
+        if (p->fatal)
+            return aiq_producer_error(p, errstr, errlen);
+        if (aiq_mono_ms() >= until) {
+            snprintf(errstr, errlen, "no answer from Kafka within %d ms%s%s", timeout_ms,
+                     p->last_err[0] ? ": " : "", p->last_err);
+            return AIQ_SUBMIT_ETIMEDOUT;
+        }
+    }
 }
 
 uint64_t aiq_producer_failed(const aiq_producer_t *p)
@@ -303,7 +382,7 @@ void aiq_producer_free(aiq_producer_t *p)
 {
     if (!p)
         return;
-    rd_kafka_flush(p->rk, 10000);
+    rd_kafka_flush(p->rk, p->fatal ? 0 : 10000);
     rd_kafka_destroy(p->rk);
     free(p);
 }
@@ -328,6 +407,48 @@ static int partition_count_once(rd_kafka_t *rk, const char *topic, char *errstr,
                  md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
     rd_kafka_metadata_destroy(md);
     return n > 0 ? n : AIQ_SUBMIT_EKAFKA;
+}
+
+/* Client-level errors of the reader; runs inside rd_kafka_consumer_poll on the caller's
+ * thread. */
+static void on_results_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    aiq_results_t *r = opaque;
+    if (r->fatal)
+        return;
+    if (permanent_kafka_error(rk, err)) {
+        snprintf(r->last_err, sizeof(r->last_err), "Kafka %s failed: %s",
+                 err == RD_KAFKA_RESP_ERR__SSL ? "TLS" : "authentication", reason);
+        r->fatal = 1;
+    } else if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || !r->last_err[0]) {
+        snprintf(r->last_err, sizeof(r->last_err), "%s", reason);
+    }
+}
+
+/* Waits until a broker answers, so a refused login (or TLS handshake) is reported with its
+ * reason at once instead of as a metadata timeout later. */
+static int results_connect(aiq_results_t *r, int timeout_ms, char *errstr, size_t errlen)
+{
+    int64_t until = aiq_mono_ms() + timeout_ms;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        if (rd_kafka_metadata(r->rk, 0, NULL, &md, 500) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_metadata_destroy(md);
+            return 0;
+        }
+        rd_kafka_message_t *m;
+        while ((m = rd_kafka_consumer_poll(r->rk, 0))) /* serves on_results_error */
+            rd_kafka_message_destroy(m);
+        if (r->fatal) {
+            snprintf(errstr, errlen, "%s", r->last_err);
+            return AIQ_SUBMIT_EKAFKA;
+        }
+        if (aiq_mono_ms() >= until) {
+            snprintf(errstr, errlen, "no answer from Kafka within %d ms%s%s", timeout_ms,
+                     r->last_err[0] ? ": " : "", r->last_err);
+            return AIQ_SUBMIT_ETIMEDOUT;
+        }
+    }
 }
 
 /* A topic created a moment ago may not be in the broker's metadata yet: ask again for a
@@ -444,6 +565,8 @@ int aiq_results_open_at(aiq_results_t **out, const char *brokers, const char *to
         free(r);
         return AIQ_SUBMIT_EINVAL;
     }
+    rd_kafka_conf_set_opaque(kc, r);
+    rd_kafka_conf_set_error_cb(kc, on_results_error);
     r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errlen);
     if (!r->rk) {
         rd_kafka_conf_destroy(kc);
@@ -451,8 +574,11 @@ int aiq_results_open_at(aiq_results_t **out, const char *brokers, const char *to
         return AIQ_SUBMIT_EKAFKA;
     }
     rd_kafka_poll_set_consumer(r->rk);
-    r->n = partition_count(r->rk, topic, errstr, errlen);
-    int rc = r->n < 0 ? r->n : assign_from(r, topic, since_ms, errstr, errlen);
+    int rc = results_connect(r, RESULTS_CONNECT_MS, errstr, errlen);
+    if (!rc) {
+        r->n = partition_count(r->rk, topic, errstr, errlen);
+        rc = r->n < 0 ? r->n : assign_from(r, topic, since_ms, errstr, errlen);
+    }
     if (rc) {
         aiq_results_close(r);
         return rc;
@@ -468,6 +594,12 @@ int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id
     for (;;) {
         int64_t left = until - aiq_mono_ms();
         rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, left > 0 ? (int)left : 0);
+        if (r->fatal) {
+            if (m)
+                rd_kafka_message_destroy(m);
+            snprintf(errstr, errlen, "%s", r->last_err);
+            return AIQ_SUBMIT_EKAFKA;
+        }
         if (!m)
             return 0;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && m->partition < r->n) {
@@ -480,8 +612,11 @@ int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id
             continue;
         }
         if (m->err) {
+            int permanent = permanent_kafka_error(r->rk, m->err);
             snprintf(errstr, errlen, "%s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
+            if (permanent)
+                return AIQ_SUBMIT_EKAFKA;
             if (aiq_mono_ms() >= until)
                 return 0;
             continue;

@@ -4,6 +4,7 @@
 #include "batch_cli.h"
 #include "config.h"
 #include "idmap.h"
+#include "kprops.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -13,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LINE_MAX_BYTES (16u << 20)
+#define LINE_MAX_BYTES     (16u << 20)
+#define CONNECT_TIMEOUT_MS 20000 /* a cluster that does not answer this long is an error */
 
 typedef struct pending_job {
     char id[AIQ_JOB_ID_CAP];
@@ -80,56 +82,62 @@ static pending_job_t *table_add(job_table_t *t, const char *id, int prio)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: aiq-submit [options] [FILE]\n\n"
-            "Submits AI jobs to aiq. The job comes from flags (--operation ...), from --json, or\n"
-            "as NDJSON (one job per line) from FILE or '-' (stdin). Missing ids and created_at\n"
-            "are filled in; each job goes to <prefix>jobs.<priority>. Without --wait the id of\n"
-            "every job Kafka acknowledged is printed; with --wait each result is printed as one\n"
-            "JSON line when it arrives.\n\n"
-            "Job from flags:\n"
-            "  -o, --operation OP      operation name (e.g. vc-analysis)\n"
-            "  -p, --priority P        critical | high | normal (default) | low\n"
-            "      --payload JSON      operation input object\n"
-            "  -t, --text TEXT         a user message (Converse messages) instead of a payload\n"
-            "      --system TEXT       system prompt\n"
-            "      --persona NAME      persona\n"
-            "  -m, --model ID          model id (default: the worker's)\n"
-            "      --id ID             job id (default: a random UUID)\n"
-            "      --correlation-id X  echoed in the result\n"
-            "      --reply-to TOPIC    result topic (default <prefix>results)\n"
-            "      --timeout-ms N      deadline from now (default: the worker's, 45000); for\n"
-            "                          a --results batch, the deadline of lines setting none\n"
-            "  -j, --json DOC          one job document\n\n"
-            "Waiting:\n"
-            "  -w, --wait              wait for every job's result and print it\n"
-            "      --wait-timeout-ms N give up waiting after N ms (default 120000)\n"
-            "      --summary           print counts, throughput and latency percentiles per\n"
-            "                          priority to stderr at the end (implies --wait)\n\n"
-            "Batch (NDJSON FILE or '-' in, one result per line out):\n"
-            "      --results OUT       write {\"line\":N,\"job_id\":..,\"result\":{..}} per input\n"
-            "                          line to OUT (implies --wait); the batch's progress is\n"
-            "                          kept in OUT.state. -p overrides each job's priority.\n"
-            "      --batch-id ID       a job without id gets id ID-<line> (default: from the\n"
-            "                          file's name, size and mtime; required for stdin)\n"
-            "      --resume            continue the batch of OUT.state: acknowledged lines are\n"
-            "                          not sent again, earlier results are kept and collected\n"
-            "      --strict            check every line first; send nothing if one is invalid\n"
-            "                          (default: report invalid lines and skip them)\n"
-            "      --rate N            submit at most N jobs per second\n"
-            "      --max-lag N         pause while more than N jobs are unanswered\n"
-            "      --no-progress       no progress line (default: live on a terminal, else\n"
-            "                          every 5 s)\n\n"
-            "Connection:\n"
-            "  -b, --brokers LIST      Kafka bootstrap servers (env AIQ_KAFKA_BROKERS,\n"
-            "                          default 127.0.0.1:9092)\n"
-            "      --prefix PREFIX     topic prefix (env AIQ_KAFKA_TOPIC_PREFIX, default aiq.)\n"
-            "  -q, --quiet             print nothing per job\n"
-            "      --check             only check the jobs against the schema (no Kafka);\n"
-            "                          prints 'ok' or the reason per job\n"
-            "  -h, --help, -V, --version\n\n"
-            "Exit status: 0 when every job was accepted (and, with --wait, answered); 1 when\n"
-            "some input was invalid, undeliverable or unanswered; 2 on usage errors.\n");
+    fprintf(
+        out,
+        "Usage: aiq-submit [options] [FILE]\n\n"
+        "Submits AI jobs to aiq. The job comes from flags (--operation ...), from --json, or\n"
+        "as NDJSON (one job per line) from FILE or '-' (stdin). Missing ids and created_at\n"
+        "are filled in; each job goes to <prefix>jobs.<priority>. Without --wait the id of\n"
+        "every job Kafka acknowledged is printed; with --wait each result is printed as one\n"
+        "JSON line when it arrives.\n\n"
+        "Job from flags:\n"
+        "  -o, --operation OP      operation name (e.g. vc-analysis)\n"
+        "  -p, --priority P        critical | high | normal (default) | low\n"
+        "      --payload JSON      operation input object\n"
+        "  -t, --text TEXT         a user message (Converse messages) instead of a payload\n"
+        "      --system TEXT       system prompt\n"
+        "      --persona NAME      persona\n"
+        "  -m, --model ID          model id (default: the worker's)\n"
+        "      --id ID             job id (default: a random UUID)\n"
+        "      --correlation-id X  echoed in the result\n"
+        "      --reply-to TOPIC    result topic (default <prefix>results)\n"
+        "      --timeout-ms N      deadline from now (default: the worker's, 45000); for\n"
+        "                          a --results batch, the deadline of lines setting none\n"
+        "  -j, --json DOC          one job document\n\n"
+        "Waiting:\n"
+        "  -w, --wait              wait for every job's result and print it\n"
+        "      --wait-timeout-ms N give up waiting after N ms (default 120000)\n"
+        "      --summary           print counts, throughput and latency percentiles per\n"
+        "                          priority to stderr at the end (implies --wait)\n\n"
+        "Batch (NDJSON FILE or '-' in, one result per line out):\n"
+        "      --results OUT       write {\"line\":N,\"job_id\":..,\"result\":{..}} per input\n"
+        "                          line to OUT (implies --wait); the batch's progress is\n"
+        "                          kept in OUT.state. -p overrides each job's priority.\n"
+        "      --batch-id ID       a job without id gets id ID-<line> (default: from the\n"
+        "                          file's name, size and mtime; required for stdin)\n"
+        "      --resume            continue the batch of OUT.state: acknowledged lines are\n"
+        "                          not sent again, earlier results are kept and collected\n"
+        "      --strict            check every line first; send nothing if one is invalid\n"
+        "                          (default: report invalid lines and skip them)\n"
+        "      --rate N            submit at most N jobs per second\n"
+        "      --max-lag N         pause while more than N jobs are unanswered\n"
+        "      --no-progress       no progress line (default: live on a terminal, else\n"
+        "                          every 5 s)\n\n"
+        "Connection:\n"
+        "  -b, --brokers LIST      Kafka bootstrap servers (env AIQ_KAFKA_BROKERS,\n"
+        "                          default 127.0.0.1:9092)\n"
+        "      --prefix PREFIX     topic prefix (env AIQ_KAFKA_TOPIC_PREFIX, default aiq.)\n"
+        "  -X NAME=VALUE           librdkafka property for every Kafka client, e.g.\n"
+        "                          -X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-512\n"
+        "                          (same as env AIQ_KAFKA_RDKAFKA_<NAME>, '.' -> '_',\n"
+        "                          e.g. AIQ_KAFKA_RDKAFKA_SASL_PASSWORD; prefer the env\n"
+        "                          for secrets)\n"
+        "  -q, --quiet             print nothing per job\n"
+        "      --check             only check the jobs against the schema (no Kafka);\n"
+        "                          prints 'ok' or the reason per job\n"
+        "  -h, --help, -V, --version\n\n"
+        "Exit status: 0 when every job was accepted (and, with --wait, answered); 1 when\n"
+        "some input was invalid, undeliverable or unanswered; 2 on usage errors.\n");
 }
 
 /* The batch flags; returns 0 or 2 (usage error, reported). */
@@ -208,9 +216,16 @@ static int parse_opts(opts_t *o, int argc, char **argv)
     o->wait_timeout_ms = 120000;
     o->batch.progress = -1;
     int c;
-    while ((c = getopt_long(argc, argv, "o:p:t:m:j:wb:qhV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:p:t:m:j:wb:qhVX:", lo, NULL)) != -1) {
         char *end;
+        aiq_err_t kerr = {0};
         switch (c) {
+        case 'X':
+            if (aiq_kprops_set_arg(optarg, &kerr)) {
+                fprintf(stderr, "aiq-submit: %s\n", kerr.msg);
+                return 2;
+            }
+            break;
         case 'o':
             o->operation = optarg;
             break;
@@ -572,35 +587,54 @@ int main(int argc, char **argv)
     int rc = parse_opts(&r.o, argc, argv);
     if (rc)
         return rc;
-    if (r.o.batch.results && !r.o.check)
-        return aiq__batch_run(&r.o.batch);
+    char **props = aiq_kprops_list_env();
+    if (!props) {
+        fprintf(stderr, "aiq-submit: out of memory\n");
+        return 2;
+    }
+    if (r.o.batch.results && !r.o.check) {
+        r.o.batch.kafka_props = (const char *const *)props;
+        rc = aiq__batch_run(&r.o.batch);
+        aiq_kprops_list_free(props);
+        return rc;
+    }
     char err[512], reply[AIQ_TOPIC_MAX];
     if (r.o.reply_to)
         snprintf(reply, sizeof(reply), "%s", r.o.reply_to);
     else
         aiq_topic_results(r.o.prefix, reply, sizeof(reply));
+    aiq_results_t *res = NULL;
+    if (r.o.check) {
+        rc = submit_all(&r);
+        aiq_kprops_list_free(props);
+        return rc ? rc : (r.invalid ? 1 : 0);
+    }
     aiq_producer_conf_t pc = {.brokers = r.o.brokers,
                               .topic_prefix = r.o.prefix,
                               .client_id = "aiq-submit",
                               .on_delivery = on_delivery,
-                              .opaque = &r};
-    aiq_results_t *res = NULL;
-    if (r.o.check) {
-        rc = submit_all(&r);
-        return rc ? rc : (r.invalid ? 1 : 0);
-    }
-    if (r.o.wait && aiq_results_open(&res, r.o.brokers, reply, NULL, err, sizeof(err))) {
+                              .opaque = &r,
+                              .kafka_props = (const char *const *)props};
+    if (r.o.wait && aiq_results_open(&res, r.o.brokers, reply, pc.kafka_props, err, sizeof(err))) {
         fprintf(stderr, "aiq-submit: cannot read results from %s: %s\n", reply, err);
+        aiq_kprops_list_free(props);
         return 1;
     }
-    if (aiq_producer_new(&r.p, &pc, err, sizeof(err))) {
+    /* Fail fast, with the reason, on wrong credentials or an unreachable cluster. */
+    if (aiq_producer_new(&r.p, &pc, err, sizeof(err)) ||
+        aiq_producer_connect(r.p, CONNECT_TIMEOUT_MS, err, sizeof(err))) {
         fprintf(stderr, "aiq-submit: %s\n", err);
+        aiq_producer_free(r.p);
         aiq_results_close(res);
-        return 2;
+        aiq_kprops_list_free(props);
+        return r.p ? 1 : 2;
     }
     r.t0 = aiq_mono_ms();
     rc = submit_all(&r);
-    if (aiq_producer_flush(r.p, 60000))
+    int frc = aiq_producer_flush(r.p, 60000);
+    if (frc == AIQ_SUBMIT_EKAFKA && aiq_producer_error(r.p, err, sizeof(err)))
+        fprintf(stderr, "aiq-submit: %s\n", err);
+    else if (frc)
         fprintf(stderr, "aiq-submit: some jobs were not acknowledged within 60 s\n");
     if (rc == 0 && r.o.wait)
         wait_results(&r, res);
@@ -611,6 +645,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     aiq_results_close(res);
     aiq_producer_free(r.p);
+    aiq_kprops_list_free(props);
     free(r.table.jobs);
     aiq_idmap_free(r.table.index);
     if (rc)

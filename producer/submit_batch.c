@@ -373,7 +373,7 @@ static int scan_job_topics(batch_t *b)
         aiq_topic_jobs(b->o->prefix, (aiq_priority_t)p, topic, sizeof(topic));
         aiq_results_t *r = NULL;
         if (aiq_results_open_at(&r, b->o->brokers, topic, b->first_submit_ms - CLOCK_MARGIN_MS,
-                                NULL, err, sizeof(err))) {
+                                b->o->kafka_props, err, sizeof(err))) {
             fprintf(stderr, "aiq-submit: reading %s: %s\n", topic, err);
             return -1;
         }
@@ -736,7 +736,8 @@ static int setup(batch_t *b)
         return 2;
     char err[512];
     int64_t since = o->resume && b->first_submit_ms > 0 ? b->first_submit_ms - CLOCK_MARGIN_MS : -1;
-    if (aiq_results_open_at(&b->rr, o->brokers, b->reply, since, NULL, err, sizeof(err))) {
+    if (aiq_results_open_at(&b->rr, o->brokers, b->reply, since, o->kafka_props, err,
+                            sizeof(err))) {
         fprintf(stderr, "aiq-submit: cannot read results from %s: %s\n", b->reply, err);
         return 2;
     }
@@ -749,7 +750,8 @@ static int setup(batch_t *b)
                               .topic_prefix = o->prefix,
                               .client_id = "aiq-submit",
                               .on_delivery = on_delivery,
-                              .opaque = b};
+                              .opaque = b,
+                              .kafka_props = o->kafka_props};
     if (aiq_producer_new(&b->p, &pc, err, sizeof(err))) {
         fprintf(stderr, "aiq-submit: %s\n", err);
         return 2;
@@ -769,7 +771,7 @@ static int run_batch(batch_t *b)
     rc = submit_pass(b, b->o->strict || b->o->resume) ? 2 : 0;
     int64_t until = aiq_mono_ms() + 60000;
     b->t_sub_end = aiq_mono_ms();
-    while (aiq_producer_flush(b->p, 0) && aiq_mono_ms() < until && !g_stop)
+    while (aiq_producer_flush(b->p, 0) == AIQ_SUBMIT_ETIMEDOUT && aiq_mono_ms() < until && !g_stop)
         tick(b, 50);
     if (!rc && !g_stop)
         rc = wait_results(b) ? 2 : 0;

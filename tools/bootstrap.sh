@@ -15,6 +15,7 @@ PACKAGES=(
     build-essential cmake pkg-config
     librdkafka-dev libuv1-dev libcurl4-openssl-dev libjansson-dev liblmdb-dev
     libcmocka-dev libmicrohttpd-dev libssl-dev libzstd-dev
+    liblz4-dev libsasl2-dev
     kafkacat clang-format curl
 )
 

@@ -1,6 +1,7 @@
 #include "publish.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -99,6 +100,22 @@ static void handle_error(aiq_publisher_t *p, rd_kafka_event_t *ev)
         char buf[512];
         rd_kafka_fatal_error(p->rk, buf, sizeof(buf));
         aiq_log_error(p->log, "producer fatal error: %s", buf);
+        if (!p->fatal_reported && p->on_fatal) {
+            p->fatal_reported = 1;
+            p->on_fatal(p->fatal_opaque, buf);
+        }
+        return;
+    }
+    if (e == RD_KAFKA_RESP_ERR__AUTHENTICATION || e == RD_KAFKA_RESP_ERR__SSL) {
+        /* librdkafka retries a refused login or TLS handshake for ever, but wrong
+         * credentials or certificates never heal: stop with the reason instead of idling. */
+        char buf[768];
+        snprintf(buf, sizeof(buf),
+                 "Kafka %s failed: %s (check the kafka.rdkafka.security.protocol, sasl.* and "
+                 "ssl.* settings)",
+                 e == RD_KAFKA_RESP_ERR__SSL ? "TLS" : "authentication",
+                 rd_kafka_event_error_string(ev));
+        aiq_log_error(p->log, "%s", buf);
         if (!p->fatal_reported && p->on_fatal) {
             p->fatal_reported = 1;
             p->on_fatal(p->fatal_opaque, buf);

@@ -6,6 +6,7 @@
 #include "admin_group.h"
 #include "config.h"
 #include "topics.h"
+#include "kprops.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -61,6 +62,10 @@ static void usage(FILE *out)
             "                            default aiq-workers)\n"
             "      --yes                 confirm delete\n"
             "      --json                read commands print one JSON document\n"
+            "  -X NAME=VALUE             librdkafka property for every Kafka client (SASL, TLS),\n"
+            "                            e.g. -X security.protocol=SASL_SSL; same as env\n"
+            "                            AIQ_KAFKA_RDKAFKA_<NAME> ('.' -> '_'), e.g.\n"
+            "                            AIQ_KAFKA_RDKAFKA_SASL_PASSWORD (prefer it for secrets)\n"
             "  -h, --help, -V, --version  (COMMAND --help: that command's help)\n\n"
             "Exit codes: 0 done, 1 failure, 2 usage error.\n");
 }
@@ -75,11 +80,9 @@ static rd_kafka_t *connect_kafka(const admin_opts_t *o, rd_kafka_type_t type, co
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
-    if (!rk) {
+    rd_kafka_t *rk = aiq_kprops_client(type, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
+    if (!rk)
         fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-    }
     return rk;
 }
 
@@ -641,9 +644,16 @@ int main(int argc, char **argv)
     if ((env = getenv("AIQ_KAFKA_GROUP_ID")) && *env)
         o.group = env;
     int c;
-    while ((c = getopt_long(argc, argv, "b:hV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:hVX:", lo, NULL)) != -1) {
         char *end;
+        aiq_err_t kerr = {0};
         switch (c) {
+        case 'X':
+            if (aiq_kprops_set_arg(optarg, &kerr)) {
+                fprintf(stderr, "aiq-admin: %s\n", kerr.msg);
+                return 2;
+            }
+            break;
         case 'b':
             o.brokers = optarg;
             break;

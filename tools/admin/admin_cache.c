@@ -7,6 +7,7 @@
 #include "ops.h"
 #include "timeutil.h"
 #include "topics.h"
+#include "kprops.h"
 
 #include <getopt.h>
 #include <librdkafka/rdkafka.h>
@@ -710,11 +711,18 @@ static rd_kafka_t *warm_consumer(const aiq_config_t *cfg)
             rd_kafka_conf_destroy(conf);
             return NULL;
         }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
+    /* kafka.rdkafka.<name> from --config / --set (SASL, TLS) */
+    for (int i = 0; i < cfg->n_passthru; i++)
+        if (rd_kafka_conf_set(conf, cfg->passthru_key[i], cfg->passthru_val[i], errstr,
+                              sizeof(errstr))) {
+            fprintf(stderr, "aiq-admin: kafka.rdkafka.%s: %s\n", cfg->passthru_key[i], errstr);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    rd_kafka_t *rk =
+        aiq_kprops_client(RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
+    if (!rk)
         fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-    }
     return rk;
 }
 

@@ -3,6 +3,7 @@
 #include "admin_dlq.h"
 #include "timeutil.h"
 #include "topics.h"
+#include "kprops.h"
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -97,11 +98,9 @@ static rd_kafka_t *client(const char *brokers, rd_kafka_type_t type, dlq_run_t *
         rd_kafka_conf_set_dr_msg_cb(conf, on_dr);
         rd_kafka_conf_set_opaque(conf, run);
     }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
-    if (!rk) {
+    rd_kafka_t *rk = aiq_kprops_client(type, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
+    if (!rk)
         fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-    }
     return rk;
 }
 

@@ -2,6 +2,7 @@
  * owns, and how far the group's commits are behind the end of every job partition. */
 #include "admin_group.h"
 #include "topics.h"
+#include "kprops.h"
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -54,11 +55,10 @@ static rd_kafka_t *connect_group(const char *brokers, const char *group)
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
+    rd_kafka_t *rk =
+        aiq_kprops_client(RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
+    if (!rk)
         fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-    }
     return rk;
 }
 

@@ -23,6 +23,10 @@ environment:
   AIQ_KAFKA_CONTROLLER_PORT  CONTROLLER listener on 127.0.0.1 (default 9093)
   AIQ_KAFKA_START_TIMEOUT    seconds start waits for the broker (default 60)
   AIQ_KAFKA_HEAP_OPTS        JVM heap flags (default "-Xms256m -Xmx1g")
+  AIQ_KAFKA_SASL_PORT        optional: also a SASL_PLAINTEXT listener on 127.0.0.1 with the
+                             mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (default: none)
+  AIQ_KAFKA_SASL_USER        its user (default aiq); SCRAM credentials are stored in the
+  AIQ_KAFKA_SASL_PASSWORD    cluster's metadata (password default aiq-secret)
 EOF
 }
 
@@ -34,6 +38,10 @@ PORT="${AIQ_KAFKA_PORT:-9092}"
 CPORT="${AIQ_KAFKA_CONTROLLER_PORT:-9093}"
 BROKER="127.0.0.1:$PORT"
 START_TIMEOUT="${AIQ_KAFKA_START_TIMEOUT:-60}"
+SASL_PORT="${AIQ_KAFKA_SASL_PORT:-}"
+SASL_USER="${AIQ_KAFKA_SASL_USER:-aiq}"
+SASL_PASSWORD="${AIQ_KAFKA_SASL_PASSWORD:-aiq-secret}"
+SCRAM_MARK="$DATA/scram-users"
 STOP_TIMEOUT=30
 JAVA="${JAVA:-java}"
 PIDFILE="$DATA/kafka.pid"
@@ -110,18 +118,60 @@ cmd_fetch() {
     say "$(find "$LIB" -name '*.jar' | wc -l) jars in ${LIB#"$ROOT"/}"
 }
 
+# The optional SASL listener (AIQ_KAFKA_SASL_PORT): broker and controller keep talking
+# PLAINTEXT among themselves; clients may log in with PLAIN or SCRAM-SHA-256/512.
+sasl_settings() {
+    [ -n "$SASL_PORT" ] || return 0
+    local scram="org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    cat <<EOF
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=$scram
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$scram
+EOF
+}
+
+# A fingerprint of the SCRAM user and password, so a changed password is set again.
+scram_fingerprint() { printf '%s:%s' "$SASL_USER" "$SASL_PASSWORD" | sha256sum | cut -d' ' -f1; }
+
+# SCRAM users of a data dir formatted before the SASL listener was asked for (or with
+# another password): set them through the running broker's PLAINTEXT listener.
+ensure_scram_users() {
+    [ -n "$SASL_PORT" ] || return 0
+    [ "$(cat "$SCRAM_MARK" 2>/dev/null)" = "$(scram_fingerprint)" ] && return 0
+    say "setting the SCRAM-SHA-256/512 credentials of user $SASL_USER"
+    local mech
+    # One mechanism per request: Kafka refuses to alter one user twice in a request.
+    for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
+        if ! "$JAVA" -Xmx256m -cp "$LIB/*" -Dlog4j.configuration="file:$DATA/log4j.properties" \
+            kafka.admin.ConfigCommand --bootstrap-server "$BROKER" --alter --entity-type users \
+            --entity-name "$SASL_USER" --add-config "$mech=[password=$SASL_PASSWORD]" \
+            >"$DATA/scram.out" 2>&1; then
+            grep -v '^\s' "$DATA/scram.out" | tail -n 5 >&2
+            die "could not set the $mech credentials"
+        fi
+    done
+    scram_fingerprint >"$SCRAM_MARK"
+}
+
 write_config() {
     mkdir -p "$DATA/logs" "$DATA/data"
+    local listeners="PLAINTEXT://127.0.0.1:$PORT" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if [ -n "$SASL_PORT" ]; then
+        listeners="$listeners,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
+        map="$map,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    fi
     cat >"$PROPS" <<EOF
 # Written by tools/kafka/kafka.sh on every start; edits here are lost.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$listeners,CONTROLLER://127.0.0.1:$CPORT
+advertised.listeners=$listeners
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$map
+$(sasl_settings)
 log.dirs=$DATA/data
 num.partitions=6
 default.replication.factor=1
@@ -181,13 +231,20 @@ cmd_start() {
             # A Kafka Uuid: 16 random bytes in URL-safe base64 without padding.
             cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
             say "formatting storage in ${DATA} (cluster $cluster_id)"
+            local scram=()
+            if [ -n "$SASL_PORT" ]; then
+                # KRaft keeps SCRAM credentials in the metadata log: set them at format time.
+                scram=(--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]"
+                    --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]")
+            fi
             if ! "$JAVA" -Xmx256m -cp "$LIB/*" \
                 -Dlog4j.configuration="file:$DATA/log4j.properties" \
                 kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --ignore-formatted \
-                >"$DATA/format.out" 2>&1; then
+                ${scram[@]+"${scram[@]}"} >"$DATA/format.out" 2>&1; then
                 cat "$DATA/format.out" >&2
                 die "storage format failed"
             fi
+            [ -z "$SASL_PORT" ] || scram_fingerprint >"$SCRAM_MARK"
         fi
         # shellcheck disable=SC2086  # word-split the JVM flags on purpose
         setsid "$JAVA" ${AIQ_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g} \
@@ -208,6 +265,8 @@ cmd_start() {
         fi
         if answers; then
             say "up on $BROKER after $(($(date +%s) - t0)) s"
+            ensure_scram_users
+            [ -z "$SASL_PORT" ] || say "SASL_PLAINTEXT listener on 127.0.0.1:$SASL_PORT (user $SASL_USER)"
             return 0
         fi
         if [ $(($(date +%s) - t0)) -ge "$START_TIMEOUT" ]; then

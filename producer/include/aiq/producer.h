@@ -86,9 +86,21 @@ int aiq_job_check(const char *job_json, size_t len, char *errstr, size_t errlen)
 /* Serves delivery callbacks, waiting up to timeout_ms for one. Returns how many were served. */
 int aiq_producer_poll(aiq_producer_t *p, int timeout_ms);
 
-/* Waits until every queued job was acknowledged or failed. Returns 0, or
- * AIQ_SUBMIT_ETIMEDOUT when some are still outstanding. */
+/* Waits until every queued job was acknowledged or failed. Returns 0,
+ * AIQ_SUBMIT_ETIMEDOUT when some are still outstanding, or AIQ_SUBMIT_EKAFKA once Kafka
+ * refused the producer for good (see aiq_producer_error). */
 int aiq_producer_flush(aiq_producer_t *p, int timeout_ms);
+
+/* Waits up to timeout_ms until a Kafka broker answers. Returns 0; AIQ_SUBMIT_EKAFKA when
+ * Kafka refused the client for good (wrong SASL credentials, a failed TLS handshake); or
+ * AIQ_SUBMIT_ETIMEDOUT with librdkafka's latest error (e.g. a security.protocol that does
+ * not match the listener). Optional: call it once after aiq_producer_new to fail fast. */
+int aiq_producer_connect(aiq_producer_t *p, int timeout_ms, char *errstr, size_t errlen);
+
+/* 0 while the producer is usable; AIQ_SUBMIT_EKAFKA with the reason once Kafka refused it
+ * for good (authentication, TLS, a fatal idempotence error). From then on every queued job
+ * fails at once with that reason and aiq_producer_submit / _flush return AIQ_SUBMIT_EKAFKA. */
+int aiq_producer_error(const aiq_producer_t *p, char *errstr, size_t errlen);
 
 /* Jobs whose delivery failed so far. */
 uint64_t aiq_producer_failed(const aiq_producer_t *p);
