@@ -442,8 +442,9 @@ static int trace_id(const char *tp, char out[33])
     return 1;
 }
 
-static void vlog(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *trace,
-                 const char *fmt, va_list ap)
+__attribute__((format(printf, 5, 0))) static void vlog(aiq_log_t *log, aiq_log_level_t level,
+                                                       const char *job, const char *trace,
+                                                       const char *fmt, va_list ap)
 {
     char msg[LOG_LINE_MAX / 2];
     int r = vsnprintf(msg, sizeof(msg), fmt, ap);

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "idmap.h"
 #include "kprops.h"
+#include "result_read.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -45,9 +46,7 @@ typedef struct run {
     aiq_producer_t *p;
     job_table_t table;
     uint64_t submitted, acked, delivery_failed, invalid, answered, duplicates;
-    uint64_t by_status[8];
-    char status_names[8][16];
-    int n_status;
+    aiq__status_tally_t by_status;
     int64_t t0;
 } run_t;
 
@@ -442,20 +441,6 @@ static int submit_stream(run_t *r, FILE *in, const char *name)
     return 0;
 }
 
-static void count_status(run_t *r, const char *status)
-{
-    for (int i = 0; i < r->n_status; i++) {
-        if (strcmp(r->status_names[i], status) == 0) {
-            r->by_status[i]++;
-            return;
-        }
-    }
-    if (r->n_status < 8) {
-        snprintf(r->status_names[r->n_status], sizeof(r->status_names[0]), "%s", status);
-        r->by_status[r->n_status++] = 1;
-    }
-}
-
 static void handle_result(run_t *r, char *json, const char *key)
 {
     pending_job_t *j = table_find(&r->table, key);
@@ -468,9 +453,10 @@ static void handle_result(run_t *r, char *json, const char *key)
     j->answered = 1;
     j->latency_ms = aiq_mono_ms() - j->sent_ms;
     r->answered++;
-    json_t *doc = json_loads(json, 0, NULL);
-    const char *st = json_string_value(json_object_get(doc, "status"));
-    count_status(r, st ? st : "unknown");
+    json_t *doc = aiq__result_parse(json);
+    aiq__result_info_t info;
+    aiq__result_info(doc, &info);
+    aiq__status_tally_add(&r->by_status, info.status);
     json_decref(doc);
     if (!r->o.quiet)
         printf("%s\n", json);
@@ -525,8 +511,9 @@ static void print_summary(run_t *r)
             (unsigned long long)r->invalid, (unsigned long long)r->answered,
             (unsigned long long)r->duplicates, (unsigned long long)(r->submitted - r->answered));
     fprintf(stderr, "by status:");
-    for (int i = 0; i < r->n_status; i++)
-        fprintf(stderr, " %s=%llu", r->status_names[i], (unsigned long long)r->by_status[i]);
+    for (int i = 0; i < r->by_status.n; i++)
+        fprintf(stderr, " %s=%llu", r->by_status.names[i],
+                (unsigned long long)r->by_status.counts[i]);
     fprintf(stderr, "\nwall time: %.2f s   throughput: %.1f results/s\n", secs,
             secs > 0 ? (double)r->answered / secs : 0.0);
     fprintf(stderr, "%-9s %7s %9s %9s %9s   (end-to-end latency, submit to result)\n", "priority",

@@ -10,6 +10,7 @@
 
 #include "aiq/producer.h"
 #include "idmap.h"
+#include "result_read.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -58,9 +59,9 @@ typedef struct batch {
     double tokens;
     uint64_t lines, invalid, submitted, acked, failed, answered, duplicates, prev_answered;
     uint64_t base_acked; /* acked by earlier runs */
-    uint64_t in_tokens, out_tokens, by_status[8];
-    char status_names[8][16];
-    int n_status, tty, progress_shown;
+    uint64_t in_tokens, out_tokens;
+    aiq__status_tally_t by_status;
+    int tty, progress_shown;
 } batch_t;
 
 static volatile sig_atomic_t g_stop;
@@ -263,28 +264,15 @@ static int load_state(batch_t *b, json_t **acked)
 
 /* ---- results -------------------------------------------------------------------------- */
 
-static void count_status(batch_t *b, const char *status)
-{
-    for (int i = 0; i < b->n_status; i++)
-        if (strcmp(b->status_names[i], status) == 0) {
-            b->by_status[i]++;
-            return;
-        }
-    if (b->n_status < 8) {
-        snprintf(b->status_names[b->n_status], sizeof(b->status_names[0]), "%s", status);
-        b->by_status[b->n_status++] = 1;
-    }
-}
-
 static void account(batch_t *b, bjob_t *j, json_t *result)
 {
     j->flags |= J_ANSWERED;
     b->answered++;
-    const char *st = json_string_value(json_object_get(result, "status"));
-    count_status(b, st ? st : "unknown");
-    json_t *u = json_object_get(result, "usage");
-    b->in_tokens += (uint64_t)json_integer_value(json_object_get(u, "input_tokens"));
-    b->out_tokens += (uint64_t)json_integer_value(json_object_get(u, "output_tokens"));
+    aiq__result_info_t info;
+    aiq__result_info(result, &info);
+    aiq__status_tally_add(&b->by_status, info.status);
+    b->in_tokens += info.input_tokens;
+    b->out_tokens += info.output_tokens;
 }
 
 static int write_line(FILE *f, uint64_t line, const char *id, json_t *result, const char *error)
@@ -305,7 +293,7 @@ static void on_result(batch_t *b, const char *json, const char *key)
         b->duplicates++; /* at-least-once: the same job answered twice */
         return;
     }
-    json_t *doc = json_loads(json, 0, NULL);
+    json_t *doc = aiq__result_parse(json);
     if (j->sent_ms)
         j->latency_ms = (int32_t)(aiq_mono_ms() - j->sent_ms);
     account(b, j, doc);
@@ -347,11 +335,11 @@ static int load_results(batch_t *b)
     size_t cap = 0;
     ssize_t n;
     while (out && (n = getline(&line, &cap, f)) > 0) {
-        json_t *doc = line[n - 1] == '\n' ? json_loadb(line, (size_t)n, 0, NULL) : NULL;
-        json_t *result = json_object_get(doc, "result");
-        const char *id = json_string_value(json_object_get(doc, "job_id"));
+        const char *id;
+        json_t *result;
+        json_t *doc = aiq__results_line_parse(line, (size_t)n, &id, &result);
         bjob_t *j = id ? table_find(&b->t, id) : NULL;
-        if (j && json_is_object(result) && !(j->flags & J_ANSWERED)) {
+        if (j && result && !(j->flags & J_ANSWERED)) {
             account(b, j, result);
             fwrite(line, 1, (size_t)n, out);
         }
@@ -638,8 +626,9 @@ static void print_summary(batch_t *b, uint64_t unanswered)
             (unsigned long long)b->prev_answered, (unsigned long long)b->duplicates,
             (unsigned long long)unanswered);
     fprintf(stderr, "by status:");
-    for (int i = 0; i < b->n_status; i++)
-        fprintf(stderr, " %s=%llu", b->status_names[i], (unsigned long long)b->by_status[i]);
+    for (int i = 0; i < b->by_status.n; i++)
+        fprintf(stderr, " %s=%llu", b->by_status.names[i],
+                (unsigned long long)b->by_status.counts[i]);
     fprintf(stderr, "\ntokens: input %llu   output %llu\n", (unsigned long long)b->in_tokens,
             (unsigned long long)b->out_tokens);
     double sub = (double)(b->t_sub_end - b->t0) / 1000.0;

@@ -326,6 +326,15 @@ static int concat_text(json_t *content, const char *type_filter, char **out)
     return 0;
 }
 
+/* A provider's token count, bounded where the response enters the worker: a hostile or broken
+ * response (INT64_MAX, negative) must not overflow the sums downstream (the result's
+ * total_tokens, metrics, cost). Outside 0..AIQ_BEDROCK_TOKENS_MAX it counts as 0 (unknown). */
+static int64_t token_count(json_t *v)
+{
+    json_int_t n = json_integer_value(v);
+    return n >= 0 && n <= AIQ_BEDROCK_TOKENS_MAX ? (int64_t)n : 0;
+}
+
 static int parse_converse(json_t *doc, aiq_bedrock_reply_t *r, aiq_err_t *err)
 {
     json_t *content =
@@ -333,8 +342,8 @@ static int parse_converse(json_t *doc, aiq_bedrock_reply_t *r, aiq_err_t *err)
     if (!json_is_array(content))
         return aiq_err_set(err, AIQ_EINVAL, "Converse response without output.message.content");
     json_t *usage = json_object_get(doc, "usage");
-    r->input_tokens = json_integer_value(json_object_get(usage, "inputTokens"));
-    r->output_tokens = json_integer_value(json_object_get(usage, "outputTokens"));
+    r->input_tokens = token_count(json_object_get(usage, "inputTokens"));
+    r->output_tokens = token_count(json_object_get(usage, "outputTokens"));
     const char *stop = json_string_value(json_object_get(doc, "stopReason"));
     snprintf(r->stop_reason, sizeof(r->stop_reason), "%s", stop ? stop : "");
     return concat_text(content, NULL, &r->text) ? aiq_err_set(err, AIQ_ENOMEM, "out of memory") : 0;
@@ -346,8 +355,8 @@ static int parse_invoke(json_t *doc, aiq_bedrock_reply_t *r, aiq_err_t *err)
     if (!json_is_array(content))
         return aiq_err_set(err, AIQ_EINVAL, "InvokeModel response without content[]");
     json_t *usage = json_object_get(doc, "usage");
-    r->input_tokens = json_integer_value(json_object_get(usage, "input_tokens"));
-    r->output_tokens = json_integer_value(json_object_get(usage, "output_tokens"));
+    r->input_tokens = token_count(json_object_get(usage, "input_tokens"));
+    r->output_tokens = token_count(json_object_get(usage, "output_tokens"));
     const char *stop = json_string_value(json_object_get(doc, "stop_reason"));
     snprintf(r->stop_reason, sizeof(r->stop_reason), "%s", stop ? stop : "");
     return concat_text(content, "text", &r->text) ? aiq_err_set(err, AIQ_ENOMEM, "out of memory")

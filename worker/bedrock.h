@@ -57,6 +57,10 @@ void aiq_bedrock_call_free(aiq_bedrock_call_t *call);
 /* The model job goes to: its own, else its operation's, else the default. Borrowed. */
 const char *aiq_bedrock_model(const aiq_bedrock_conf_t *conf, const aiq_job_t *job);
 
+/* Token counts of a response outside 0..this are taken as 0 (unknown): 2^40 is far above any
+ * real count and keeps every sum of them far from overflowing int64. */
+#define AIQ_BEDROCK_TOKENS_MAX (1LL << 40)
+
 /* Parses a 200 response body of the given API. Fills reply (free with
  * aiq_bedrock_reply_free) or fails with AIQ_EINVAL. */
 int aiq_bedrock_parse(aiq_job_api_t api, const char *body, size_t len, aiq_bedrock_reply_t *reply,

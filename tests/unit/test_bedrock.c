@@ -67,11 +67,34 @@ static void test_error_message(void **state)
     assert_string_equal(buf, "plain text");
 }
 
+/* Regression: a response claiming INT64_MAX input tokens overflowed total_tokens (signed
+ * overflow, UBSan) when the result was encoded; counts are now bounded at the parse. */
+static void test_parse_token_counts_bounded(void **state)
+{
+    (void)state;
+    aiq_bedrock_reply_t r;
+    aiq_err_t err = {0};
+    const char *conv = "{\"output\":{\"message\":{\"content\":[{\"text\":\"hi\"}]}},"
+                       "\"usage\":{\"inputTokens\":9223372036854775807,\"outputTokens\":-5}}";
+    assert_int_equal(aiq_bedrock_parse(AIQ_API_CONVERSE, conv, strlen(conv), &r, &err), 0);
+    assert_int_equal(r.input_tokens, 0);
+    assert_int_equal(r.output_tokens, 0);
+    assert_string_equal(r.text, "hi");
+    aiq_bedrock_reply_free(&r);
+    const char *inv = "{\"content\":[{\"type\":\"text\",\"text\":\"a\"}],"
+                      "\"usage\":{\"input_tokens\":1099511627776,\"output_tokens\":12}}";
+    assert_int_equal(aiq_bedrock_parse(AIQ_API_INVOKE, inv, strlen(inv), &r, &err), 0);
+    assert_int_equal(r.input_tokens, AIQ_BEDROCK_TOKENS_MAX);
+    assert_int_equal(r.output_tokens, 12);
+    aiq_bedrock_reply_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_classification_table),
         cmocka_unit_test(test_error_message),
+        cmocka_unit_test(test_parse_token_counts_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,9 +9,13 @@
  * Threads: libmicrohttpd runs a pool of --threads epoll loops that call on_request. A delayed
  * reply is built at once, its connection suspended and handed to one timer thread that resumes
  * it when due, so a waiting request holds no thread. main only parses flags, starts both, waits
- * for SIGINT/SIGTERM and tears down in reverse order. */
+ * for SIGINT/SIGTERM and tears down in reverse order.
+ *
+ * What is read from a request (target, route, model id, bodies, replies) is in sim_request.c,
+ * apart from the server so that fuzz/fuzz_sim_request.c can drive it. */
 #include "aiq_err.h"
 #include "sigv4.h"
+#include "sim_request.h"
 #include "timeutil.h"
 
 #include <jansson.h>
@@ -41,12 +45,8 @@
 #define AIQ_VERSION "unknown"
 #endif
 
-#define SIM_URI_MAX          4096        /* request target, bytes */
-#define SIM_MODEL_ID_MAX     512         /* decoded model id, bytes */
 #define SIM_STATS_MODELS     64          /* distinct model ids counted; the rest go to "_other" */
 #define SIM_CONFIG_BODY_MAX  (64 * 1024) /* body of POST /_sim/config */
-#define SIM_REPLY_MAX        1024        /* generated reply text, bytes */
-#define SIM_QUOTE_CHARS      60          /* characters of the user's text quoted in the reply */
 #define SIM_SHUTDOWN_WAIT_MS 2000        /* how long stop waits for in-flight replies */
 #define SIM_ERROR_NS         "http://internal.amazon.com/coral/com.amazon.coral.service/"
 #define SIM_ERRORS_MAX       16  /* entries of one error mix */
@@ -280,16 +280,6 @@ typedef struct sim {
     struct MHD_Daemon *daemon;
 } sim_t;
 
-typedef enum route {
-    ROUTE_UNKNOWN,
-    ROUTE_CONVERSE,
-    ROUTE_INVOKE,
-    ROUTE_SIM_STATS,
-    ROUTE_SIM_RESET,
-    ROUTE_SIM_CONFIG,
-    ROUTE_SIM_OUTAGE,
-} route_t;
-
 /* One HTTP request; created by on_uri, freed by on_completed. Touched only by the MHD thread
  * that owns the connection. */
 typedef struct sim_req {
@@ -298,7 +288,7 @@ typedef struct sim_req {
     const char *path, *query;
     bool uri_too_long, started, counted, too_big;
     bool responded; /* answered before the body was read; later calls only drain */
-    route_t route;
+    sim_route_t route;
     char model_id[SIM_MODEL_ID_MAX + 1]; /* percent-decoded */
     char *body;
     size_t body_len, body_cap, body_limit;
@@ -1430,15 +1420,15 @@ static int apply_json_flags(sim_t *s, const char **json_flags, aiq_err_t *err)
 
 /* ---- stats ----------------------------------------------------------------------------------- */
 
-static void stats_count_request(sim_t *s, route_t route, const char *model_id)
+static void stats_count_request(sim_t *s, sim_route_t route, const char *model_id)
 {
     sim_stats_t *st = &s->stats;
 
     pthread_mutex_lock(&s->stats_lock);
     st->requests++;
-    if (route == ROUTE_CONVERSE)
+    if (route == SIM_ROUTE_CONVERSE)
         st->converse++;
-    else if (route == ROUTE_INVOKE)
+    else if (route == SIM_ROUTE_INVOKE)
         st->invoke++;
     else
         st->other++;
@@ -1808,240 +1798,12 @@ static enum MHD_Result reply_model(sim_req_t *r, struct MHD_Connection *conn, un
 /* 413 for a body over the route's cap. */
 static enum MHD_Result reply_too_large(sim_req_t *r, struct MHD_Connection *conn)
 {
-    if (r->route == ROUTE_SIM_CONFIG || r->route == ROUTE_SIM_OUTAGE)
+    if (r->route == SIM_ROUTE_SIM_CONFIG || r->route == SIM_ROUTE_SIM_OUTAGE)
         return send_now(conn, 413, error_response("ValidationException", "config body too large"));
     return reply_model(
         r, conn, 413,
         error_response("ValidationException", "Input is too long for the requested model."), 0,
         false);
-}
-
-/* ---- Bedrock behaviour ----------------------------------------------------------------------- */
-
-static size_t utf8_prefix(const char *s, size_t max_chars)
-{
-    size_t i = 0, chars = 0;
-    while (s[i] && chars < max_chars) {
-        i++;
-        while ((s[i] & 0xC0) == 0x80)
-            i++;
-        chars++;
-    }
-    return i;
-}
-
-static size_t utf8_floor(const char *s, size_t len, size_t max_bytes)
-{
-    if (len <= max_bytes)
-        return len;
-    while (max_bytes > 0 && (s[max_bytes] & 0xC0) == 0x80)
-        max_bytes--;
-    return max_bytes;
-}
-
-static unsigned tokens_of(size_t bytes)
-{
-    return (unsigned)((bytes + 3) / 4);
-}
-
-_Static_assert(SIM_REPLY_MAX > sizeof("sim reply to:  []") + 4 * SIM_QUOTE_CHARS + SIM_MODEL_ID_MAX,
-               "the reply text always fits");
-
-typedef struct reply {
-    char text[SIM_REPLY_MAX];
-    size_t len;
-    unsigned input_tokens, output_tokens;
-    const char *stop_reason;   /* "end_turn", "max_tokens", "stop_sequence" */
-    const char *stop_sequence; /* borrowed from the request JSON, or NULL */
-} reply_t;
-
-/* The deterministic answer: "sim reply to: <first 60 chars of the last user text> [<model>]",
- * ~4 bytes a token, cut at the earliest stop sequence or at max_tokens (0 = no cap). */
-static void reply_build(reply_t *rp, const char *last_user, size_t input_bytes,
-                        const char *model_id, long long max_tokens, json_t *stops)
-{
-    int n = snprintf(rp->text, sizeof(rp->text), "sim reply to: %.*s [%s]",
-                     (int)utf8_prefix(last_user, SIM_QUOTE_CHARS), last_user, model_id);
-    size_t cut = SIZE_MAX, idx;
-    json_t *v;
-
-    rp->len = n < 0 ? 0 : (size_t)n; /* never truncated: see the assertion on SIM_REPLY_MAX */
-    rp->stop_reason = "end_turn";
-    rp->stop_sequence = NULL;
-    json_array_foreach(stops, idx, v)
-    {
-        const char *seq = json_string_value(v);
-        const char *hit = seq && *seq ? strstr(rp->text, seq) : NULL;
-        if (hit && (size_t)(hit - rp->text) < cut) {
-            cut = (size_t)(hit - rp->text);
-            rp->stop_sequence = seq;
-        }
-    }
-    if (max_tokens > 0 && (unsigned long long)max_tokens * 4 < rp->len &&
-        (unsigned long long)max_tokens * 4 < cut) {
-        rp->len = utf8_floor(rp->text, rp->len, (size_t)max_tokens * 4);
-        rp->stop_reason = "max_tokens";
-        rp->stop_sequence = NULL;
-    } else if (rp->stop_sequence) {
-        rp->len = cut;
-        rp->stop_reason = "stop_sequence";
-    }
-    rp->text[rp->len] = '\0';
-    rp->input_tokens = tokens_of(input_bytes) ? tokens_of(input_bytes) : 1;
-    rp->output_tokens = tokens_of(rp->len);
-}
-
-/* Texts of one message's content: a string (Anthropic) or an array of blocks with "text". */
-static int scan_content(json_t *content, bool allow_string, size_t *bytes, const char **last,
-                        char *why, size_t cap)
-{
-    size_t i;
-    json_t *block;
-
-    if (allow_string && json_is_string(content)) {
-        *bytes += json_string_length(content);
-        *last = json_string_value(content);
-        return 0;
-    }
-    if (!json_is_array(content)) {
-        snprintf(why, cap, "content must be an array of content blocks");
-        return -1;
-    }
-    json_array_foreach(content, i, block)
-    {
-        json_t *text = json_object_get(block, "text");
-        if (!json_is_object(block) || (text && !json_is_string(text))) {
-            snprintf(why, cap, "content[%zu] is not a valid content block", i);
-            return -1;
-        }
-        if (text) {
-            *bytes += json_string_length(text);
-            *last = json_string_value(text);
-        }
-    }
-    return 0;
-}
-
-/* messages: non-empty array of {role: user|assistant, content}; finds the last user text. */
-static int scan_messages(json_t *messages, bool allow_string, size_t *bytes, const char **last_user,
-                         char *why, size_t cap)
-{
-    size_t i;
-    json_t *m;
-
-    if (!json_is_array(messages) || json_array_size(messages) == 0) {
-        snprintf(why, cap, "messages must be a non-empty array");
-        return -1;
-    }
-    json_array_foreach(messages, i, m)
-    {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        const char *last = NULL;
-        if (!role || (strcmp(role, "user") && strcmp(role, "assistant"))) {
-            snprintf(why, cap, "messages[%zu].role must be \"user\" or \"assistant\"", i);
-            return -1;
-        }
-        if (scan_content(json_object_get(m, "content"), allow_string, bytes, &last, why, cap))
-            return -1;
-        if (!strcmp(role, "user") && last)
-            *last_user = last;
-    }
-    return 0;
-}
-
-static bool is_string_array(json_t *a)
-{
-    size_t i;
-    json_t *v;
-
-    if (!json_is_array(a))
-        return false;
-    json_array_foreach(a, i, v)
-    {
-        if (!json_is_string(v))
-            return false;
-    }
-    return true;
-}
-
-/* Converse: validates the body and writes the reply; NULL plus why on a validation error. */
-static json_t *converse_reply(json_t *body, const char *model_id, int latency_ms, char *why,
-                              size_t cap)
-{
-    json_t *cfg = json_object_get(body, "inferenceConfig"),
-           *system = json_object_get(body, "system");
-    json_t *max = json_object_get(cfg, "maxTokens"), *stops = json_object_get(cfg, "stopSequences");
-    const char *last_user = "", *system_last = NULL; /* system text counts only as input */
-    size_t bytes = 0;
-    reply_t rp;
-
-    if ((cfg && !json_is_object(cfg)) ||
-        (max && (!json_is_integer(max) || json_integer_value(max) < 1)) ||
-        (stops && !is_string_array(stops))) {
-        snprintf(why, cap,
-                 "inferenceConfig: maxTokens must be an integer >= 1 and stopSequences "
-                 "an array of strings");
-        return NULL;
-    }
-    if (system && scan_content(system, false, &bytes, &system_last, why, cap))
-        return NULL;
-    if (scan_messages(json_object_get(body, "messages"), false, &bytes, &last_user, why, cap))
-        return NULL;
-    reply_build(&rp, last_user, bytes, model_id, max ? json_integer_value(max) : 0, stops);
-    return json_pack("{s{s{sss[{ss#}]}} ss s{sIsIsI} s{sI}}", "output", "message", "role",
-                     "assistant", "content", "text", rp.text, (int)rp.len, "stopReason",
-                     rp.stop_reason, "usage", "inputTokens", (json_int_t)rp.input_tokens,
-                     "outputTokens", (json_int_t)rp.output_tokens, "totalTokens",
-                     (json_int_t)(rp.input_tokens + rp.output_tokens), "metrics", "latencyMs",
-                     (json_int_t)latency_ms);
-}
-
-/* FNV-1a, for stable message ids. */
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
-/* InvokeModel with an Anthropic messages body. */
-static json_t *invoke_reply(json_t *body, const char *model_id, const char *raw, size_t raw_len,
-                            char *why, size_t cap)
-{
-    json_t *max = json_object_get(body, "max_tokens"), *system = json_object_get(body, "system");
-    json_t *stops = json_object_get(body, "stop_sequences");
-    const char *last_user = "", *system_last = NULL; /* system text counts only as input */
-    size_t bytes = 0;
-    char id[40];
-    reply_t rp;
-
-    if (!json_is_string(json_object_get(body, "anthropic_version"))) {
-        snprintf(why, cap,
-                 "Malformed input request: #: required key [anthropic_version] not found");
-        return NULL;
-    }
-    if (!json_is_integer(max) || json_integer_value(max) < 1) {
-        snprintf(why, cap, "Malformed input request: #/max_tokens: must be an integer >= 1");
-        return NULL;
-    }
-    if (stops && !is_string_array(stops)) {
-        snprintf(why, cap, "Malformed input request: #/stop_sequences: expected array of strings");
-        return NULL;
-    }
-    if (system && scan_content(system, true, &bytes, &system_last, why, cap))
-        return NULL;
-    if (scan_messages(json_object_get(body, "messages"), true, &bytes, &last_user, why, cap))
-        return NULL;
-    reply_build(&rp, last_user, bytes, model_id, json_integer_value(max), stops);
-    uint64_t h = fnv1a(fnv1a(0xcbf29ce484222325ULL, model_id, strlen(model_id)), raw, raw_len);
-    snprintf(id, sizeof(id), "msg_bdrk_sim%016" PRIx64, h);
-    return json_pack("{ss ss ss ss s[{ss ss#}] ss so s{sIsI}}", "id", id, "type", "message", "role",
-                     "assistant", "model", model_id, "content", "type", "text", "text", rp.text,
-                     (int)rp.len, "stop_reason", rp.stop_reason, "stop_sequence",
-                     rp.stop_sequence ? json_string(rp.stop_sequence) : json_null(), "usage",
-                     "input_tokens", (json_int_t)rp.input_tokens, "output_tokens",
-                     (json_int_t)rp.output_tokens);
 }
 
 /* ---- request handling ------------------------------------------------------------------------ */
@@ -2189,9 +1951,9 @@ static enum MHD_Result handle_model(sim_req_t *r, struct MHD_Connection *conn)
         return reply_model(r, conn, (unsigned)v.status, verdict_response(&v),
                            v.kind == V_INJECTED ? v.latency_ms : 0, false);
     }
-    out = r->route == ROUTE_CONVERSE
-              ? converse_reply(body, r->model_id, v.latency_ms, why, sizeof(why))
-              : invoke_reply(body, r->model_id, r->body, r->body_len, why, sizeof(why));
+    out = r->route == SIM_ROUTE_CONVERSE
+              ? sim_converse_reply(body, r->model_id, v.latency_ms, why, sizeof(why))
+              : sim_invoke_reply(body, r->model_id, r->body, r->body_len, why, sizeof(why));
     json_decref(body);
     if (!out)
         return reply_model(r, conn, 400, error_response("ValidationException", "%s", why),
@@ -2277,28 +2039,28 @@ static enum MHD_Result dispatch(sim_req_t *r, struct MHD_Connection *conn, const
     bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
 
     switch (r->route) {
-    case ROUTE_CONVERSE:
-    case ROUTE_INVOKE:
+    case SIM_ROUTE_CONVERSE:
+    case SIM_ROUTE_INVOKE:
         return handle_model(r, conn);
-    case ROUTE_SIM_STATS:
+    case SIM_ROUTE_SIM_STATS:
         if (get)
             return send_now(conn, 200, json_response_of(stats_json(r->sim)));
         break;
-    case ROUTE_SIM_RESET:
+    case SIM_ROUTE_SIM_RESET:
         if (post) {
             stats_reset(r->sim);
             return send_now(conn, 200, json_response_of(json_pack("{sb}", "reset", 1)));
         }
         break;
-    case ROUTE_SIM_CONFIG:
+    case SIM_ROUTE_SIM_CONFIG:
         if (get || post)
             return handle_config(r, conn, post);
         break;
-    case ROUTE_SIM_OUTAGE:
+    case SIM_ROUTE_SIM_OUTAGE:
         if (get || post)
             return handle_outage(r, conn, post);
         break;
-    case ROUTE_UNKNOWN:
+    case SIM_ROUTE_UNKNOWN:
         return reply_model(r, conn, 404,
                            error_response("UnknownOperationException",
                                           "Unknown operation %s %.200s", method, r->path),
@@ -2307,68 +2069,6 @@ static enum MHD_Result dispatch(sim_req_t *r, struct MHD_Connection *conn, const
     return send_now(conn, 404,
                     error_response("UnknownOperationException", "Unknown operation %s %.200s",
                                    method, r->path));
-}
-
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/* Percent-decodes s[0..n) into out (cap bytes with NUL); false when it does not fit, holds a
- * bad escape or decodes to an empty string, NUL or invalid UTF-8. */
-static bool decode_model_id(const char *s, size_t n, char *out, size_t cap)
-{
-    size_t o = 0;
-    json_t *probe;
-
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
-                return false;
-            c = hexval(s[i + 1]) << 4 | hexval(s[i + 2]);
-            i += 2;
-        }
-        if (c == 0 || o + 1 >= cap)
-            return false;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    probe = o ? json_stringn(out, o) : NULL; /* jansson rejects invalid UTF-8 */
-    json_decref(probe);
-    return probe != NULL;
-}
-
-static route_t route_of(sim_req_t *r, const char *method)
-{
-    static const char prefix[] = "/model/";
-    const char *p = r->path, *id, *slash;
-
-    if (!strcmp(p, "/_sim/stats"))
-        return ROUTE_SIM_STATS;
-    if (!strcmp(p, "/_sim/reset"))
-        return ROUTE_SIM_RESET;
-    if (!strcmp(p, "/_sim/config"))
-        return ROUTE_SIM_CONFIG;
-    if (!strcmp(p, "/_sim/outage"))
-        return ROUTE_SIM_OUTAGE;
-    if (strcmp(method, "POST") || strncmp(p, prefix, sizeof(prefix) - 1))
-        return ROUTE_UNKNOWN;
-    id = p + sizeof(prefix) - 1;
-    slash = strchr(id, '/');
-    if (!slash || !decode_model_id(id, (size_t)(slash - id), r->model_id, sizeof(r->model_id))) {
-        r->model_id[0] = '\0';
-        return ROUTE_UNKNOWN;
-    }
-    if (!strcmp(slash, "/converse"))
-        return ROUTE_CONVERSE;
-    if (!strcmp(slash, "/invoke"))
-        return ROUTE_INVOKE;
-    r->model_id[0] = '\0';
-    return ROUTE_UNKNOWN;
 }
 
 /* Appends an upload chunk; past body_limit the rest is dropped and too_big set. */
@@ -2414,12 +2114,13 @@ static enum MHD_Result on_first_call(sim_req_t *r, struct MHD_Connection *conn, 
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
 
     r->started = true;
-    r->route = r->uri_too_long ? ROUTE_UNKNOWN : route_of(r, method);
-    bool control = r->route == ROUTE_SIM_CONFIG || r->route == ROUTE_SIM_OUTAGE;
-    r->body_limit = r->route == ROUTE_CONVERSE || r->route == ROUTE_INVOKE ? s->max_body
-                    : control                                              ? SIM_CONFIG_BODY_MAX
-                                                                           : 0;
-    if (r->route != ROUTE_SIM_STATS && r->route != ROUTE_SIM_RESET && !control) {
+    r->route = r->uri_too_long ? SIM_ROUTE_UNKNOWN
+                               : sim_route_of(r->path, method, r->model_id, sizeof(r->model_id));
+    bool control = r->route == SIM_ROUTE_SIM_CONFIG || r->route == SIM_ROUTE_SIM_OUTAGE;
+    r->body_limit = r->route == SIM_ROUTE_CONVERSE || r->route == SIM_ROUTE_INVOKE ? s->max_body
+                    : control ? SIM_CONFIG_BODY_MAX
+                              : 0;
+    if (r->route != SIM_ROUTE_SIM_STATS && r->route != SIM_ROUTE_SIM_RESET && !control) {
         stats_count_request(s, r->route, r->model_id);
         stats_inflight(s, 1);
         r->counted = true;
@@ -2473,24 +2174,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     sim_req_t *r = calloc(1, sizeof(*r));
-    size_t n = strlen(uri);
-    char *q;
 
     (void)conn;
     if (!r)
         return NULL;
     r->sim = cls;
-    if (n > SIM_URI_MAX) {
-        r->uri_too_long = true;
-        n = 0;
-    }
-    memcpy(r->uri, uri, n);
-    r->uri[n] = '\0';
-    q = strchr(r->uri, '?');
-    if (q)
-        *q++ = '\0';
-    r->path = r->uri;
-    r->query = q;
+    r->uri_too_long = !sim_uri_split(r->uri, uri, &r->path, &r->query);
     return r;
 }
 
