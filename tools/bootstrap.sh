@@ -3,6 +3,7 @@
 #   1. Debian packages (apt-get only for those missing; AIQ_BOOTSTRAP_SKIP_APT=1 skips this)
 #   2. Python test requirements (tests/requirements.txt)
 #   3. the Kafka broker jars (tools/kafka/kafka.sh fetch)
+#   4. the deployment checkers (tools/deploy-tools.sh; AIQ_BOOTSTRAP_SKIP_DEPLOY_TOOLS=1 skips)
 # Runs as root, or through sudo when not root.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +18,8 @@ PACKAGES=(
     libcmocka-dev libmicrohttpd-dev libssl-dev libzstd-dev
     liblz4-dev libsasl2-dev
     kafkacat clang-format curl
+    # libFuzzer (clang-14 + its runtime in libclang-rt-14-dev) for tools/fuzz.sh; tools/valgrind.sh
+    clang-14 libclang-rt-14-dev valgrind
 )
 
 as_root() {
@@ -85,4 +88,11 @@ fi
 
 # 3. Kafka broker jars
 tools/kafka/kafka.sh fetch
+
+# 4. Deployment checkers (docker-compose, helm, kubeconform), built from the Go module proxy
+if [ "${AIQ_BOOTSTRAP_SKIP_DEPLOY_TOOLS:-0}" = 1 ]; then
+    say "deploy tools: skipped (AIQ_BOOTSTRAP_SKIP_DEPLOY_TOOLS=1)"
+else
+    tools/deploy-tools.sh
+fi
 say "done"

@@ -4,6 +4,8 @@
 #   tools/test.sh              everything
 #   AIQ_TEST_SANITIZE=0 ...    skip the sanitizer build
 #   AIQ_TEST_INTEGRATION=0 ... unit tests only
+#   AIQ_TEST_FUZZ_SECONDS=N    seconds per fuzz target (default 20; 0 skips)
+#   AIQ_VALGRIND=0 ...         skip the valgrind run of the worker's main path
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -31,6 +33,11 @@ if [ "${AIQ_TEST_SANITIZE:-1}" = 1 ]; then
     ASAN_OPTIONS=detect_leaks=1 ctest --test-dir "$BUILD-asan" -L unit --output-on-failure
 fi
 
+if [ "${AIQ_TEST_FUZZ_SECONDS:-20}" != 0 ]; then
+    step "fuzzers (libFuzzer, ${AIQ_TEST_FUZZ_SECONDS:-20} s per target; longer: tools/fuzz.sh all 600)"
+    tools/fuzz.sh --build-dir "$BUILD-fuzz" all "${AIQ_TEST_FUZZ_SECONDS:-20}"
+fi
+
 if [ "${AIQ_TEST_INTEGRATION:-1}" = 1 ]; then
     step "integration tests (real Kafka, bedrock-sim)"
     started_kafka=0
@@ -40,7 +47,9 @@ if [ "${AIQ_TEST_INTEGRATION:-1}" = 1 ]; then
     fi
     stop_kafka() { if [ "$started_kafka" = 1 ]; then tools/kafka/kafka.sh stop; fi; }
     trap stop_kafka EXIT
-    AIQ_BUILD_DIR="$BUILD" python3 -m pytest -p no:cacheprovider -q tests/integration
+    # AIQ_VALGRIND=1: test_valgrind.py runs the worker's main path under valgrind too.
+    AIQ_VALGRIND="${AIQ_VALGRIND:-1}" AIQ_BUILD_DIR="$BUILD" \
+        python3 -m pytest -p no:cacheprovider -q tests/integration
     if [ "${AIQ_TEST_SANITIZE:-1}" = 1 ]; then
         step "integration tests with ASan+UBSan binaries (worker, sim, CLIs)"
         # A sanitizer report makes the process exit non-zero, which these tests assert.

@@ -1,6 +1,6 @@
 // Pins the Docker Compose CLI that tests/integration/test_compose.py validates
 // docker-compose.yml with (`docker-compose config`; no engine needed). Built by
-// tools/deploy/tools.sh into tools/bin/. Nothing here is aiq code.
+// tools/deploy-tools.sh into tools/bin/. Nothing here is aiq code.
 module aiq.local/deploy/compose
 
 go 1.26.8
