@@ -52,12 +52,18 @@ build docker-compose "compose $COMPOSE_VERSION stripped" build_compose
 # go.sum, checked against sum.golang.org.
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
+# helm's Makefile stamps the Kubernetes version it was built against; without it a plain
+# `helm template` assumes 1.20 (refusing kubeVersion constraints, linting old deprecations).
+HELM_K8S_MINOR=37
 build_helm() {
+    local v=helm.sh/helm/v3
     GOBIN="$BIN" GOFLAGS= go install -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+        -ldflags "-s -w -X $v/internal/version.version=$HELM_VERSION \
+            -X $v/pkg/chartutil.k8sVersionMajor=1 -X $v/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR \
+            -X $v/pkg/lint/rules.k8sVersionMajor=1 -X $v/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR" \
+        "$v/cmd/helm@$HELM_VERSION"
 }
-build helm "helm $HELM_VERSION" build_helm
+build helm "helm $HELM_VERSION k8s 1.$HELM_K8S_MINOR" build_helm
 build_kubeconform() {
     GOBIN="$BIN" GOFLAGS= go install -trimpath -ldflags "-s -w -X main.version=$KUBECONFORM_VERSION" \
         "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"

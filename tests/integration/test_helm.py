@@ -473,3 +473,13 @@ def test_helm_refuses_non_integer_setting(helm_env, tmp_path):
     r = template(helm_env, str(values), check=False)
     assert r.returncode != 0
     assert "config.worker.max_inflight: 2.5 is not an integer" in r.stderr
+
+
+def test_chart_app_version_is_the_project_version():
+    """CMakeLists.txt holds the one version; the chart's appVersion (the image tag it deploys
+    by default) must follow it."""
+    with open(os.path.join(ROOT, "CMakeLists.txt")) as f:
+        want = re.search(r"project\(aiq\s+VERSION\s+([0-9.]+)", f.read()).group(1)
+    with open(os.path.join(CHART, "Chart.yaml")) as f:
+        chart = yaml.safe_load(f)
+    assert chart["appVersion"] == want
