@@ -42,6 +42,13 @@ def config_json(*profiles):
     return json.loads(compose(*args, "config", "--format", "json").stdout)
 
 
+def test_compose_cli_is_the_pinned_release():
+    with open(os.path.join(ROOT, "tools", "deploy", "compose", "go.mod")) as f:
+        pin = re.search(r"^require github.com/docker/compose/v5 (v\S+)$", f.read(), re.M).group(1)
+    out = compose("version", "--short").stdout.strip()
+    assert out == pin.lstrip("v"), (out, pin)
+
+
 def test_compose_config_is_valid_for_both_profiles():
     compose("config", "-q")
     compose("--profile", "monitoring", "config", "-q")
