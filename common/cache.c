@@ -771,6 +771,10 @@ static int evict_some(aiq_cache_t *c, MDB_txn *txn, uint64_t *n)
     uint64_t pages = info.me_mapsize / c->psize, slack = pages * EVICT_SLACK_PCT / 100;
     if (slack < EVICT_SLACK_PGS)
         slack = EVICT_SLACK_PGS;
+    /* ...but never more than half the map: with the smallest maps (64 pages) a slack of
+     * EVICT_SLACK_PGS left the trees no room, and every put evicted all before it. */
+    if (slack > pages / 2)
+        slack = pages / 2;
     uint64_t used =
         tree_pages(txn, c->db_main) + tree_pages(txn, c->db_age) + tree_pages(txn, c->db_exp);
     if (used + slack < pages)

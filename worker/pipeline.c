@@ -44,7 +44,8 @@ struct aiq_task {
     uv_timer_t timer;
     aiq_provider_call_t *call;
     /* cache and single-flight */
-    int keyed; /* key holds the job's cache key */
+    int undecodable; /* aiq_task_expired found the record undecodable: not tried again */
+    int keyed;       /* key holds the job's cache key */
     uint8_t key[AIQ_CACHE_KEY_LEN];
     aiq_cache_entry_t stale; /* an expired entry kept for the fallback chain */
     int cache_hit, cache_stale;
@@ -845,6 +846,22 @@ static int64_t deadline_of(aiq_task_t *t)
     return start + t->timeout_ms;
 }
 
+bool aiq_task_expired(aiq_task_t *t, int64_t now_ms)
+{
+    if (!t->job && !t->undecodable) {
+        aiq_job_reject_t why;
+        char *hint = NULL;
+        aiq_err_t err = {0};
+        if (aiq_job_decode(t->msg->payload, t->msg->len, (size_t)t->pl->d.cfg->max_job_bytes,
+                           &t->job, &why, &hint, &err)) {
+            free(hint); /* aiq_pipeline_start decodes again and reports why */
+            t->job = NULL;
+            t->undecodable = 1;
+        }
+    }
+    return t->job && deadline_of(t) <= now_ms;
+}
+
 /* Computes the job's cache key (unless it bypasses the cache) and answers from a fresh
  * entry (returns 1). An expired entry is kept for the fallback chain. */
 static int cache_lookup(aiq_task_t *t)
@@ -909,8 +926,9 @@ void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
     aiq_job_reject_t why;
     t->started_ms = aiq_now_ms();
     pl->stats.started++;
-    if (aiq_job_decode(t->msg->payload, t->msg->len, (size_t)pl->d.cfg->max_job_bytes, &t->job,
-                       &why, &t->id_hint, &err)) {
+    /* aiq_task_expired may have decoded it already */
+    if (!t->job && aiq_job_decode(t->msg->payload, t->msg->len, (size_t)pl->d.cfg->max_job_bytes,
+                                  &t->job, &why, &t->id_hint, &err)) {
         task_reject(t, why, err.msg);
         return;
     }

@@ -65,6 +65,12 @@ aiq_sched_node_t *aiq_task_node(aiq_task_t *task);
 aiq_task_t *aiq_task_of_node(aiq_sched_node_t *node);
 const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *task);
 
+/* Whether a queued task's deadline (wall clock) is at or before now_ms. Decodes the record
+ * once and keeps the job for aiq_pipeline_start; a record that does not decode is never
+ * expired here (aiq_pipeline_start refuses it). Lets the worker answer "expired" at the
+ * deadline for jobs still waiting for a slot, instead of whenever a slot frees up. */
+bool aiq_task_expired(aiq_task_t *task, int64_t now_ms);
+
 /* Runs a task from the backlog; on_done fires when it is finished. */
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *task);
 

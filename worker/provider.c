@@ -451,7 +451,7 @@ int aiq_provider_new(aiq_provider_t **out, const aiq_provider_deps_t *deps, aiq_
         .initial = max,
         .decrease = 0.7,
         .latency_tolerance = 2.0,
-        .cooldown_ms = 1, /* one decrease per round trip (the latency average) at most */
+        .cooldown_ms = 1, /* one decrease per round trip (the median latency) at most */
     };
     aiq_aimd_init(&p->aimd, &ac);
     aiq_retry_budget_init(&p->budget, (int)cfg->retry_budget, 5, 10);

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #define PROGRESS_EVERY_MS 10000
+/* How often queued jobs are checked for a passed deadline: an expired job is answered at
+ * most this late even while every slot is held by slow model calls. */
+#define EXPIRY_SWEEP_MS 500
 
 struct aiq_worker {
     uv_loop_t *loop;
@@ -48,17 +51,23 @@ struct aiq_worker {
     int draining;
     int exit_code;
     uv_signal_t sigterm, sigint;
-    uv_timer_t drain_timer, progress;
+    uv_timer_t drain_timer, progress, expiry;
     uint64_t last_progress_done;
 };
 
 static void pump(aiq_worker_t *w);
 
 /* Each priority may hold a quarter of the backlog: a flood of low work fills only its own
- * share, and critical records keep flowing from Kafka into free slots. */
+ * share, and critical records keep flowing from Kafka into free slots. The share is at least
+ * half of max_inflight: a paused priority resumes at half its share, and what is queued then
+ * must keep every slot busy until the first fetch after the resume arrives (pausing drops
+ * librdkafka's prefetch). With C = 1000 and the default 500 (125 a priority) the queue ran
+ * dry and a third of the slots idled (bench littles; issue #8). */
 static int64_t prio_quota(const aiq_worker_t *w)
 {
     int64_t q = (w->cfg->backlog + AIQ_PRIO_COUNT - 1) / AIQ_PRIO_COUNT;
+    int64_t floor = (w->cfg->max_inflight + 1) / 2;
+    q = q > floor ? q : floor;
     return q > 0 ? q : 1;
 }
 
@@ -171,6 +180,47 @@ static void pump(aiq_worker_t *w)
     }
     if (!w->draining)
         refill(w);
+}
+
+/* ---- deadlines of queued jobs ------------------------------------------------------ */
+
+typedef struct expiry_scan {
+    int64_t now_ms;          /* wall clock, like deadlines */
+    aiq_sched_node_t *found; /* removed nodes, linked through their next */
+} expiry_scan_t;
+
+static bool match_expired(aiq_sched_node_t *n, void *arg)
+{
+    return aiq_task_expired(aiq_task_of_node(n), ((const expiry_scan_t *)arg)->now_ms);
+}
+
+static void collect_node(aiq_sched_node_t *n, void *arg)
+{
+    expiry_scan_t *scan = arg;
+    n->next = scan->found; /* the scheduler no longer links n */
+    scan->found = n;
+}
+
+/* Answers the queued jobs whose deadline has passed, without waiting for a free slot: an
+ * expired answer needs no model call, and when slow calls hold every slot (a latency spike)
+ * waiting for one would answer them long after their deadline. They count as in flight
+ * (possibly above max_inflight) until published, so drain waits for them. Bounded by the
+ * backlog size; each record is decoded once, here or when it starts. */
+static void on_expiry_sweep(uv_timer_t *timer)
+{
+    aiq_worker_t *w = timer->data;
+    if (w->draining)
+        return;
+    expiry_scan_t scan = {aiq_now_ms(), NULL};
+    aiq_sched_remove_if(w->sched, match_expired, collect_node, &scan);
+    /* Started only after the scan: a start may finish synchronously and pump the scheduler. */
+    while (scan.found) {
+        aiq_sched_node_t *n = scan.found;
+        scan.found = n->next;
+        w->inflight++;
+        aiq_pipeline_start(w->pl, aiq_task_of_node(n));
+    }
+    pump(w); /* refills the priorities the removed jobs had paused */
 }
 
 /* ---- signals and drain ------------------------------------------------------------- */
@@ -523,8 +573,10 @@ int aiq_worker_start(aiq_worker_t *w, aiq_err_t *err)
     uv_signal_start(&w->sigint, on_signal, SIGINT);
     uv_timer_init(w->loop, &w->drain_timer);
     uv_timer_init(w->loop, &w->progress);
-    w->drain_timer.data = w->progress.data = w;
+    uv_timer_init(w->loop, &w->expiry);
+    w->drain_timer.data = w->progress.data = w->expiry.data = w;
     uv_timer_start(&w->progress, on_progress, PROGRESS_EVERY_MS, PROGRESS_EVERY_MS);
+    uv_timer_start(&w->expiry, on_expiry_sweep, EXPIRY_SWEEP_MS, EXPIRY_SWEEP_MS);
     aiq_log_info(w->log, "worker started: group=%s max_inflight=%lld backlog=%lld endpoint=%s",
                  w->cfg->group_id, (long long)w->cfg->max_inflight, (long long)w->cfg->backlog,
                  w->endpoint);
@@ -564,6 +616,7 @@ int aiq_worker_shutdown(aiq_worker_t *w)
     uv_close((uv_handle_t *)&w->sigint, close_cb_noop);
     uv_close((uv_handle_t *)&w->drain_timer, close_cb_noop);
     uv_close((uv_handle_t *)&w->progress, close_cb_noop);
+    uv_close((uv_handle_t *)&w->expiry, close_cb_noop);
     /* Let the loop run the close callbacks so every handle's memory is released. */
     uv_run(w->loop, UV_RUN_DEFAULT);
     int code = w->exit_code;

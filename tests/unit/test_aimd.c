@@ -1,5 +1,6 @@
 #include "aimd.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,16 @@ static uint64_t next_rnd(uint64_t *s)
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
     return x ^ (x >> 31);
+}
+
+/* A log-normal latency in ms with the given median and p99 (Box-Muller on next_rnd). */
+static int64_t lognormal_ms(uint64_t *s, double p50, double p99)
+{
+    double u1 = ((double)(next_rnd(s) >> 11) + 1.0) / 9007199254740993.0; /* (0, 1] */
+    double u2 = (double)(next_rnd(s) >> 11) / 9007199254740992.0;
+    double z = sqrt(-2.0 * log(u1)) * cos(2.0 * 3.141592653589793 * u2);
+    double sigma = log(p99 / p50) / 2.326;
+    return (int64_t)llround(p50 * exp(sigma * z));
 }
 
 static void aimd_defaults_and_clamping(void **state)
@@ -135,6 +146,51 @@ static void aimd_latency_growth_shrinks(void **state)
     assert_true(aiq_aimd_limit(&a) > shrunk);
 }
 
+/* Regression (bench littles, log-normal p50 100 ms / p99 1 s): a heavy-tailed but stationary
+ * latency is not overload. An EWMA of the last ~5 calls crossed twice its baseline on every
+ * slow answer and held C = 100 at ~60 % of its bound; the median of a window does not move. */
+static void aimd_heavy_tail_stationary_keeps_limit(void **state)
+{
+    (void)state;
+    aiq_aimd_t a;
+    int64_t now = 0;
+    uint64_t seed = 17;
+    int lowest = 100;
+    aiq_aimd_init(&a, &(aiq_aimd_conf_t){.min = 1, .max = 100, .initial = 100, .cooldown_ms = 1});
+    for (int i = 0; i < 50000; i++, now += 2) {
+        aiq_aimd_on_success(&a, lognormal_ms(&seed, 100, 1000), aiq_aimd_limit(&a), now);
+        lowest = aiq_aimd_limit(&a) < lowest ? aiq_aimd_limit(&a) : lowest;
+    }
+    assert_int_equal(lowest, 100);
+    assert_in_range((int64_t)a.fast_ms, 70, 140); /* the median tracks p50, not the mean */
+}
+
+/* The same tail with every call three times slower is overload: the limit shrinks within a
+ * few hundred calls (gently), and a throttle still takes it down by the full factor. */
+static void aimd_heavy_tail_real_rise_shrinks(void **state)
+{
+    (void)state;
+    aiq_aimd_t a;
+    int64_t now = 0;
+    uint64_t seed = 23;
+    aiq_aimd_init(&a, &(aiq_aimd_conf_t){.min = 1, .max = 100, .initial = 100, .cooldown_ms = 1});
+    for (int i = 0; i < 5000; i++, now += 2)
+        aiq_aimd_on_success(&a, lognormal_ms(&seed, 100, 1000), 100, now);
+    assert_int_equal(aiq_aimd_limit(&a), 100);
+    int n = 0;
+    while (aiq_aimd_limit(&a) == 100 && n < 400) {
+        aiq_aimd_on_success(&a, lognormal_ms(&seed, 300, 3000), 100, now);
+        now += 5;
+        n++;
+    }
+    assert_true(n < 400);
+    int shrunk = aiq_aimd_limit(&a);
+    assert_int_equal(shrunk, 90);
+    aiq_aimd_on_throttle(&a, now + 100000);
+    assert_in_range(aiq_aimd_limit(&a), 62, 63); /* 90 x 0.7, rounded down */
+    printf("3x rise: first decrease after %d calls\n", n);
+}
+
 /* Closed loop: a server that throttles every call beyond C = 50 in flight, a client that keeps
  * `limit` calls in flight. After warm-up the limit stays within [0.5C, 1.5C]. */
 #define LOOP_C     50
@@ -197,6 +253,8 @@ int main(void)
         cmocka_unit_test(aimd_throttle_decreases_once_per_cooldown),
         cmocka_unit_test(aimd_cooldown_is_at_least_one_rtt),
         cmocka_unit_test(aimd_latency_growth_shrinks),
+        cmocka_unit_test(aimd_heavy_tail_stationary_keeps_limit),
+        cmocka_unit_test(aimd_heavy_tail_real_rise_shrinks),
         cmocka_unit_test(aimd_closed_loop_settles_near_capacity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

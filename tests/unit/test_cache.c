@@ -515,6 +515,37 @@ static void cache_evicts_oldest_when_full(void **state)
     free(dir);
 }
 
+/* The smallest map allowed (64 pages) must still hold entries: the slack kept free for
+ * LMDB is capped at half the map, else every put evicted everything before it (found by
+ * tests/system cache-full). */
+static void cache_smallest_map_keeps_entries(void **state)
+{
+    (void)state;
+    char *dir = make_dir();
+    fake_clock_t fc = {1700000000000, 1};
+    aiq_cache_t *c = open_at(dir, AIQ_CACHE_MIN_MAX_BYTES, &fc);
+    const uint64_t N = 3000;
+    for (uint64_t i = 0; i < N; i++) {
+        char *b = noise(300, (unsigned)i + 1);
+        put_ok(c, i, b, 300, 3600);
+        free(b);
+    }
+    aiq_cache_stats_t s = stats_of(c);
+    assert_true(s.dropped < N / 100);
+    assert_true(s.entries > 100);
+    aiq_cache_entry_t e;
+    for (uint64_t i = N - 50; i < N; i++) {
+        if (get_n(c, i, &e) != AIQ_CACHE_HIT)
+            fail_msg("newest entry %llu is gone (%llu entries)", (unsigned long long)i,
+                     (unsigned long long)s.entries);
+        aiq_cache_entry_clear(&e);
+    }
+    assert_consistent(c, s.entries);
+    aiq_cache_close(c);
+    rm_env(dir);
+    free(dir);
+}
+
 typedef struct pin_ctx {
     aiq_cache_t *c;
     int calls;
@@ -841,6 +872,7 @@ int main(void)
         cmocka_unit_test(cache_sweeper_thread_removes_expired),
         cmocka_unit_test(cache_corrupt_and_unknown_versions_are_counted_misses),
         cmocka_unit_test(cache_evicts_oldest_when_full),
+        cmocka_unit_test(cache_smallest_map_keeps_entries),
         cmocka_unit_test(cache_full_map_drops_puts_then_recovers),
         cmocka_unit_test(cache_put_in_child_is_hit_in_parent),
         cmocka_unit_test(cache_survives_sigkill_during_writes),

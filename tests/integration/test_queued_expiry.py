@@ -1,0 +1,53 @@
+"""A job whose deadline passes while it waits in the worker's backlog is answered "expired"
+at its deadline, not when a slot frees up: here a slow model call holds the only slot for
+10 s while jobs with a 2 s deadline queue behind it (found by tests/system latency-spike)."""
+import json
+import time
+
+from confluent_kafka import TopicPartition
+
+from test_consumer_core import rfc3339, submit, wait_until
+
+SLOW_MS = 10000
+SHORT_MS = 2000
+
+
+def test_queued_job_expires_at_its_deadline(aiq_env):
+    env = aiq_env
+    sim = env.start_sim(latency_ms=SLOW_MS)
+    env.start_worker(AIQ_WORKER_MAX_INFLIGHT=1)
+    env.wait_group_stable(1)
+    c = env.consumer()
+    c.assign([TopicPartition(env.results_topic, p, 0) for p in range(env.partitions)])
+    try:
+        blocker = {"id": f"slow-{env.tag}", "operation": "vc-analysis",
+                   "payload": {"company": "slow"}, "timeout_ms": 30000,
+                   "created_at": rfc3339(time.time())}
+        submit(env, [blocker])
+        wait_until(lambda: sim.stats().get("inflight") == 1, 30, "the slow call to start")
+        t0 = time.time()
+        short = [{"id": f"short-{env.tag}-{i}", "operation": "vc-analysis",
+                  "payload": {"company": f"short {i}"}, "timeout_ms": SHORT_MS,
+                  "created_at": rfc3339(t0)} for i in range(5)]
+        submit(env, short)
+        got = {}
+        deadline = time.time() + 60
+        while time.time() < deadline and len(got) < 6:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            r = json.loads(m.value())
+            got.setdefault(r["job_id"], (time.time(), r))
+    finally:
+        c.close()
+    assert len(got) == 6, sorted(got)
+    for j in short:
+        at, r = got[j["id"]]
+        assert r["status"] == "expired", r
+        # answered within ~1 s of the deadline (sweep every 0.5 s), long before the slow
+        # call frees the slot at SLOW_MS
+        late = at - (t0 + SHORT_MS / 1000)
+        assert late < 1.5, f"{j['id']} answered {late:.1f} s after its deadline"
+    at, r = got[blocker["id"]]
+    assert r["status"] == "succeeded", r
+    assert sim.stats()["requests"] == 1  # the expired jobs never called the model
