@@ -105,7 +105,11 @@ void aiq_aimd_on_success(aiq_aimd_t *a, int64_t latency_ms, int inflight, int64_
         decrease(a, AIQ_AIMD_GENTLE_DECREASE, now_ms);
         return;
     }
-    if ((double)inflight < a->limit * AIQ_AIMD_UTILIZATION)
+    /* Use is measured against the slots the limit really grants, (int)limit: at most that
+     * many calls are ever in flight, so against the fractional limit a limit left between
+     * 1.25 and 2, 2.5 and 3 or 3.75 and 4 (as a throttling storm leaves it) could never be
+     * "fully used" and would never grow again. */
+    if ((double)inflight < (double)aiq_aimd_limit(a) * AIQ_AIMD_UTILIZATION)
         return;
     a->limit += 1.0 / a->limit;
     if (a->limit > a->conf.max)

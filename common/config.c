@@ -41,7 +41,7 @@ static const cfg_entry_t table[] = {
      "Jobs processed at once by one worker (the seed's concurrency limit)"},
     {"worker.backlog", CFG_INT, S(backlog), 4, 1000000, "500", AIQ_CFG_WORKER,
      "Jobs held in memory waiting for a slot (the seed's queue size limit); each priority "
-     "gets a quarter, but at least half of worker.max_inflight, and its partitions pause when "
+     "gets a quarter, but at least worker.max_inflight, and its partitions pause when "
      "its share is full"},
     {"worker.max_job_bytes", CFG_INT, S(max_job_bytes), 1024, 16777216, "524288", AIQ_CFG_ALL,
      "Largest job record accepted; larger ones go to the DLQ"},

@@ -6,6 +6,7 @@
 #   AIQ_TEST_INTEGRATION=0 ... unit tests only
 #   AIQ_TEST_FUZZ_SECONDS=N    seconds per fuzz target (default 20; 0 skips)
 #   AIQ_VALGRIND=0 ...         skip the valgrind run of the worker's main path
+#   AIQ_TEST_SYSTEM=0 ...      skip the fault scenarios (tests/system, quick sizes, ~3 min)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -60,4 +61,11 @@ if [ "${AIQ_TEST_INTEGRATION:-1}" = 1 ]; then
             tests/integration/test_alerts.py tests/integration/test_metrics.py \
             tests/integration/test_resilience.py -k "not storm"
     fi
+fi
+
+if [ "${AIQ_TEST_SYSTEM:-1}" = 1 ]; then
+    step "fault scenarios, quick sizes (full sizes: tests/system/run.py all)"
+    # run.py starts its own broker (AIQ_SYSTEM_KAFKA_PORT, default 19092): one scenario
+    # restarts it, so it must not be the one the integration tests used.
+    AIQ_BUILD_DIR="$BUILD" python3 -m pytest -p no:cacheprovider -q tests/system
 fi

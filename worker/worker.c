@@ -59,14 +59,15 @@ static void pump(aiq_worker_t *w);
 
 /* Each priority may hold a quarter of the backlog: a flood of low work fills only its own
  * share, and critical records keep flowing from Kafka into free slots. The share is at least
- * half of max_inflight: a paused priority resumes at half its share, and what is queued then
- * must keep every slot busy until the first fetch after the resume arrives (pausing drops
+ * max_inflight: a paused priority resumes at half its share, and what is queued then must
+ * keep every slot busy until the first fetch after the resume arrives (pausing drops
  * librdkafka's prefetch). With C = 1000 and the default 500 (125 a priority) the queue ran
- * dry and a third of the slots idled (bench littles; issue #8). */
+ * dry and a third of the slots idled; a share of C/2 still left 40 % fewer jobs/s than a
+ * share of C (bench/run.py littles and peers; issue #8). */
 static int64_t prio_quota(const aiq_worker_t *w)
 {
     int64_t q = (w->cfg->backlog + AIQ_PRIO_COUNT - 1) / AIQ_PRIO_COUNT;
-    int64_t floor = (w->cfg->max_inflight + 1) / 2;
+    int64_t floor = w->cfg->max_inflight;
     q = q > floor ? q : floor;
     return q > 0 ? q : 1;
 }

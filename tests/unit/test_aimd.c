@@ -80,6 +80,23 @@ static void aimd_does_not_grow_when_idle(void **state)
     assert_true(a.limit > 20.0);
 }
 
+/* A storm leaves the limit fractional (50 * 0.7^8 = 2.88: two slots); at full use of those
+ * slots it must grow again, not stay below the utilisation bar for ever. */
+static void aimd_grows_back_from_a_fractional_limit(void **state)
+{
+    (void)state;
+    aiq_aimd_t a;
+    aiq_aimd_init(&a, &(aiq_aimd_conf_t){.min = 1, .max = 50, .initial = 50, .cooldown_ms = 100});
+    for (int i = 0; i < 8; i++)
+        aiq_aimd_on_throttle(&a, 1000 * (int64_t)(i + 1));
+    assert_int_equal(aiq_aimd_limit(&a), 2);
+    assert_true(a.limit > 2.5 && a.limit < 3.0);
+    int64_t now = 10000;
+    for (int i = 0; i < 600; i++)
+        aiq_aimd_on_success(&a, 20, aiq_aimd_limit(&a), now++);
+    assert_true(aiq_aimd_limit(&a) >= 20);
+}
+
 /* A throttle takes the limit down by the factor, once per cooldown however many arrive. */
 static void aimd_throttle_decreases_once_per_cooldown(void **state)
 {
@@ -250,6 +267,7 @@ int main(void)
         cmocka_unit_test(aimd_defaults_and_clamping),
         cmocka_unit_test(aimd_grows_to_max_at_full_use),
         cmocka_unit_test(aimd_does_not_grow_when_idle),
+        cmocka_unit_test(aimd_grows_back_from_a_fractional_limit),
         cmocka_unit_test(aimd_throttle_decreases_once_per_cooldown),
         cmocka_unit_test(aimd_cooldown_is_at_least_one_rtt),
         cmocka_unit_test(aimd_latency_growth_shrinks),
