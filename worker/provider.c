@@ -427,6 +427,30 @@ void aiq_provider_cancel(aiq_provider_t *p, aiq_provider_call_t *c)
     pump_later(p);
 }
 
+/* The first waiting call whose deadline has passed, or NULL. */
+static aiq_provider_call_t *first_expired(aiq_provider_t *p, int64_t now_ms)
+{
+    for (int q = 0; q < NPRIO; q++)
+        for (aiq_provider_call_t *c = p->wait_head[q]; c; c = c->next)
+            if (c->deadline_ms <= now_ms)
+                return c;
+    return NULL;
+}
+
+void aiq_provider_expire(aiq_provider_t *p, int64_t now_ms)
+{
+    /* One at a time from the heads: a callback may request or cancel calls, changing the
+     * lists under a saved pointer. */
+    aiq_provider_call_t *c;
+    while ((c = first_expired(p, now_ms)) != NULL) {
+        if (!c->out.error_kind[0])
+            snprintf(c->out.error_kind, sizeof(c->out.error_kind), "deadline_exceeded");
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg),
+                 "deadline passed before the model answered");
+        finish(c, AIQ_CALL_DEADLINE); /* unlinks it from its waiting list */
+    }
+}
+
 aiq_provider_stats_t aiq_provider_stats(const aiq_provider_t *p)
 {
     aiq_provider_stats_t s = p->stats;

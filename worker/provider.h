@@ -76,6 +76,12 @@ aiq_provider_call_t *aiq_provider_request(aiq_provider_t *p, const aiq_job_t *jo
 /* Stops a request; its callback will not run. */
 void aiq_provider_cancel(aiq_provider_t *p, aiq_provider_call_t *call);
 
+/* Ends, with AIQ_CALL_DEADLINE, every call still waiting for a slot whose deadline (wall
+ * clock ms) is at or before now_ms; their callbacks run from here. Without it a waiting call
+ * would end only when a slot frees, which slow calls (a latency spike) may hold for long
+ * after its deadline. Bounded by the calls waiting (at most worker.max_inflight). */
+void aiq_provider_expire(aiq_provider_t *p, int64_t now_ms);
+
 /* The model a job is sent to (job, operation, or default). */
 const char *aiq_provider_model(const aiq_provider_t *p, const aiq_job_t *job);
 

@@ -202,7 +202,8 @@ static void collect_node(aiq_sched_node_t *n, void *arg)
     scan->found = n;
 }
 
-/* Answers the queued jobs whose deadline has passed, without waiting for a free slot: an
+/* Answers the queued jobs whose deadline has passed, without waiting for a free slot (and
+ * ends started jobs' model calls still waiting for a call slot past their deadline): an
  * expired answer needs no model call, and when slow calls hold every slot (a latency spike)
  * waiting for one would answer them long after their deadline. They count as in flight
  * (possibly above max_inflight) until published, so drain waits for them. Bounded by the
@@ -210,6 +211,8 @@ static void collect_node(aiq_sched_node_t *n, void *arg)
 static void on_expiry_sweep(uv_timer_t *timer)
 {
     aiq_worker_t *w = timer->data;
+    /* Jobs already started but still waiting for a model-call slot, draining or not. */
+    aiq_provider_expire(w->provider, aiq_now_ms());
     if (w->draining)
         return;
     expiry_scan_t scan = {aiq_now_ms(), NULL};
