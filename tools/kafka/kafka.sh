@@ -228,8 +228,13 @@ cmd_start() {
         write_config
         if [ ! -f "$DATA/data/meta.properties" ]; then
             local cluster_id
-            # A Kafka Uuid: 16 random bytes in URL-safe base64 without padding.
-            cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+            # A Kafka Uuid: 16 random bytes in URL-safe base64 without padding. Never one that
+            # starts with '-' (1 in 64): kafka-storage would parse it as an option and fail,
+            # which is why Kafka's own Uuid.randomUuid() avoids them too.
+            cluster_id="-"
+            while [ "${cluster_id#-}" != "$cluster_id" ]; do
+                cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+            done
             say "formatting storage in ${DATA} (cluster $cluster_id)"
             local scram=()
             if [ -n "$SASL_PORT" ]; then
