@@ -4,6 +4,7 @@
  * (p50/p99/p99.9 of hits and of misses), hits per second on one core, the compression
  * ratio and the cost of computing a job's key. One process, one thread. */
 #include "cache.h"
+#include "cache_key.h"
 #include "canon.h"
 #include "job.h"
 #include "timeutil.h"

@@ -13,7 +13,7 @@
 #define AIQ_CACHE_H
 
 #include "aiq_err.h"
-#include "canon.h"
+#include "cache_key.h"
 
 #include <jansson.h>
 #include <stdbool.h>

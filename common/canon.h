@@ -1,10 +1,9 @@
-/* canon.h — canonical JSON text and the cache key of a job: two jobs that ask the model the
- * same question (up to key order, whitespace, number spelling, escapes) get the same key. */
+/* canon.h — canonical JSON text: two values that say the same thing (up to key order,
+ * whitespace, number spelling, escapes) get the same bytes. cache_key.h hashes it. */
 #ifndef AIQ_CANON_H
 #define AIQ_CANON_H
 
 #include "aiq_err.h"
-#include "job.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -13,10 +12,9 @@
 #define AIQ_CANON_MAX       (16u << 20) /* cap on one canonical text, bytes */
 #define AIQ_CANON_DEPTH_MAX 1024        /* deeper nesting is refused (AIQ_ETOOBIG) */
 #define AIQ_CANON_DROP_MAX  64          /* volatile-field paths per call at most */
-#define AIQ_CACHE_KEY_LEN   32          /* SHA-256 */
 
 /* Writes the canonical text of v. Rules (they define cache identity; changing one changes
- * every key, so bump the key version in canon.c with it):
+ * every key, so bump the key version in cache_key.c with it):
  *  - objects: members sorted by key bytes (= code point order, keys are UTF-8); no
  *    insignificant whitespace anywhere;
  *  - strings: the decoded UTF-8 bytes, so "\u00e9" and "é" are one string; only '"', '\\'
@@ -39,22 +37,5 @@
  * AIQ_CANON_MAX or nesting over AIQ_CANON_DEPTH_MAX), AIQ_ENOMEM. Any thread. */
 int aiq_canon_json(const json_t *v, const char *const *drop, size_t ndrop, char **out, size_t *len,
                    aiq_err_t *err);
-
-/* The cache key of a job: SHA-256 over a version tag and the length-prefixed components
- * operation, model, persona (absent = ""), api, system (absent = ""), and the canonical
- * texts of payload, messages, body and inference (absent = "" for each; an absent or
- * empty inference object are the same). drop is applied to payload and to body (paths are
- * relative to those objects), never to messages. model is the model id the worker will
- * actually call; NULL means job->model, or "" when the job names none. Nothing else of the
- * job (id, priority, deadlines, cache options, tenant, tracing) is part of the key. Borrows
- * everything. Returns 0, or the errors of aiq_canon_json, or AIQ_ECRYPTO. Any thread. */
-int aiq_cache_key_job(const aiq_job_t *job, const char *model, const char *const *drop,
-                      size_t ndrop, uint8_t key[AIQ_CACHE_KEY_LEN], aiq_err_t *err);
-
-/* Lower-case hex of a key into out (64 chars + NUL). */
-void aiq_cache_key_hex(const uint8_t key[AIQ_CACHE_KEY_LEN], char out[65]);
-
-/* Parses exactly 64 hex digits (either case) into key. Returns 0 or AIQ_EINVAL. */
-int aiq_cache_key_parse(const char *hex, uint8_t key[AIQ_CACHE_KEY_LEN]);
 
 #endif

@@ -5,6 +5,7 @@
  *  - an id hint is a valid id; a decoded job has a valid id and passes aiq_job_validate;
  *  - a decoded job, written out again by jansson, decodes again (the DLQ replay path);
  *  - the result encoder accepts the job's strings and produces JSON. */
+#include "cache_key.h"
 #include "canon.h"
 #include "fuzz.h"
 #include "job.h"

@@ -1,7 +1,7 @@
 #include "worker.h"
 #include "admin_http.h"
 #include "consumer.h"
-#include "breakers.h"
+#include "breaker_share.h"
 #include "cache.h"
 #include "creds.h"
 #include "http_client.h"
@@ -38,7 +38,7 @@ struct aiq_worker {
     aiq_metrics_t *metrics;
     aiq_admin_http_t *admin; /* NULL when admin.listen is empty */
     aiq_ops_t *ops;          /* operations; pipeline and bedrock conf borrow them */
-    aiq_breakers_t *breakers;
+    aiq_breaker_share_t *breakers;
     aiq_provider_t *provider;
     aiq_cache_t *cache;     /* NULL when cache.enabled = 0 */
     aiq_alerter_t *alerter; /* NULL when alerts.enabled = 0 */
@@ -336,7 +336,7 @@ static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
         g.cache_entries = cs.entries;
         g.cache_bytes = cs.used_bytes;
     }
-    aiq_breakers_each(w->breakers, aiq_now_ms(), add_breaker, &g);
+    aiq_breaker_share_each(w->breakers, aiq_now_ms(), add_breaker, &g);
     aiq_consumer_lag_t lag;
     aiq_consumer_lag(w->consumer, &lag);
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
@@ -444,7 +444,7 @@ static int open_shared_state(aiq_worker_t *w, aiq_err_t *err)
         snprintf(dir, sizeof(dir), "%s", cfg->breaker_path);
     else if (snprintf(dir, sizeof(dir), "%s/breakers", cfg->cache_path) >= (int)sizeof(dir))
         return aiq_err_set(err, AIQ_EINVAL, "cache.path is too long");
-    return aiq_breakers_new(&w->breakers, w->loop, cfg, dir, w->log, w->pub, err);
+    return aiq_breaker_share_new(&w->breakers, w->loop, cfg, dir, w->log, w->pub, err);
 }
 
 /* A bad operations file fails the start: running with prompts nobody wrote is worse than not
@@ -519,7 +519,7 @@ fail_pl:
 fail_provider:
     aiq_provider_free(w->provider);
 fail_state:
-    aiq_breakers_free(w->breakers);
+    aiq_breaker_share_free(w->breakers);
     aiq_cache_close(w->cache);
     aiq_publisher_free(w->pub);
 fail_creds:
@@ -603,7 +603,7 @@ int aiq_worker_shutdown(aiq_worker_t *w)
     aiq_pipeline_free(w->pl);
     aiq_alerter_free(w->alerter);
     aiq_provider_free(w->provider);
-    aiq_breakers_free(w->breakers);
+    aiq_breaker_share_free(w->breakers);
     aiq_cache_close(w->cache);
     aiq_ops_free(w->ops);
     aiq_publisher_free(w->pub);

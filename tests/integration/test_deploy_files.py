@@ -1,6 +1,6 @@
 """Static checks of the monitoring files under deploy/ (no Kafka, no worker process): the
 Prometheus rules carry the seed document's alert thresholds with the right severities, every
-aiq_* metric they and the Grafana dashboard query is one worker/metrics.c renders (or one of
+aiq_* metric they and the Grafana dashboard query is one worker/ops/metrics.c renders (or one of
 the documented future cache metrics), and the dashboard has the expected panels."""
 import json
 import os
@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RULES = os.path.join(ROOT, "deploy", "prometheus", "aiq-rules.yml")
 PROM_CONFIG = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")
 DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "aiq-dashboard.json")
-METRICS_C = os.path.join(ROOT, "worker", "metrics.c")
+METRICS_C = os.path.join(ROOT, "worker", "ops", "metrics.c")
 
 # Not exported yet: the cache module will add them; rules and dashboard already use them.
 FUTURE_METRICS = set()  # every metric the deploy files use is rendered today
@@ -52,13 +52,13 @@ def alerts():
 
 
 def exported_metrics():
-    """Series names worker/metrics.c renders: literal "aiq_..." names, and for histograms
+    """Series names worker/ops/metrics.c renders: literal "aiq_..." names, and for histograms
     (names passed to render_histo) the _bucket/_sum/_count series."""
     with open(METRICS_C, encoding="utf-8") as f:
         src = f.read()
     names = set(re.findall(r'"(?:# HELP |# TYPE )?(aiq_[a-z0-9_]+)', src))
     histos = set(re.findall(r'render_histo\(\s*&?\w+\s*,\s*"(aiq_[a-z0-9_]+)"', src))
-    assert histos, "no render_histo calls found in worker/metrics.c"
+    assert histos, "no render_histo calls found in worker/ops/metrics.c"
     for h in histos:
         names |= {h, h + "_bucket", h + "_sum", h + "_count"}
     return names
@@ -174,7 +174,7 @@ def test_metric_names_exist_in_worker():
         used |= set(METRIC_RE.findall(expr))
     assert used, "no aiq_* metrics used at all"
     unknown = used - exported - FUTURE_METRICS
-    assert not unknown, f"metrics not rendered by worker/metrics.c: {sorted(unknown)}"
+    assert not unknown, f"metrics not rendered by worker/ops/metrics.c: {sorted(unknown)}"
 
 
 def test_up_rule_matches_scrape_job():

@@ -1,4 +1,5 @@
 #include "aiq_err.h"
+#include "cache_key.h"
 #include "canon.h"
 #include "job.h"
 

@@ -1,7 +1,7 @@
 /* admin_breaker.c — aiq-admin breaker show|open|close|auto|force: read and override the
  * shared circuit breakers through the compacted <prefix>breaker topic every worker follows. */
 #include "admin_breaker.h"
-#include "breaker.h"
+#include "breaker_state.h"
 #include "timeutil.h"
 #include "topics.h"
 #include "kprops.h"

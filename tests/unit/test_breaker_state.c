@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "breaker.h"
+#include "breaker_state.h"
 
 static aiq_breaker_t fresh(void)
 {

@@ -1,4 +1,4 @@
-#include "breaker.h"
+#include "breaker_state.h"
 
 #include "aiq_err.h"
 

@@ -1,4 +1,4 @@
-#include "breakers.h"
+#include "breaker_share.h"
 #include "topics.h"
 
 #include <errno.h>
@@ -33,7 +33,7 @@ struct aiq_breakers {
     rd_kafka_queue_t *q;
     int fds[2];
     uv_poll_t poll;
-    aiq_breakers_stats_t stats;
+    aiq_breaker_share_stats_t stats;
 };
 
 /* ---- the host-shared store ----------------------------------------------------------- */
@@ -66,7 +66,7 @@ static int record_unpack(const MDB_val *val, aiq_breaker_shared_t *s)
 }
 
 /* Takes whatever newer transition another process on the host wrote. */
-static void store_pull(aiq_breakers_t *bs, entry_t *e)
+static void store_pull(aiq_breaker_share_t *bs, entry_t *e)
 {
     MDB_txn *txn;
     if (mdb_txn_begin(bs->env, NULL, MDB_RDONLY, &txn))
@@ -80,7 +80,7 @@ static void store_pull(aiq_breakers_t *bs, entry_t *e)
 
 /* Writes e's state unless the store already holds a newer one (which e then adopts).
  * Returns 1 when e's state was written. */
-static int store_push(aiq_breakers_t *bs, entry_t *e)
+static int store_push(aiq_breaker_share_t *bs, entry_t *e)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(bs->env, NULL, 0, &txn);
@@ -122,7 +122,7 @@ static int mkdir_p(const char *path)
     return mkdir(buf, 0700) && errno != EEXIST ? errno : 0;
 }
 
-static int store_open(aiq_breakers_t *bs, const char *dir, aiq_err_t *err)
+static int store_open(aiq_breaker_share_t *bs, const char *dir, aiq_err_t *err)
 {
     int rc = mkdir_p(dir);
     if (rc)
@@ -146,7 +146,7 @@ static int store_open(aiq_breakers_t *bs, const char *dir, aiq_err_t *err)
 
 /* ---- breakers ------------------------------------------------------------------------ */
 
-static entry_t *entry_get(aiq_breakers_t *bs, const char *model)
+static entry_t *entry_get(aiq_breaker_share_t *bs, const char *model)
 {
     for (entry_t *e = bs->entries; e; e = e->next)
         if (strcmp(e->model, model) == 0)
@@ -167,7 +167,7 @@ static entry_t *entry_get(aiq_breakers_t *bs, const char *model)
 static void publish_done(void *opaque, rd_kafka_resp_err_t err, int permanent, const char *errstr)
 {
     (void)permanent;
-    aiq_breakers_t *bs = opaque;
+    aiq_breaker_share_t *bs = opaque;
     if (err) {
         bs->stats.publish_failures++;
         aiq_logj(bs->log, AIQ_LOG_WARN, NULL, "breaker transition not published to %s: %s",
@@ -175,7 +175,7 @@ static void publish_done(void *opaque, rd_kafka_resp_err_t err, int permanent, c
     }
 }
 
-static void announce(aiq_breakers_t *bs, entry_t *e, const char *origin)
+static void announce(aiq_breaker_share_t *bs, entry_t *e, const char *origin)
 {
     const aiq_breaker_shared_t *s = &e->b.shared;
     aiq_logj(bs->log, s->state == AIQ_BREAKER_OPEN ? AIQ_LOG_WARN : AIQ_LOG_INFO, NULL,
@@ -185,7 +185,7 @@ static void announce(aiq_breakers_t *bs, entry_t *e, const char *origin)
              origin);
 }
 
-static void transitioned(aiq_breakers_t *bs, entry_t *e, bool was_probe)
+static void transitioned(aiq_breaker_share_t *bs, entry_t *e, bool was_probe)
 {
     if (e->b.shared.state == AIQ_BREAKER_OPEN)
         was_probe ? bs->stats.reopened++ : bs->stats.opened++;
@@ -209,7 +209,8 @@ static void transitioned(aiq_breakers_t *bs, entry_t *e, bool was_probe)
     free(val);
 }
 
-bool aiq_breakers_allow(aiq_breakers_t *bs, const char *model, int64_t now_ms, bool *probe)
+bool aiq_breaker_share_allow(aiq_breaker_share_t *bs, const char *model, int64_t now_ms,
+                             bool *probe)
 {
     *probe = false;
     entry_t *e = entry_get(bs, model);
@@ -222,22 +223,23 @@ bool aiq_breakers_allow(aiq_breakers_t *bs, const char *model, int64_t now_ms, b
     return false;
 }
 
-void aiq_breakers_report(aiq_breakers_t *bs, const char *model, bool success, bool probe,
-                         int64_t now_ms)
+void aiq_breaker_share_report(aiq_breaker_share_t *bs, const char *model, bool success, bool probe,
+                              int64_t now_ms)
 {
     entry_t *e = entry_get(bs, model);
     if (e && aiq_breaker_report(&e->b, success, probe, now_ms))
         transitioned(bs, e, probe);
 }
 
-void aiq_breakers_abandon(aiq_breakers_t *bs, const char *model, bool probe)
+void aiq_breaker_share_abandon(aiq_breaker_share_t *bs, const char *model, bool probe)
 {
     entry_t *e = entry_get(bs, model);
     if (e)
         aiq_breaker_abandon(&e->b, probe);
 }
 
-aiq_breaker_state_t aiq_breakers_state(aiq_breakers_t *bs, const char *model, int64_t now_ms)
+aiq_breaker_state_t aiq_breaker_share_state(aiq_breaker_share_t *bs, const char *model,
+                                            int64_t now_ms)
 {
     entry_t *e = entry_get(bs, model);
     if (!e)
@@ -246,7 +248,8 @@ aiq_breaker_state_t aiq_breakers_state(aiq_breakers_t *bs, const char *model, in
     return aiq_breaker_state(&e->b, now_ms);
 }
 
-void aiq_breakers_each(aiq_breakers_t *bs, int64_t now_ms, aiq_breakers_visit_fn fn, void *ctx)
+void aiq_breaker_share_each(aiq_breaker_share_t *bs, int64_t now_ms, aiq_breaker_share_visit_fn fn,
+                            void *ctx)
 {
     for (entry_t *e = bs->entries; e; e = e->next) {
         store_pull(bs, e);
@@ -254,14 +257,14 @@ void aiq_breakers_each(aiq_breakers_t *bs, int64_t now_ms, aiq_breakers_visit_fn
     }
 }
 
-const aiq_breakers_stats_t *aiq_breakers_stats(const aiq_breakers_t *bs)
+const aiq_breaker_share_stats_t *aiq_breaker_share_stats(const aiq_breaker_share_t *bs)
 {
     return &bs->stats;
 }
 
 /* ---- other hosts: the compacted topic ------------------------------------------------ */
 
-static void on_record(aiq_breakers_t *bs, const rd_kafka_message_t *m)
+static void on_record(aiq_breaker_share_t *bs, const rd_kafka_message_t *m)
 {
     char model[MODEL_MAX + 1];
     aiq_breaker_shared_t s;
@@ -289,7 +292,7 @@ static void on_readable(uv_poll_t *h, int status, int events)
 {
     (void)status;
     (void)events;
-    aiq_breakers_t *bs = h->data;
+    aiq_breaker_share_t *bs = h->data;
     char buf[64];
     while (read(bs->fds[0], buf, sizeof(buf)) > 0) {
     }
@@ -318,7 +321,7 @@ static int topic_partitions(rd_kafka_t *rk, const char *topic)
     return n;
 }
 
-static int follow_topic(aiq_breakers_t *bs, aiq_err_t *err)
+static int follow_topic(aiq_breaker_share_t *bs, aiq_err_t *err)
 {
     rd_kafka_conf_t *conf = aiq__kafka_conf(bs->cfg, bs->log, "aiq-breakers", err);
     char errstr[512];
@@ -371,10 +374,11 @@ static int follow_topic(aiq_breakers_t *bs, aiq_err_t *err)
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
-int aiq_breakers_new(aiq_breakers_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
-                     const char *state_dir, aiq_log_t *log, aiq_publisher_t *pub, aiq_err_t *err)
+int aiq_breaker_share_new(aiq_breaker_share_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
+                          const char *state_dir, aiq_log_t *log, aiq_publisher_t *pub,
+                          aiq_err_t *err)
 {
-    aiq_breakers_t *bs = calloc(1, sizeof(*bs));
+    aiq_breaker_share_t *bs = calloc(1, sizeof(*bs));
     if (!bs)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
     bs->log = log;
@@ -397,7 +401,7 @@ int aiq_breakers_new(aiq_breakers_t **out, uv_loop_t *loop, const aiq_config_t *
     if (!rc)
         rc = follow_topic(bs, err);
     if (rc) {
-        aiq_breakers_free(bs);
+        aiq_breaker_share_free(bs);
         return rc;
     }
     *out = bs;
@@ -409,7 +413,7 @@ static void on_poll_closed(uv_handle_t *h)
     free(h->data);
 }
 
-void aiq_breakers_free(aiq_breakers_t *bs)
+void aiq_breaker_share_free(aiq_breaker_share_t *bs)
 {
     if (!bs)
         return;

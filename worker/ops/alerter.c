@@ -1,5 +1,5 @@
 #include "alerter.h"
-#include "alerts.h"
+#include "alert_rules.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -17,7 +17,7 @@ struct aiq_alerter {
     aiq_publisher_t *pub;
     aiq_alerter_depth_fn depth;
     void *ctx;
-    aiq_alerts_t *rules;
+    aiq_alert_rules_t *rules;
     char topic[AIQ_TOPIC_MAX];
     uint64_t events;
 };
@@ -88,17 +88,17 @@ static void publish(aiq_alerter_t *a, const aiq_alert_event_t *e)
 static void on_tick(uv_timer_t *t)
 {
     aiq_alerter_t *a = t->data;
-    aiq_alerts_depth(a->rules, a->depth(a->ctx));
+    aiq_alert_rules_depth(a->rules, a->depth(a->ctx));
     aiq_alert_event_t ev[AIQ_ALERT_RULES];
-    const int n = aiq_alerts_evaluate(a->rules, aiq_now_ms(), ev, AIQ_ALERT_RULES);
+    const int n = aiq_alert_rules_evaluate(a->rules, aiq_now_ms(), ev, AIQ_ALERT_RULES);
     for (int i = 0; i < n; i++)
         publish(a, &ev[i]);
 }
 
 /* The rules from the alerts.* keys; rates are configured in percent. */
-static void conf_from(const aiq_config_t *cfg, aiq_alerts_conf_t *c)
+static void conf_from(const aiq_config_t *cfg, aiq_alert_rules_conf_t *c)
 {
-    aiq_alerts_conf_default(c);
+    aiq_alert_rules_conf_default(c);
     c->window_ms = cfg->alerts_window_ms;
     c->clear_hold_ms = cfg->alerts_clear_hold_ms;
     c->min_jobs = (int)cfg->alerts_min_jobs;
@@ -114,12 +114,12 @@ static void conf_from(const aiq_config_t *cfg, aiq_alerts_conf_t *c)
 int aiq_alerter_new(aiq_alerter_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
                     aiq_publisher_t *pub, aiq_alerter_depth_fn depth, void *ctx, aiq_err_t *err)
 {
-    aiq_alerts_conf_t c;
+    aiq_alert_rules_conf_t c;
     conf_from(cfg, &c);
     aiq_alerter_t *a = calloc(1, sizeof(*a));
     if (!a)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
-    int rc = aiq_alerts_new(&a->rules, &c, err);
+    int rc = aiq_alert_rules_new(&a->rules, &c, err);
     if (rc)
         goto fail;
     if (aiq_topic_alerts(cfg->topic_prefix, a->topic, sizeof(a->topic))) {
@@ -137,7 +137,7 @@ int aiq_alerter_new(aiq_alerter_t **out, uv_loop_t *loop, const aiq_config_t *cf
     *out = a;
     return 0;
 fail:
-    aiq_alerts_free(a->rules);
+    aiq_alert_rules_free(a->rules);
     free(a);
     return rc;
 }
@@ -145,7 +145,7 @@ fail:
 static void on_closed(uv_handle_t *h)
 {
     aiq_alerter_t *a = h->data;
-    aiq_alerts_free(a->rules);
+    aiq_alert_rules_free(a->rules);
     free(a);
 }
 
@@ -157,14 +157,14 @@ void aiq_alerter_free(aiq_alerter_t *a)
 
 void aiq_alerter_job(aiq_alerter_t *a, bool error, int64_t total_ms, bool lookup, bool hit)
 {
-    aiq_alerts_job(a->rules, aiq_now_ms(), error, total_ms, lookup, hit);
+    aiq_alert_rules_job(a->rules, aiq_now_ms(), error, total_ms, lookup, hit);
 }
 
 int aiq_alerter_active(const aiq_alerter_t *a)
 {
     int n = 0;
     for (int i = 0; i < AIQ_ALERT_RULES; i++)
-        n += aiq_alerts_level(a->rules, (aiq_alert_rule_t)i) != AIQ_ALERT_OK;
+        n += aiq_alert_rules_level(a->rules, (aiq_alert_rule_t)i) != AIQ_ALERT_OK;
     return n;
 }
 

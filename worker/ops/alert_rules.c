@@ -1,4 +1,4 @@
-#include "alerts.h"
+#include "alert_rules.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +23,7 @@ typedef struct slot {
 } slot_t;
 
 struct aiq_alerts {
-    aiq_alerts_conf_t conf;
+    aiq_alert_rules_conf_t conf;
     slot_t slot[AIQ_ALERT_SLOTS];
     double depth;
     aiq_alert_level_t level[AIQ_ALERT_RULES];
@@ -41,7 +41,7 @@ const char *aiq_alert_level_name(aiq_alert_level_t l)
     return (unsigned)l <= AIQ_ALERT_CRITICAL ? level_names[l] : "unknown";
 }
 
-void aiq_alerts_conf_default(aiq_alerts_conf_t *c)
+void aiq_alert_rules_conf_default(aiq_alert_rules_conf_t *c)
 {
     memset(c, 0, sizeof(*c));
     c->window_ms = 300000;
@@ -64,7 +64,7 @@ static bool low_is_bad(aiq_alert_rule_t r)
     return r == AIQ_ALERT_CACHE_HIT_RATE;
 }
 
-int aiq_alerts_new(aiq_alerts_t **out, const aiq_alerts_conf_t *conf, aiq_err_t *err)
+int aiq_alert_rules_new(aiq_alert_rules_t **out, const aiq_alert_rules_conf_t *conf, aiq_err_t *err)
 {
     if (conf->window_ms < AIQ_ALERT_SLOTS || conf->clear_margin < 0 || conf->clear_hold_ms < 0)
         return aiq_err_set(err, AIQ_EINVAL, "alerts: window, margin or hold out of range");
@@ -76,7 +76,7 @@ int aiq_alerts_new(aiq_alerts_t **out, const aiq_alerts_conf_t *conf, aiq_err_t 
                                "its warning threshold",
                                rule_names[i]);
     }
-    aiq_alerts_t *a = calloc(1, sizeof(*a));
+    aiq_alert_rules_t *a = calloc(1, sizeof(*a));
     if (!a)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
     a->conf = *conf;
@@ -88,12 +88,12 @@ int aiq_alerts_new(aiq_alerts_t **out, const aiq_alerts_conf_t *conf, aiq_err_t 
     return 0;
 }
 
-void aiq_alerts_free(aiq_alerts_t *a)
+void aiq_alert_rules_free(aiq_alert_rules_t *a)
 {
     free(a);
 }
 
-static slot_t *slot_at(aiq_alerts_t *a, int64_t now_ms)
+static slot_t *slot_at(aiq_alert_rules_t *a, int64_t now_ms)
 {
     const int64_t width = a->conf.window_ms / AIQ_ALERT_SLOTS;
     int64_t idx = now_ms / width - (now_ms % width < 0); /* floor, also for negative times */
@@ -105,8 +105,8 @@ static slot_t *slot_at(aiq_alerts_t *a, int64_t now_ms)
     return s;
 }
 
-void aiq_alerts_job(aiq_alerts_t *a, int64_t now_ms, bool error, int64_t total_ms, bool lookup,
-                    bool hit)
+void aiq_alert_rules_job(aiq_alert_rules_t *a, int64_t now_ms, bool error, int64_t total_ms,
+                         bool lookup, bool hit)
 {
     slot_t *s = slot_at(a, now_ms);
     s->jobs++;
@@ -119,13 +119,13 @@ void aiq_alerts_job(aiq_alerts_t *a, int64_t now_ms, bool error, int64_t total_m
     s->hist[i]++;
 }
 
-void aiq_alerts_depth(aiq_alerts_t *a, int64_t depth)
+void aiq_alert_rules_depth(aiq_alert_rules_t *a, int64_t depth)
 {
     a->depth = (double)depth;
 }
 
 /* The window's totals: slots that started within window_ms before now. */
-static slot_t window_sum(const aiq_alerts_t *a, int64_t now_ms)
+static slot_t window_sum(const aiq_alert_rules_t *a, int64_t now_ms)
 {
     slot_t t = {0};
     for (int k = 0; k < AIQ_ALERT_SLOTS; k++) {
@@ -161,7 +161,8 @@ static double p95_of(const slot_t *t)
     return 0;
 }
 
-bool aiq_alerts_value(const aiq_alerts_t *a, aiq_alert_rule_t r, int64_t now_ms, double *out)
+bool aiq_alert_rules_value(const aiq_alert_rules_t *a, aiq_alert_rule_t r, int64_t now_ms,
+                           double *out)
 {
     if (r == AIQ_ALERT_QUEUE_DEPTH) {
         *out = a->depth;
@@ -180,7 +181,7 @@ bool aiq_alerts_value(const aiq_alerts_t *a, aiq_alert_rule_t r, int64_t now_ms,
     return true;
 }
 
-aiq_alert_level_t aiq_alerts_level(const aiq_alerts_t *a, aiq_alert_rule_t r)
+aiq_alert_level_t aiq_alert_rules_level(const aiq_alert_rules_t *a, aiq_alert_rule_t r)
 {
     return (unsigned)r < AIQ_ALERT_RULES ? a->level[r] : AIQ_ALERT_OK;
 }
@@ -191,20 +192,20 @@ static bool beyond(aiq_alert_rule_t r, double v, double threshold)
     return low_is_bad(r) ? v < threshold : v > threshold;
 }
 
-static aiq_alert_level_t level_for(const aiq_alerts_conf_t *c, aiq_alert_rule_t r, double v)
+static aiq_alert_level_t level_for(const aiq_alert_rules_conf_t *c, aiq_alert_rule_t r, double v)
 {
     if (c->crit[r] > 0 && beyond(r, v, c->crit[r]))
         return AIQ_ALERT_CRITICAL;
     return beyond(r, v, c->warn[r]) ? AIQ_ALERT_WARNING : AIQ_ALERT_OK;
 }
 
-static double threshold_of(const aiq_alerts_conf_t *c, aiq_alert_rule_t r, aiq_alert_level_t l)
+static double threshold_of(const aiq_alert_rules_conf_t *c, aiq_alert_rule_t r, aiq_alert_level_t l)
 {
     return l == AIQ_ALERT_CRITICAL ? c->crit[r] : c->warn[r];
 }
 
 /* On the good side of the current level's threshold by the clear margin. */
-static bool clearly_good(const aiq_alerts_conf_t *c, aiq_alert_rule_t r, aiq_alert_level_t l,
+static bool clearly_good(const aiq_alert_rules_conf_t *c, aiq_alert_rule_t r, aiq_alert_level_t l,
                          double v)
 {
     const double t = threshold_of(c, r, l);
@@ -212,7 +213,8 @@ static bool clearly_good(const aiq_alerts_conf_t *c, aiq_alert_rule_t r, aiq_ale
 }
 
 /* The level rule i moves to at now: rises at once, falls after the hold. */
-static aiq_alert_level_t next_level(aiq_alerts_t *a, int i, int64_t now_ms, bool have, double v)
+static aiq_alert_level_t next_level(aiq_alert_rules_t *a, int i, int64_t now_ms, bool have,
+                                    double v)
 {
     const aiq_alert_rule_t r = (aiq_alert_rule_t)i;
     const aiq_alert_level_t cur = a->level[i];
@@ -230,13 +232,13 @@ static aiq_alert_level_t next_level(aiq_alerts_t *a, int i, int64_t now_ms, bool
     return now_ms - a->good_since[i] >= a->conf.clear_hold_ms ? want : cur;
 }
 
-int aiq_alerts_evaluate(aiq_alerts_t *a, int64_t now_ms, aiq_alert_event_t *ev, int cap)
+int aiq_alert_rules_evaluate(aiq_alert_rules_t *a, int64_t now_ms, aiq_alert_event_t *ev, int cap)
 {
     int n = 0;
     for (int i = 0; i < AIQ_ALERT_RULES; i++) {
         const aiq_alert_rule_t r = (aiq_alert_rule_t)i;
         double v = 0;
-        const bool have = aiq_alerts_value(a, r, now_ms, &v);
+        const bool have = aiq_alert_rules_value(a, r, now_ms, &v);
         if (!have && a->level[i] == AIQ_ALERT_OK)
             continue;
         const aiq_alert_level_t cur = a->level[i], to = next_level(a, i, now_ms, have, v);

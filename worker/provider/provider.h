@@ -6,7 +6,7 @@
 
 #include "aiq_err.h"
 #include "bedrock.h"
-#include "breakers.h"
+#include "breaker_share.h"
 #include "config.h"
 #include "creds.h"
 #include "http_client.h"
@@ -51,7 +51,7 @@ typedef struct aiq_provider_deps {
     aiq_log_t *log;
     aiq_http_t *http;
     aiq_metrics_t *metrics;
-    aiq_breakers_t *breakers;
+    aiq_breaker_share_t *breakers;
     aiq_creds_t *creds;
     aiq_bedrock_conf_t bedrock; /* strings borrowed for the provider's lifetime */
 } aiq_provider_deps_t;

@@ -145,7 +145,7 @@ static void call_release(aiq_provider_call_t *c)
     }
     slot_release(c);
     if (c->probe) {
-        aiq_breakers_abandon(p->d.breakers, c->model, true);
+        aiq_breaker_share_abandon(p->d.breakers, c->model, true);
         c->probe = 0;
     }
     if (c->timer_on)
@@ -300,7 +300,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
     if (cls == AIQ_BEDROCK_OK) {
         aiq_err_t err = {0};
         if (aiq_bedrock_parse(c->api, resp->body, resp->body_len, &c->out.reply, &err) == 0) {
-            aiq_breakers_report(p->d.breakers, c->model, true, probe, now);
+            aiq_breaker_share_report(p->d.breakers, c->model, true, probe, now);
             aiq_aimd_on_success(&p->aimd, aiq_mono_ms() - c->sent_ms, p->inflight + 1, now);
             aiq_retry_budget_success(&p->budget, c->retry_cost);
             finish(c, AIQ_CALL_OK);
@@ -320,15 +320,15 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
     case AIQ_BEDROCK_THROTTLED:
         /* A throttled service is up: no breaker failure, but call less. */
         p->stats.throttled++;
-        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         aiq_aimd_on_throttle(&p->aimd, now);
         break;
     case AIQ_BEDROCK_FINAL:
         /* The service answered; the request is what is wrong. */
-        aiq_breakers_report(p->d.breakers, c->model, true, probe, now);
+        aiq_breaker_share_report(p->d.breakers, c->model, true, probe, now);
         break;
     default:
-        aiq_breakers_report(p->d.breakers, c->model, false, probe, now);
+        aiq_breaker_share_report(p->d.breakers, c->model, false, probe, now);
         aiq_aimd_on_failure(&p->aimd, now);
         break;
     }
@@ -349,7 +349,7 @@ static void attempt(aiq_provider_call_t *c)
         return;
     }
     bool probe;
-    if (!aiq_breakers_allow(p->d.breakers, c->model, now, &probe)) {
+    if (!aiq_breaker_share_allow(p->d.breakers, c->model, now, &probe)) {
         p->stats.breaker_rejected++;
         finish(c, AIQ_CALL_BREAKER_OPEN);
         return;
@@ -359,14 +359,14 @@ static void attempt(aiq_provider_call_t *c)
     aiq_err_t err = {0};
     int rc = aiq_creds_get(p->d.creds, &creds, &err);
     if (rc) {
-        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         snprintf(c->out.error_kind, sizeof(c->out.error_kind), "credentials_unavailable");
         snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
         failed(c, AIQ_BEDROCK_RETRY, NULL);
         return;
     }
     if (aiq_bedrock_build(&p->d.bedrock, &creds, c->job, (time_t)(now / 1000), &call, &err)) {
-        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         snprintf(c->out.error_kind, sizeof(c->out.error_kind), "request_build");
         snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
         finish(c, AIQ_CALL_FINAL);
@@ -386,7 +386,7 @@ static void attempt(aiq_provider_call_t *c)
     if (rc) {
         c->req = NULL;
         c->probe = 0;
-        aiq_breakers_abandon(p->d.breakers, c->model, probe);
+        aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         snprintf(c->out.error_kind, sizeof(c->out.error_kind), "transport");
         snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
         failed(c, AIQ_BEDROCK_RETRY, NULL);
