@@ -11,6 +11,7 @@
 #include "provider.h"
 #include "pipeline.h"
 #include "publish.h"
+#include "result.h"
 #include "scheduler.h"
 #include "timeutil.h"
 #include "topics.h"
@@ -266,18 +267,23 @@ static void on_signal(uv_signal_t *s, int signum)
 static void on_progress(uv_timer_t *t)
 {
     aiq_worker_t *w = t->data;
-    const aiq_pipeline_stats_t *s = aiq_pipeline_stats(w->pl);
-    uint64_t done = s->succeeded + s->failed + s->expired + s->rejected;
+    /* The metrics registry owns the counters: this line and /metrics read the same ones. */
+    aiq_metrics_totals_t s = aiq_metrics_totals(w->metrics);
+    uint64_t done = 0;
+    for (int i = 0; i < AIQ_METRICS_STATUSES; i++)
+        done += s.finished[i];
     if (done == w->last_progress_done && w->inflight == 0)
         return;
     w->last_progress_done = done;
     aiq_log_info(w->log,
-                 "progress: succeeded=%llu failed=%llu expired=%llu rejected=%llu dlq=%llu "
-                 "retries=%llu inflight=%lld backlog=%zu",
-                 (unsigned long long)s->succeeded, (unsigned long long)s->failed,
-                 (unsigned long long)s->expired, (unsigned long long)s->rejected,
-                 (unsigned long long)s->dlq, (unsigned long long)s->retries, (long long)w->inflight,
-                 aiq_sched_len(w->sched));
+                 "progress: succeeded=%llu degraded=%llu failed=%llu expired=%llu rejected=%llu "
+                 "dlq=%llu retries=%llu inflight=%lld backlog=%zu",
+                 (unsigned long long)s.finished[AIQ_RESULT_SUCCEEDED],
+                 (unsigned long long)s.finished[AIQ_RESULT_DEGRADED],
+                 (unsigned long long)s.finished[AIQ_RESULT_FAILED],
+                 (unsigned long long)s.finished[AIQ_RESULT_EXPIRED],
+                 (unsigned long long)s.finished[AIQ_RESULT_REJECTED], (unsigned long long)s.dlq,
+                 (unsigned long long)s.retries, (long long)w->inflight, aiq_sched_len(w->sched));
 }
 
 static void add_breaker(void *ctx, const char *model, aiq_breaker_state_t state,

@@ -3,6 +3,7 @@ circuit breakers (and the fallback chain answers), final errors are not retried,
 throttling storm settles near the quota without a retry storm, and a job whose attempts
 are spent goes once more through the high topic."""
 import json
+import re
 import os
 import time
 
@@ -205,6 +206,9 @@ def test_spent_attempts_go_once_more_through_high(aiq_env):
     finally:
         results.close()
     assert w.stop() == 0, w.output()[-3000:]
+    # The progress line counts retries from the metrics registry (it used to print 0 always).
+    retries = [int(x) for x in re.findall(r"progress: .* retries=(\d+)", w.output())]
+    assert retries and retries[-1] >= 1, retries
     assert all(c == e for _, _, c, e in aiq_env.committed_vs_end() if e > 0)
 
 

@@ -22,9 +22,10 @@
 typedef struct aiq_pipeline aiq_pipeline_t;
 typedef struct aiq_task aiq_task_t;
 
-/* Counters since start, for progress lines and (later) metrics. */
+/* Pipeline-internal counters (the job counters the progress line and /metrics show live in
+ * the metrics registry; these feed the gauges fallbacks, requeued and coalesced). */
 typedef struct aiq_pipeline_stats {
-    uint64_t started, succeeded, failed, expired, rejected, dlq, retries, model_calls;
+    uint64_t started, succeeded, failed, expired, rejected, dlq, model_calls;
     uint64_t publish_retries, requeued, fallbacks;
     uint64_t cache_hits; /* answered from a fresh cache entry */
     uint64_t coalesced;  /* model calls saved: identical jobs that joined one in flight */

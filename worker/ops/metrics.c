@@ -112,6 +112,17 @@ void aiq_metrics_retry(aiq_metrics_t *m)
     m->retries++;
 }
 
+aiq_metrics_totals_t aiq_metrics_totals(const aiq_metrics_t *m)
+{
+    aiq_metrics_totals_t t = {.retries = m->retries};
+    for (int p = 0; p < 4; p++)
+        for (int s = 0; s < AIQ_METRICS_STATUSES; s++)
+            t.finished[s] += m->finished[p][s];
+    for (int k = 0; k < DLQ_KINDS; k++)
+        t.dlq += m->dlq[k];
+    return t;
+}
+
 void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind)
 {
     int i = 0;

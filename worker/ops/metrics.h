@@ -55,6 +55,14 @@ void aiq_metrics_model_call(aiq_metrics_t *m, long http_status);
 void aiq_metrics_usage(aiq_metrics_t *m, const char *operation, const char *model, int status,
                        int64_t total_ms, int64_t in_tokens, int64_t out_tokens, double cost_usd);
 void aiq_metrics_retry(aiq_metrics_t *m);
+
+/* Totals since start, for the progress line: the same counters /metrics renders, so the
+ * two never disagree. finished is indexed by aiq_result_status_t. Loop thread. */
+typedef struct aiq_metrics_totals {
+    uint64_t finished[AIQ_METRICS_STATUSES];
+    uint64_t retries, dlq;
+} aiq_metrics_totals_t;
+aiq_metrics_totals_t aiq_metrics_totals(const aiq_metrics_t *m);
 void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind);
 void aiq_metrics_received(aiq_metrics_t *m, int prio);
 
