@@ -1,6 +1,7 @@
 #include "provider.h"
 #include "aimd.h"
 #include "backoff.h"
+#include "retry.h"
 #include "timeutil.h"
 
 #include <stdio.h>
@@ -39,7 +40,7 @@ struct aiq_provider {
     int inflight;
     aiq_aimd_t aimd;
     aiq_retry_budget_t budget;
-    aiq_backoff_conf_t backoff;
+    aiq_retry_policy_t retry;
     uint64_t rng;
     aiq_provider_stats_t stats;
     uv_idle_t pump; /* callbacks never run inside aiq_provider_request */
@@ -221,53 +222,44 @@ static void on_backoff_done(uv_timer_t *timer)
     dispatch(c->p);
 }
 
-/* Decides what follows a failed attempt of class cls. */
+/* Acts on the retry decision for a failed attempt of class cls (retry.c decides). */
 static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_http_response_t *r)
 {
     aiq_provider_t *p = c->p;
-    const aiq_config_t *cfg = p->d.cfg;
     int64_t now = aiq_now_ms();
-    if (cls == AIQ_BEDROCK_FINAL) {
-        finish(c, AIQ_CALL_FINAL);
-        return;
-    }
-    if (cls == AIQ_BEDROCK_MODEL_ERROR && ++c->model_errors > cfg->model_error_retries) {
-        finish(c, AIQ_CALL_EXHAUSTED);
-        return;
-    }
-    /* Throttling is back-pressure, not failure: a throttled call waits and goes again until
-     * its deadline, holding its call slot while it waits, so the adaptive limit (which
-     * throttling shrinks) bounds the request rate. Throttled calls spend retry tokens while
-     * there are any but never fail for want of them, and do not use up the attempts. */
     bool throttled = cls == AIQ_BEDROCK_THROTTLED;
     if (throttled)
         c->throttles++;
-    if (!throttled && c->out.attempts - c->throttles >= cfg->max_attempts) {
-        finish(c, AIQ_CALL_EXHAUSTED);
+    if (cls == AIQ_BEDROCK_MODEL_ERROR)
+        c->model_errors++;
+    aiq_retry_input_t in = {
+        .cls = cls,
+        .attempts = c->out.attempts,
+        .throttles = c->throttles,
+        .model_errors = c->model_errors,
+        .timeout_like = cls == AIQ_BEDROCK_RETRY && (!r || r->curl_code != CURLE_OK),
+        .hint_ms = r ? aiq_backoff_retry_after_ms(r->retry_after, r->amz_retry_after, now) : -1,
+        .now_ms = now,
+        .deadline_ms = c->deadline_ms,
+        .rnd = next_rand(p),
+    };
+    aiq_retry_decision_t d = aiq_retry_decide(&p->retry, &p->budget, &in);
+    if (!d.retry) {
+        if (d.end == AIQ_CALL_NO_BUDGET)
+            p->stats.budget_denied++;
+        else if (d.end == AIQ_CALL_DEADLINE)
+            p->stats.deadline_cut++;
+        finish(c, d.end);
         return;
     }
-    int cost = 0;
-    bool timeout_like = cls == AIQ_BEDROCK_RETRY && (!r || r->curl_code != CURLE_OK);
-    if (!aiq_retry_budget_take(&p->budget, timeout_like, &cost) && !throttled) {
-        p->stats.budget_denied++;
-        finish(c, AIQ_CALL_NO_BUDGET);
-        return;
-    }
-    int64_t hint = r ? aiq_backoff_retry_after_ms(r->retry_after, r->amz_retry_after, now) : -1;
-    int64_t wait = aiq_backoff_delay(&p->backoff, c->out.attempts, cls == AIQ_BEDROCK_THROTTLED,
-                                     hint, next_rand(p));
-    if (now + wait >= c->deadline_ms) {
-        aiq_retry_budget_success(&p->budget, cost); /* not spent after all */
-        p->stats.deadline_cut++;
-        finish(c, AIQ_CALL_DEADLINE);
-        return;
-    }
-    c->retry_cost += cost;
+    c->retry_cost += d.cost;
     p->stats.retries++;
     aiq_metrics_retry(p->d.metrics);
     aiq_logjt(p->d.log, throttled ? AIQ_LOG_DEBUG : AIQ_LOG_INFO, c->job->id, c->job->traceparent,
               "attempt %d failed (%s), retrying in %lld ms", c->out.attempts, c->out.error_kind,
-              (long long)wait);
+              (long long)d.wait_ms);
+    /* A throttled call holds its slot while it waits, so the adaptive limit (which
+     * throttling shrinks) bounds the request rate. */
     if (throttled) {
         c->holds_slot = 1;
         p->inflight++;
@@ -277,7 +269,7 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
         c->timer.data = c;
         c->timer_on = 1;
     }
-    uv_timer_start(&c->timer, on_backoff_done, (uint64_t)wait, 0);
+    uv_timer_start(&c->timer, on_backoff_done, (uint64_t)d.wait_ms, 0);
 }
 
 static void on_reply(void *opaque, const aiq_http_response_t *resp)
@@ -479,8 +471,11 @@ int aiq_provider_new(aiq_provider_t **out, const aiq_provider_deps_t *deps, aiq_
     };
     aiq_aimd_init(&p->aimd, &ac);
     aiq_retry_budget_init(&p->budget, (int)cfg->retry_budget, 5, 10);
-    p->backoff =
-        (aiq_backoff_conf_t){cfg->retry_base_ms, cfg->retry_max_ms, cfg->retry_throttle_floor_ms};
+    p->retry = (aiq_retry_policy_t){
+        .max_attempts = (int)cfg->max_attempts,
+        .model_error_retries = (int)cfg->model_error_retries,
+        .backoff = {cfg->retry_base_ms, cfg->retry_max_ms, cfg->retry_throttle_floor_ms},
+    };
     p->rng = (uint64_t)aiq_now_ms() ^ ((uint64_t)(uintptr_t)p << 16) ^ 0x9E3779B97F4A7C15ULL;
     uv_idle_init(deps->loop, &p->pump);
     p->pump.data = p;
