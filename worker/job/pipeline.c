@@ -43,9 +43,13 @@ struct aiq_task {
     int timer_on; /* timer initialised: freeing must wait for its close */
     uv_timer_t timer;
     aiq_provider_call_t *call;
+    /* resolved once, when the record is fetched (aiq_task_new) */
+    const aiq_op_t *op;     /* the job's operation, NULL without an operations file */
+    const char *call_model; /* the model a call would go to (borrowed from job/op/conf) */
+    aiq_job_reject_t why;   /* !job: why the record was refused */
+    char *why_msg;          /* !job: the decoder's message (malloc'd) */
     /* cache and single-flight */
-    int undecodable; /* aiq_task_expired found the record undecodable: not tried again */
-    int keyed;       /* key holds the job's cache key */
+    int keyed; /* key holds the job's cache key */
     uint8_t key[AIQ_CACHE_KEY_LEN];
     aiq_cache_entry_t stale; /* an expired entry kept for the fallback chain */
     int cache_hit, cache_stale;
@@ -112,6 +116,7 @@ static void task_free_now(aiq_task_t *t)
 {
     aiq_job_free(t->job);
     free(t->id_hint);
+    free(t->why_msg);
     aiq_bedrock_reply_free(&t->reply);
     free(t->out_val);
     free(t->fallback_text);
@@ -242,6 +247,25 @@ static void task_release(aiq_task_t *t)
         task_free_now(t);
 }
 
+static int64_t deadline_of(aiq_task_t *t);
+
+/* Decodes the record once, at fetch, and resolves what every later step needs: operation,
+ * model and deadline. A record that does not decode keeps why for aiq_pipeline_start. */
+static void task_resolve(aiq_task_t *t)
+{
+    aiq_pipeline_t *pl = t->pl;
+    aiq_err_t err = {0};
+    if (aiq_job_decode(t->msg->payload, t->msg->len, (size_t)pl->d.cfg->max_job_bytes, &t->job,
+                       &t->why, &t->id_hint, &err)) {
+        t->job = NULL;
+        t->why_msg = strdup(err.msg);
+        return;
+    }
+    t->op = pl->d.ops ? aiq_ops_find(pl->d.ops, t->job->operation) : NULL;
+    t->call_model = pl->d.provider ? aiq_provider_model(pl->d.provider, t->job) : t->job->model;
+    t->deadline_ms = deadline_of(t);
+}
+
 aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref)
 {
     aiq_task_t *t = calloc(1, sizeof(*t));
@@ -253,6 +277,7 @@ aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg, const aiq_
     t->msg = msg;
     t->ref = *ref;
     t->received_ms = aiq_now_ms();
+    task_resolve(t);
     t->next = pl->live;
     if (pl->live)
         pl->live->prev = t;
@@ -273,6 +298,11 @@ aiq_sched_node_t *aiq_task_node(aiq_task_t *t)
 aiq_task_t *aiq_task_of_node(aiq_sched_node_t *node)
 {
     return (aiq_task_t *)((char *)node - offsetof(aiq_task_t, node));
+}
+
+const char *aiq_task_model(const aiq_task_t *t)
+{
+    return t->job ? t->call_model : NULL;
 }
 
 const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *t)
@@ -302,7 +332,7 @@ static double cost_of(aiq_pipeline_t *pl, const aiq_task_t *t);
 /* The operation's name for metrics: unknown ones (answered by "*") fold into "other". */
 static const char *op_label(const aiq_task_t *t)
 {
-    const aiq_op_t *op = t->pl->d.ops ? aiq_ops_find(t->pl->d.ops, t->job->operation) : NULL;
+    const aiq_op_t *op = t->op;
     return op && strcmp(aiq_op_name(op), "*") != 0 ? aiq_op_name(op) : "other";
 }
 
@@ -669,7 +699,7 @@ static void task_fallback(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
     const aiq_job_t *job = t->job;
-    const aiq_op_t *op = pl->d.ops ? aiq_ops_find(pl->d.ops, job->operation) : NULL;
+    const aiq_op_t *op = t->op;
     aiq_op_vars_t vars = {job->operation, job->persona, job->payload};
     aiq_err_t err = {0};
     char *text = NULL;
@@ -711,7 +741,7 @@ static void task_fallback(aiq_task_t *t)
 static int64_t ttl_of(const aiq_task_t *t)
 {
     const aiq_pipeline_t *pl = t->pl;
-    const aiq_op_t *op = pl->d.ops ? aiq_ops_find(pl->d.ops, t->job->operation) : NULL;
+    const aiq_op_t *op = t->op;
     if (t->job->cache_ttl_s >= 0)
         return t->job->cache_ttl_s;
     if (op && aiq_op_cache_ttl_s(op) >= 0)
@@ -754,8 +784,8 @@ static void sf_deliver(aiq_task_t *leader, const aiq_call_outcome_t *o)
             if (o->reply.text && !copy.reply.text)
                 copy.end = AIQ_CALL_EXHAUSTED; /* out of memory: its fallback answers */
         }
-        copy.model = aiq_provider_model(f->pl->d.provider, f->job); /* not the leader's */
-        copy.attempts = 0;                                          /* the call was the leader's */
+        copy.model = f->call_model; /* not the leader's */
+        copy.attempts = 0;          /* the call was the leader's */
         copy.provider_ms = 0;
         on_outcome(f, &copy);
         aiq_bedrock_reply_free(&copy.reply);
@@ -792,8 +822,7 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
         t->status = AIQ_RESULT_FAILED;
         t->fallback = "error";
         free(t->fallback_text);
-        t->fallback_text =
-            support_text(t, t->pl->d.ops ? aiq_ops_find(t->pl->d.ops, t->job->operation) : NULL);
+        t->fallback_text = support_text(t, t->op);
         TLOG(t, AIQ_LOG_WARN, "model refused the job: %s: %s", t->error_kind, t->error_msg);
         task_publish_result(t);
         return;
@@ -846,20 +875,9 @@ static int64_t deadline_of(aiq_task_t *t)
     return start + t->timeout_ms;
 }
 
-bool aiq_task_expired(aiq_task_t *t, int64_t now_ms)
+bool aiq_task_expired(const aiq_task_t *t, int64_t now_ms)
 {
-    if (!t->job && !t->undecodable) {
-        aiq_job_reject_t why;
-        char *hint = NULL;
-        aiq_err_t err = {0};
-        if (aiq_job_decode(t->msg->payload, t->msg->len, (size_t)t->pl->d.cfg->max_job_bytes,
-                           &t->job, &why, &hint, &err)) {
-            free(hint); /* aiq_pipeline_start decodes again and reports why */
-            t->job = NULL;
-            t->undecodable = 1;
-        }
-    }
-    return t->job && deadline_of(t) <= now_ms;
+    return t->job && t->deadline_ms <= now_ms;
 }
 
 /* Computes the job's cache key (unless it bypasses the cache) and answers from a fresh
@@ -870,10 +888,10 @@ static int cache_lookup(aiq_task_t *t)
     const aiq_job_t *job = t->job;
     if (job->cache_bypass)
         return 0;
-    const aiq_op_t *op = pl->d.ops ? aiq_ops_find(pl->d.ops, job->operation) : NULL;
+    const aiq_op_t *op = t->op;
     size_t ndrop = 0;
     const char *const *drop = op ? aiq_op_volatile_fields(op, &ndrop) : NULL;
-    const char *model = aiq_provider_model(pl->d.provider, job);
+    const char *model = t->call_model;
     aiq_err_t err = {0};
     if (aiq_cache_key_job(job, model, drop, ndrop, t->key, &err)) {
         TLOG(t, AIQ_LOG_WARN, "no cache key: %s", err.msg);
@@ -913,6 +931,16 @@ static int cache_lookup(aiq_task_t *t)
     return 1;
 }
 
+/* Refuses a decoded job that the worker cannot run: DLQ, and a "rejected" result. */
+static void task_refuse(aiq_task_t *t, const char *reason)
+{
+    t->id_hint = strdup(t->job->id);
+    aiq_job_free(t->job);
+    t->job = NULL;
+    t->op = NULL;
+    task_reject(t, AIQ_JOB_INVALID, reason);
+}
+
 /* reply_to must not point back into aiq's own input: a job must never create jobs. */
 static int reply_to_allowed(aiq_pipeline_t *pl, const char *topic)
 {
@@ -922,33 +950,22 @@ static int reply_to_allowed(aiq_pipeline_t *pl, const char *topic)
 
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
 {
-    aiq_err_t err = {0};
-    aiq_job_reject_t why;
     t->started_ms = aiq_now_ms();
     pl->stats.started++;
-    /* aiq_task_expired may have decoded it already */
-    if (!t->job && aiq_job_decode(t->msg->payload, t->msg->len, (size_t)pl->d.cfg->max_job_bytes,
-                                  &t->job, &why, &t->id_hint, &err)) {
-        task_reject(t, why, err.msg);
+    if (!t->job) {
+        task_reject(t, t->why, t->why_msg ? t->why_msg : "out of memory");
         return;
     }
     if (!reply_to_allowed(pl, t->job->reply_to)) {
-        t->id_hint = strdup(t->job->id);
-        aiq_job_free(t->job);
-        t->job = NULL;
-        task_reject(t, AIQ_JOB_INVALID, "reply_to: must not name a job topic or the DLQ");
+        task_refuse(t, "reply_to: must not name a job topic or the DLQ");
         return;
     }
-    if (pl->d.ops && !aiq_ops_find(pl->d.ops, t->job->operation)) {
-        t->id_hint = strdup(t->job->id);
+    if (pl->d.ops && !t->op) {
         char reason[160];
         snprintf(reason, sizeof(reason), "operation: '%.64s' is not configured", t->job->operation);
-        aiq_job_free(t->job);
-        t->job = NULL;
-        task_reject(t, AIQ_JOB_INVALID, reason);
+        task_refuse(t, reason);
         return;
     }
-    t->deadline_ms = deadline_of(t);
     if (t->deadline_ms <= aiq_now_ms()) {
         task_call(t); /* answers "expired" */
         return;

@@ -54,8 +54,9 @@ int aiq_pipeline_new(aiq_pipeline_t **out, const aiq_pipeline_deps_t *deps, aiq_
  * a restart) and the pipeline. NULL is a no-op. */
 void aiq_pipeline_free(aiq_pipeline_t *pl);
 
-/* Wraps a consumed record (taken) into a task waiting in the backlog. NULL when out of
- * memory (the record is then destroyed). */
+/* Wraps a consumed record (taken) into a task waiting in the backlog, decoding it once and
+ * resolving its operation, model and deadline. NULL when out of memory (the record is then
+ * destroyed). */
 aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg,
                          const aiq_consumer_ref_t *ref);
 
@@ -66,11 +67,14 @@ aiq_sched_node_t *aiq_task_node(aiq_task_t *task);
 aiq_task_t *aiq_task_of_node(aiq_sched_node_t *node);
 const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *task);
 
-/* Whether a queued task's deadline (wall clock) is at or before now_ms. Decodes the record
- * once and keeps the job for aiq_pipeline_start; a record that does not decode is never
- * expired here (aiq_pipeline_start refuses it). Lets the worker answer "expired" at the
- * deadline for jobs still waiting for a slot, instead of whenever a slot frees up. */
-bool aiq_task_expired(aiq_task_t *task, int64_t now_ms);
+/* Whether a queued task's deadline (wall clock) is at or before now_ms. The record was
+ * decoded once, by aiq_task_new; one that did not decode is never expired here
+ * (aiq_pipeline_start refuses it). */
+bool aiq_task_expired(const aiq_task_t *task, int64_t now_ms);
+
+/* The model a queued task's call would go to (NULL for a record that did not decode): what
+ * admission keys its per-model call slots on. Borrowed, valid while the task lives. */
+const char *aiq_task_model(const aiq_task_t *task);
 
 /* Runs a task from the backlog; on_done fires when it is finished. */
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *task);
