@@ -39,6 +39,10 @@ static const cfg_entry_t table[] = {
      "Worker id in results, logs and DLQ headers; empty = <hostname>-<pid>"},
     {"worker.max_inflight", CFG_INT, S(max_inflight), 1, 10000, "10", AIQ_CFG_WORKER,
      "Jobs processed at once by one worker (the seed's concurrency limit)"},
+    {"worker.model_max_inflight", CFG_INT, S(model_max_inflight), 0, 10000, "0", AIQ_CFG_WORKER,
+     "Of those, jobs for one model at most (0 = no cap of its own). Either way a model never "
+     "takes the last slots that other models in use need, so a hung or throttled model "
+     "cannot stall the healthy ones"},
     {"worker.backlog", CFG_INT, S(backlog), 4, 1000000, "500", AIQ_CFG_WORKER,
      "Jobs held in memory waiting for a slot (the seed's queue size limit); each priority "
      "gets a quarter, but at least worker.max_inflight, and its partitions pause when "

@@ -12,7 +12,7 @@
 #include "pipeline.h"
 #include "publish.h"
 #include "result.h"
-#include "scheduler.h"
+#include "admission.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -35,7 +35,7 @@ struct aiq_worker {
     aiq_http_t *http;
     aiq_creds_t *creds;
     aiq_pipeline_t *pl;
-    aiq_sched_t *sched;
+    aiq_admission_t *adm; /* what runs next: the backlog and every slot */
     aiq_metrics_t *metrics;
     aiq_admin_http_t *admin; /* NULL when admin.listen is empty */
     aiq_ops_t *ops;          /* operations; pipeline and bedrock conf borrow them */
@@ -48,38 +48,12 @@ struct aiq_worker {
     uv_timer_t snapshot;
     char metrics_topic[AIQ_TOPIC_MAX];
     char endpoint[1024];
-    int64_t inflight;
     int draining;
     int exit_code;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer, progress, expiry;
     uint64_t last_progress_done;
 };
-
-static void pump(aiq_worker_t *w);
-
-/* Each priority may hold a quarter of the backlog: a flood of low work fills only its own
- * share, and critical records keep flowing from Kafka into free slots. The share is at least
- * max_inflight: a paused priority resumes at half its share, and what is queued then must
- * keep every slot busy until the first fetch after the resume arrives (pausing drops
- * librdkafka's prefetch). With C = 1000 and the default 500 (125 a priority) the queue ran
- * dry and a third of the slots idled; a share of C/2 still left 40 % fewer jobs/s than a
- * share of C (bench/run.py littles and peers; issue #8). */
-static int64_t prio_quota(const aiq_worker_t *w)
-{
-    int64_t q = (w->cfg->backlog + AIQ_PRIO_COUNT - 1) / AIQ_PRIO_COUNT;
-    int64_t floor = w->cfg->max_inflight;
-    q = q > floor ? q : floor;
-    return q > 0 ? q : 1;
-}
-
-/* Resumes a paused priority once its queue is down to half its share. */
-static void refill(aiq_worker_t *w)
-{
-    for (int p = 0; p < AIQ_PRIO_COUNT; p++)
-        if ((int64_t)aiq_sched_len_prio(w->sched, p) <= prio_quota(w) / 2)
-            aiq_consumer_set_fetching(w->consumer, p, 1);
-}
 
 /* ---- hooks from the consumer and the pipeline -------------------------------------- */
 
@@ -93,10 +67,7 @@ static void on_record(void *opaque, rd_kafka_message_t *msg, const aiq_consumer_
         return;
     }
     aiq_metrics_received(w->metrics, ref->prio);
-    aiq_sched_push(w->sched, aiq_task_node(t), ref->prio, aiq_mono_ms());
-    if ((int64_t)aiq_sched_len_prio(w->sched, ref->prio) >= prio_quota(w))
-        aiq_consumer_set_fetching(w->consumer, ref->prio, 0);
-    pump(w);
+    aiq_admission_push(w->adm, aiq_task_node(t), ref->prio, aiq_task_model(t), aiq_mono_ms());
 }
 
 typedef struct revoke_match {
@@ -140,10 +111,10 @@ static void on_revoked(void *opaque, int prio, int32_t partition)
     aiq_worker_t *w = opaque;
     revoke_match_t m = {prio, partition};
     drop_ctx_t d = {w, &m};
-    size_t n = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
+    size_t n = aiq_admission_remove_if(w->adm, match_ctx, drop_ctx_node, &d);
     /* The dropped records may have been what kept this priority paused: refill now, or
      * nothing else would (no record arrives while paused, no job may be running). */
-    pump(w);
+    aiq_admission_pump(w->adm, aiq_mono_ms());
     if (n)
         aiq_log_info(w->log,
                      "dropped %zu queued job(s) of a revoked partition; its new owner "
@@ -164,68 +135,39 @@ static void on_task_done(void *opaque, aiq_task_t *t)
     if (w->alerter && s.answered)
         aiq_alerter_job(w->alerter, s.error, s.total_ms, s.lookup, s.hit);
     aiq_consumer_done(w->consumer, aiq_task_ref(t));
-    w->inflight--;
-    if (w->draining && w->inflight == 0)
+    aiq_admission_done(w->adm, aiq_task_node(t), aiq_mono_ms());
+    if (w->draining && aiq_admission_inflight(w->adm) == 0)
         finish_drain(w);
-    else
-        pump(w);
 }
 
-static void pump(aiq_worker_t *w)
+/* ---- admission hooks ----------------------------------------------------------------- */
+
+static void on_admit(void *opaque, aiq_sched_node_t *n)
 {
-    while (!w->draining && w->inflight < w->cfg->max_inflight) {
-        aiq_sched_node_t *n = aiq_sched_pop(w->sched, aiq_mono_ms());
-        if (!n)
-            break;
-        w->inflight++;
-        aiq_pipeline_start(w->pl, aiq_task_of_node(n));
-    }
-    if (!w->draining)
-        refill(w);
+    aiq_worker_t *w = opaque;
+    aiq_pipeline_start(w->pl, aiq_task_of_node(n));
 }
 
-/* ---- deadlines of queued jobs ------------------------------------------------------ */
-
-typedef struct expiry_scan {
-    int64_t now_ms;          /* wall clock, like deadlines */
-    aiq_sched_node_t *found; /* removed nodes, linked through their next */
-} expiry_scan_t;
-
-static bool match_expired(aiq_sched_node_t *n, void *arg)
+static void on_fetching(void *opaque, int prio, bool on)
 {
-    return aiq_task_expired(aiq_task_of_node(n), ((const expiry_scan_t *)arg)->now_ms);
+    aiq_worker_t *w = opaque;
+    aiq_consumer_set_fetching(w->consumer, prio, on);
 }
 
-static void collect_node(aiq_sched_node_t *n, void *arg)
+static bool on_expired(void *opaque, aiq_sched_node_t *n, int64_t now_ms)
 {
-    expiry_scan_t *scan = arg;
-    n->next = scan->found; /* the scheduler no longer links n */
-    scan->found = n;
+    (void)opaque;
+    return aiq_task_expired(aiq_task_of_node(n), now_ms);
 }
 
-/* Answers the queued jobs whose deadline has passed, without waiting for a free slot (and
- * ends started jobs' model calls still waiting for a call slot past their deadline): an
- * expired answer needs no model call, and when slow calls hold every slot (a latency spike)
- * waiting for one would answer them long after their deadline. They count as in flight
- * (possibly above max_inflight) until published, so drain waits for them. Bounded by the
- * backlog size; each record is decoded once, here or when it starts. */
+/* The one deadline sweep: queued jobs past their deadline are answered "expired" without
+ * waiting for a slot, and started jobs still waiting for a model-call slot end too (a slow
+ * call holding every slot would otherwise answer them long after their deadline). */
 static void on_expiry_sweep(uv_timer_t *timer)
 {
     aiq_worker_t *w = timer->data;
-    /* Jobs already started but still waiting for a model-call slot, draining or not. */
     aiq_provider_expire(w->provider, aiq_now_ms());
-    if (w->draining)
-        return;
-    expiry_scan_t scan = {aiq_now_ms(), NULL};
-    aiq_sched_remove_if(w->sched, match_expired, collect_node, &scan);
-    /* Started only after the scan: a start may finish synchronously and pump the scheduler. */
-    while (scan.found) {
-        aiq_sched_node_t *n = scan.found;
-        scan.found = n->next;
-        w->inflight++;
-        aiq_pipeline_start(w->pl, aiq_task_of_node(n));
-    }
-    pump(w); /* refills the priorities the removed jobs had paused */
+    aiq_admission_expire(w->adm, aiq_now_ms(), aiq_mono_ms());
 }
 
 /* ---- signals and drain ------------------------------------------------------------- */
@@ -236,7 +178,7 @@ static void on_drain_timeout(uv_timer_t *t)
     aiq_log_warn(w->log,
                  "drain timeout: %lld job(s) still in flight are left uncommitted and "
                  "will be redelivered",
-                 (long long)w->inflight);
+                 (long long)aiq_admission_inflight(w->adm));
     w->exit_code = 0;
     uv_stop(w->loop);
 }
@@ -252,12 +194,14 @@ static void on_signal(uv_signal_t *s, int signum)
     w->draining = 1;
     aiq_consumer_set_fetching(w->consumer, -1, 0);
     drop_ctx_t d = {w, NULL};
-    size_t dropped = aiq_sched_remove_if(w->sched, match_ctx, drop_ctx_node, &d);
+    aiq_admission_drain(w->adm);
+    size_t dropped = aiq_admission_remove_if(w->adm, match_ctx, drop_ctx_node, &d);
     aiq_log_info(w->log,
                  "signal %d: draining %lld in-flight job(s) (up to %lld ms); %zu queued "
                  "job(s) left for redelivery",
-                 signum, (long long)w->inflight, (long long)w->cfg->drain_timeout_ms, dropped);
-    if (w->inflight == 0) {
+                 signum, (long long)aiq_admission_inflight(w->adm),
+                 (long long)w->cfg->drain_timeout_ms, dropped);
+    if (aiq_admission_inflight(w->adm) == 0) {
         finish_drain(w);
         return;
     }
@@ -272,7 +216,7 @@ static void on_progress(uv_timer_t *t)
     uint64_t done = 0;
     for (int i = 0; i < AIQ_METRICS_STATUSES; i++)
         done += s.finished[i];
-    if (done == w->last_progress_done && w->inflight == 0)
+    if (done == w->last_progress_done && aiq_admission_inflight(w->adm) == 0)
         return;
     w->last_progress_done = done;
     aiq_log_info(w->log,
@@ -283,7 +227,8 @@ static void on_progress(uv_timer_t *t)
                  (unsigned long long)s.finished[AIQ_RESULT_FAILED],
                  (unsigned long long)s.finished[AIQ_RESULT_EXPIRED],
                  (unsigned long long)s.finished[AIQ_RESULT_REJECTED], (unsigned long long)s.dlq,
-                 (unsigned long long)s.retries, (long long)w->inflight, aiq_sched_len(w->sched));
+                 (unsigned long long)s.retries, (long long)aiq_admission_inflight(w->adm),
+                 aiq_admission_len(w->adm));
 }
 
 static void add_breaker(void *ctx, const char *model, aiq_breaker_state_t state,
@@ -313,12 +258,12 @@ static void on_beat(uv_timer_t *t)
 
 static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
 {
-    aiq_metrics_gauges_t g = {.inflight = w->inflight,
+    aiq_metrics_gauges_t g = {.inflight = aiq_admission_inflight(w->adm),
                               .max_inflight = w->cfg->max_inflight,
                               .draining = w->draining,
                               .assigned_partitions = aiq_consumer_assigned(w->consumer)};
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
-        g.backlog[p] = (int64_t)aiq_sched_len_prio(w->sched, p);
+        g.backlog[p] = (int64_t)aiq_admission_len_prio(w->adm, p);
     aiq_provider_stats_t ps = aiq_provider_stats(w->provider);
     const aiq_pipeline_stats_t *pls = aiq_pipeline_stats(w->pl);
     g.call_limit = ps.limit;
@@ -488,9 +433,15 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
         goto fail;
     d.ops = w->ops;
     w->bedrock.ops = w->ops;
-    if (!(w->sched = aiq_sched_new(cfg->aging_ms)) || !(w->metrics = aiq_metrics_new())) {
+    aiq_admission_conf_t ac = {.max_inflight = cfg->max_inflight,
+                               .model_max_inflight = cfg->model_max_inflight,
+                               .backlog = cfg->backlog,
+                               .aging_ms = cfg->aging_ms};
+    aiq_admission_hooks_t ah = {
+        .start = on_admit, .set_fetching = on_fetching, .expired = on_expired, .opaque = w};
+    if (aiq_admission_new(&w->adm, &ac, &ah) || !(w->metrics = aiq_metrics_new())) {
         rc = aiq_err_set(err, AIQ_ENOMEM, "out of memory");
-        goto fail;
+        goto fail_sched;
     }
     if ((rc = aiq_http_new(&w->http, loop, log, err)))
         goto fail_sched;
@@ -533,7 +484,7 @@ fail_creds:
 fail_http:
     aiq_http_close(w->http);
 fail_sched:
-    aiq_sched_free(w->sched);
+    aiq_admission_free(w->adm);
     aiq_metrics_free(w->metrics);
 fail:
     aiq_ops_free(w->ops);
@@ -549,7 +500,7 @@ static int64_t queue_depth(void *ctx)
     aiq_worker_t *w = ctx;
     int64_t n = 0;
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
-        n += (int64_t)aiq_sched_len_prio(w->sched, p);
+        n += (int64_t)aiq_admission_len_prio(w->adm, p);
     return n + aiq_provider_stats(w->provider).waiting;
 }
 
@@ -615,7 +566,7 @@ int aiq_worker_shutdown(aiq_worker_t *w)
     aiq_publisher_free(w->pub);
     aiq_creds_free(w->creds); /* before http: it may have a refresh in flight */
     aiq_http_close(w->http);
-    aiq_sched_free(w->sched);
+    aiq_admission_free(w->adm);
     aiq_admin_http_stop(w->admin);
     aiq_metrics_free(w->metrics);
     if (w->admin)

@@ -60,7 +60,8 @@ static int64_t effective_level(const aiq_sched_t *s, const fifo_t *q, int64_t no
     return level < -1 ? -1 : level;
 }
 
-aiq_sched_node_t *aiq_sched_pop(aiq_sched_t *s, int64_t now_ms)
+/* The queue whose head runs next, or -1 when empty. */
+static int best_queue(const aiq_sched_t *s, int64_t now_ms, int64_t *level_out)
 {
     int best = -1;
     int64_t best_level = 0;
@@ -74,6 +75,25 @@ aiq_sched_node_t *aiq_sched_pop(aiq_sched_t *s, int64_t now_ms)
             best_level = level;
         }
     }
+    *level_out = best_level;
+    return best;
+}
+
+bool aiq_sched_peek(const aiq_sched_t *s, int64_t now_ms, int64_t *level, int *prio,
+                    int64_t *enq_ms)
+{
+    int best = best_queue(s, now_ms, level);
+    if (best < 0)
+        return false;
+    *prio = best;
+    *enq_ms = s->q[best].head->enq_ms;
+    return true;
+}
+
+aiq_sched_node_t *aiq_sched_pop(aiq_sched_t *s, int64_t now_ms)
+{
+    int64_t level;
+    int best = best_queue(s, now_ms, &level);
     if (best < 0)
         return NULL;
     fifo_t *q = &s->q[best];

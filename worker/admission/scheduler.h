@@ -11,6 +11,7 @@
 typedef struct aiq_sched_node {
     struct aiq_sched_node *next;
     int prio;       /* 0 = critical .. 3 = low */
+    int lane;       /* admission.c's lane (the job's model); the scheduler ignores it */
     int64_t enq_ms; /* monotonic time it was queued */
 } aiq_sched_node_t;
 
@@ -27,6 +28,12 @@ void aiq_sched_push(aiq_sched_t *s, aiq_sched_node_t *node, int prio, int64_t no
 /* Removes and returns the node to run next, or NULL when empty. Among the queue heads the
  * lowest effective level wins; ties go to the higher real priority. */
 aiq_sched_node_t *aiq_sched_pop(aiq_sched_t *s, int64_t now_ms);
+
+/* The rank of the node aiq_sched_pop would return now, without removing it: false when
+ * empty; else *level is its effective level and *prio, *enq_ms its own. Lets admission
+ * compare the heads of several schedulers by the same rule. */
+bool aiq_sched_peek(const aiq_sched_t *s, int64_t now_ms, int64_t *level, int *prio,
+                    int64_t *enq_ms);
 
 size_t aiq_sched_len(const aiq_sched_t *s);
 size_t aiq_sched_len_prio(const aiq_sched_t *s, int prio);
