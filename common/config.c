@@ -40,9 +40,9 @@ static const cfg_entry_t table[] = {
     {"worker.max_inflight", CFG_INT, S(max_inflight), 1, 10000, "10", AIQ_CFG_WORKER,
      "Jobs processed at once by one worker (the seed's concurrency limit)"},
     {"worker.model_max_inflight", CFG_INT, S(model_max_inflight), 0, 10000, "0", AIQ_CFG_WORKER,
-     "Of those, jobs for one model at most (0 = no cap of its own). Either way a model never "
-     "takes the last slots that other models in use need, so a hung or throttled model "
-     "cannot stall the healthy ones"},
+     "Of those, jobs for one model at most (0 = no cap of its own). Either way, with n "
+     "models in use each gets at most max_inflight / n, so a hung or throttled model "
+     "cannot stall the healthy ones; with one model in use it may take every slot"},
     {"worker.backlog", CFG_INT, S(backlog), 4, 1000000, "500", AIQ_CFG_WORKER,
      "Jobs held in memory waiting for a slot (the seed's queue size limit); each priority "
      "gets a quarter, but at least worker.max_inflight, and its partitions pause when "
@@ -73,7 +73,7 @@ static const cfg_entry_t table[] = {
      "Least wait before retrying a throttled call (429), so throttled retries never "
      "collapse to near-zero sleeps; Retry-After from Bedrock waits longer when it says so"},
     {"worker.retry_budget", CFG_INT, S(retry_budget), 0, 100000, "500", AIQ_CFG_WORKER,
-     "Retry token bucket per worker: a retry costs 5 tokens (10 after a timeout or "
+     "Retry token bucket per model and worker: a retry costs 5 tokens (10 after a timeout or "
      "connection error), a success refunds; empty bucket = no retries, so an outage cannot "
      "become a retry storm"},
     {"worker.model_error_retries", CFG_INT, S(model_error_retries), 0, 20, "1", AIQ_CFG_WORKER,

@@ -122,30 +122,43 @@ static void admission_model_cap(void **state)
     aiq_admission_free(f->a);
 }
 
-/* A model whose calls never end cannot take the last slot from a model in use: the healthy
- * one keeps running one job at a time while the hung one holds the rest. */
-static void admission_hung_model_leaves_a_slot(void **state)
+/* A model whose calls never end holds at most its share: with the healthy model in use
+ * (it had a job a moment ago), the hung one gets half; a throttled one arriving later gets
+ * a third, and the healthy one keeps the rest. */
+static void admission_sick_models_keep_to_their_share(void **state)
 {
     (void)state;
-    fake_t *f = fake_new(4, 0, 100);
+    fake_t *f = fake_new(12, 0, 100);
     job_t ok0 = {.model = "ok", .finish_at_once = 1};
-    push(f, &ok0, 2, 0); /* the healthy model is in use */
-    job_t hung[8];
-    for (int i = 0; i < 8; i++) {
+    push(f, &ok0, 2, 0);
+    job_t hung[20], thr[20];
+    for (int i = 0; i < 20; i++) {
         hung[i] = (job_t){.model = "hung"};
-        push(f, &hung[i], 2, 1 + i);
+        push(f, &hung[i], 2, 1);
     }
     int running = 0;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 20; i++)
         running += hung[i].started;
-    assert_int_equal(running, 3); /* max_inflight 4, one kept for "ok" */
+    assert_int_equal(running, 6); /* 12 / 2 models in use */
+    for (int i = 0; i < 20; i++) {
+        thr[i] = (job_t){.model = "thr"};
+        push(f, &thr[i], 2, 2);
+    }
+    running = 0;
+    for (int i = 0; i < 20; i++)
+        running += thr[i].started;
+    assert_int_equal(running, 4); /* 12 / 3 */
     job_t ok[5];
     for (int i = 0; i < 5; i++) {
         ok[i] = (job_t){.model = "ok", .finish_at_once = 1};
-        push(f, &ok[i], 3, 100 + i); /* lower priority and younger than the hung backlog */
+        push(f, &ok[i], 3, 100 + i); /* lower priority and younger than the sick backlog */
         assert_true(ok[i].started);
     }
-    assert_int_equal(aiq_admission_inflight(f->a), 3);
+    assert_int_equal(aiq_admission_inflight(f->a), 10);
+    /* Once the healthy model has been idle a while, the sick ones may not grow: their
+     * slots stay taken, but no new ones are handed out past the share of 2 models. */
+    aiq_admission_pump(f->a, 100 + 20000);
+    assert_int_equal(aiq_admission_inflight(f->a), 12);
     aiq_admission_free(f->a);
 }
 
@@ -226,7 +239,7 @@ int main(void)
         cmocka_unit_test(admission_priority_across_models),
         cmocka_unit_test(admission_aging_across_models),
         cmocka_unit_test(admission_model_cap),
-        cmocka_unit_test(admission_hung_model_leaves_a_slot),
+        cmocka_unit_test(admission_sick_models_keep_to_their_share),
         cmocka_unit_test(admission_single_model_uses_every_slot),
         cmocka_unit_test(admission_pause_and_resume),
         cmocka_unit_test(admission_expire_ignores_slots),

@@ -14,8 +14,8 @@ typedef struct lane {
     int64_t pushed_ms; /* monotonic: the last job queued for this model */
 } lane_t;
 
-/* A model that had a job queued this recently is still in use: it keeps a slot within reach
- * even while another model (a hung one, say) would take every slot. */
+/* A model that had a job queued this recently is still in use: it keeps its share of the
+ * slots even while another model (a hung one, say) would take every slot. */
 #define ACTIVE_MS 10000
 
 struct aiq_admission {
@@ -121,43 +121,43 @@ void aiq_admission_push(aiq_admission_t *a, aiq_sched_node_t *node, int prio, co
     aiq_admission_pump(a, mono_ms);
 }
 
-/* In use, with nothing in flight: the lane a start elsewhere must leave a slot for. */
-static bool lane_starved(const aiq_admission_t *a, int i, int64_t mono_ms)
+/* In use: jobs queued or in flight, or one queued recently (a model with a trickle of
+ * traffic is in use between its jobs too). Lane 0 never counts. */
+static bool lane_active(const aiq_admission_t *a, int i, int64_t mono_ms)
 {
     const lane_t *l = &a->lanes[i];
-    return i > 0 && l->inflight == 0 &&
-           (aiq_sched_len(l->sched) > 0 || mono_ms - l->pushed_ms < ACTIVE_MS);
+    return i > 0 &&
+           (l->inflight > 0 || aiq_sched_len(l->sched) > 0 || mono_ms - l->pushed_ms < ACTIVE_MS);
 }
 
-/* Per-model isolation under the one global cap: a model takes at most model_max_inflight
- * slots, and never the last slots that other models in use, holding none, would need. So a
- * model whose calls hang (or are throttled) holds its slots, but healthy models keep at
- * least one each and their latency stays their own. Lane 0 (no model) never calls one. */
-static bool lane_has_room(const aiq_admission_t *a, int i, int starved, int64_t mono_ms)
+/* Per-model isolation under the one global cap: with n models in use, each may hold at
+ * most max_inflight / n slots (and at most model_max_inflight). Slots cannot be taken
+ * back from a call that hangs, so a model never borrows past its share: a model that hangs
+ * or is throttled holds its share, and the others keep theirs. With one model in use it
+ * may take every slot. Lane 0 (no model: refused records) never calls one. */
+static bool lane_has_room(const aiq_admission_t *a, int i, int64_t share)
 {
     if (i == 0)
         return true;
-    if (a->lanes[i].inflight >= a->conf.model_max_inflight)
-        return false;
-    /* A starved lane is one the reserve is for: among those, priority and aging decide. */
-    if (lane_starved(a, i, mono_ms))
-        return true;
-    return a->inflight + 1 + starved <= a->conf.max_inflight;
+    int64_t held = a->lanes[i].inflight;
+    return held < a->conf.model_max_inflight && held < share;
 }
 
 /* The lane whose head runs next: lowest effective level, then the more urgent priority,
  * then the longer wait. -1 when nothing may start. */
 static int best_lane(const aiq_admission_t *a, int64_t mono_ms)
 {
-    int best = -1, best_prio = 0, starved = 0;
+    int best = -1, best_prio = 0, active = 0;
     int64_t best_level = 0, best_enq = 0;
     for (int i = 1; i < a->nlanes; i++)
-        starved += lane_starved(a, i, mono_ms);
+        active += lane_active(a, i, mono_ms);
+    int64_t share = a->conf.max_inflight / (active > 1 ? active : 1);
+    share = share > 0 ? share : 1;
     for (int i = 0; i < a->nlanes; i++) {
         int64_t level, enq;
         int prio;
         if (!aiq_sched_peek(a->lanes[i].sched, mono_ms, &level, &prio, &enq) ||
-            !lane_has_room(a, i, starved, mono_ms))
+            !lane_has_room(a, i, share))
             continue;
         if (best < 0 || level < best_level || (level == best_level && prio < best_prio) ||
             (level == best_level && prio == best_prio && enq < best_enq)) {

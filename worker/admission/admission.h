@@ -1,6 +1,6 @@
 /* admission.h — the only place that decides what runs next: the backlog (one scheduler lane
  * per model, each with the priority-and-aging rule of scheduler.h), the one in-flight count
- * (worker.max_inflight), the per-model cap (worker.model_max_inflight), pause and resume of
+ * (worker.max_inflight), each model's share of it, pause and resume of
  * priorities, and the deadline sweep. Loop thread only. */
 #ifndef AIQ_ADMISSION_H
 #define AIQ_ADMISSION_H
@@ -51,10 +51,9 @@ void aiq_admission_push(aiq_admission_t *a, aiq_sched_node_t *node, int prio, co
 /* A started job is done (its records acknowledged): frees its slot and starts what may. */
 void aiq_admission_done(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms);
 
-/* Starts jobs while slots are free: of the lanes with room (under the model's cap, and not
- * taking the last slot another model in use needs), the one whose head ranks first by the
- * scheduler's rule. Resumes priorities that fell to half their share. Nothing starts while
- * draining. */
+/* Starts jobs while slots are free: of the lanes with room (under the model's cap and its
+ * share: max_inflight / models in use), the one whose head ranks first by the scheduler's
+ * rule. Resumes priorities that fell to half their share. Nothing starts while draining. */
 void aiq_admission_pump(aiq_admission_t *a, int64_t mono_ms);
 
 /* The deadline sweep: starts every queued job whose deadline has passed, slots or not (an

@@ -8,15 +8,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NPRIO 5 /* the four priorities, and one for anything else */
+/* Per-model state: a sick model (throttled, slow, hung) shrinks only its own limit and spends
+ * only its own retry budget. Lane 0 is shared by models past the first PROVIDER_LANES - 1. */
+#define PROVIDER_LANES     32
+#define PROVIDER_MODEL_MAX 256
+
+typedef struct lane {
+    char model[PROVIDER_MODEL_MAX];
+    aiq_aimd_t aimd;
+    aiq_retry_budget_t budget;
+    int inflight; /* calls on the wire or holding a slot while backing off */
+    int used;     /* has had a call: counts in the gauges */
+} lane_t;
 
 struct aiq_provider_call {
-    aiq_provider_call_t *prev, *next; /* waiting list of its priority, or the live list */
+    aiq_provider_call_t *prev, *next; /* the waiting list, or the live list */
     aiq_provider_t *p;
     const aiq_job_t *job;
     const char *model;
     aiq_job_api_t api; /* of the request sent: the reply is parsed as this */
-    int prio;
+    int lane;
     int64_t deadline_ms;
     aiq_provider_cb cb;
     void *opaque;
@@ -35,11 +46,15 @@ struct aiq_provider_call {
 
 struct aiq_provider {
     aiq_provider_deps_t d;
-    aiq_provider_call_t *wait_head[NPRIO], *wait_tail[NPRIO];
+    /* Calls waiting for a slot, in the order admission started their jobs (which already
+     * applied priority and aging): one decision, not a second priority queue here. */
+    aiq_provider_call_t *wait_head, *wait_tail;
     aiq_provider_call_t *live; /* in flight or backing off */
-    int inflight;
-    aiq_aimd_t aimd;
-    aiq_retry_budget_t budget;
+    int inflight;              /* all lanes: at most bedrock.max_concurrency */
+    int cap;
+    aiq_aimd_conf_t aimd_conf;
+    lane_t lanes[PROVIDER_LANES];
+    int nlanes;
     aiq_retry_policy_t retry;
     uint64_t rng;
     aiq_provider_stats_t stats;
@@ -82,29 +97,27 @@ static void live_del(aiq_provider_t *p, aiq_provider_call_t *c)
 static void wait_push(aiq_provider_t *p, aiq_provider_call_t *c)
 {
     live_del(p, c);
-    int q = c->prio;
     c->waiting = 1;
     c->next = NULL;
-    c->prev = p->wait_tail[q];
-    if (p->wait_tail[q])
-        p->wait_tail[q]->next = c;
+    c->prev = p->wait_tail;
+    if (p->wait_tail)
+        p->wait_tail->next = c;
     else
-        p->wait_head[q] = c;
-    p->wait_tail[q] = c;
+        p->wait_head = c;
+    p->wait_tail = c;
     p->stats.waiting++;
 }
 
 static void wait_del(aiq_provider_t *p, aiq_provider_call_t *c)
 {
-    int q = c->prio;
     if (c->prev)
         c->prev->next = c->next;
     else
-        p->wait_head[q] = c->next;
+        p->wait_head = c->next;
     if (c->next)
         c->next->prev = c->prev;
     else
-        p->wait_tail[q] = c->prev;
+        p->wait_tail = c->prev;
     c->prev = c->next = NULL;
     c->waiting = 0;
     p->stats.waiting--;
@@ -123,11 +136,23 @@ static void on_timer_closed(uv_handle_t *h)
     call_free(h->data);
 }
 
+static void slot_take(aiq_provider_call_t *c)
+{
+    c->p->inflight++;
+    c->p->lanes[c->lane].inflight++;
+}
+
+static void slot_give(aiq_provider_call_t *c)
+{
+    c->p->inflight--;
+    c->p->lanes[c->lane].inflight--;
+}
+
 static void slot_release(aiq_provider_call_t *c)
 {
     if (c->holds_slot) {
         c->holds_slot = 0;
-        c->p->inflight--;
+        slot_give(c);
     }
 }
 
@@ -142,7 +167,7 @@ static void call_release(aiq_provider_call_t *c)
     if (c->req) {
         aiq_http_cancel(p->d.http, c->req);
         c->req = NULL;
-        p->inflight--;
+        slot_give(c);
     }
     slot_release(c);
     if (c->probe) {
@@ -173,21 +198,26 @@ static void finish(aiq_provider_call_t *c, aiq_call_end_t end)
 
 /* ---- admission ----------------------------------------------------------------------- */
 
-static int limit_of(const aiq_provider_t *p)
+static int lane_limit(const aiq_provider_t *p, const lane_t *l)
 {
-    return p->d.cfg->adaptive ? aiq_aimd_limit(&p->aimd) : p->aimd.conf.max;
+    return p->d.cfg->adaptive ? aiq_aimd_limit(&l->aimd) : l->aimd.conf.max;
 }
 
-/* Starts waiting calls while the concurrency limit allows, most urgent first. */
+/* Starts waiting calls, oldest first, while the global cap allows; a call whose model is
+ * at its own limit waits without holding back the calls of other models behind it. */
 static void dispatch(aiq_provider_t *p)
 {
-    for (int q = 0; q < NPRIO; q++) {
-        while (p->wait_head[q] && p->inflight < limit_of(p)) {
-            aiq_provider_call_t *c = p->wait_head[q];
+    aiq_provider_call_t *c = p->wait_head;
+    while (c && p->inflight < p->cap) {
+        aiq_provider_call_t *next = c->next;
+        const lane_t *l = &p->lanes[c->lane];
+        if (l->inflight < lane_limit(p, l)) {
             wait_del(p, c);
             live_add(p, c);
-            attempt(c);
+            attempt(c); /* may end other calls, but never the waiting ones after c */
+            next = p->wait_head;
         }
+        c = next;
     }
 }
 
@@ -243,7 +273,7 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
         .deadline_ms = c->deadline_ms,
         .rnd = next_rand(p),
     };
-    aiq_retry_decision_t d = aiq_retry_decide(&p->retry, &p->budget, &in);
+    aiq_retry_decision_t d = aiq_retry_decide(&p->retry, &p->lanes[c->lane].budget, &in);
     if (!d.retry) {
         if (d.end == AIQ_CALL_NO_BUDGET)
             p->stats.budget_denied++;
@@ -262,7 +292,7 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
      * throttling shrinks) bounds the request rate. */
     if (throttled) {
         c->holds_slot = 1;
-        p->inflight++;
+        slot_take(c);
     }
     if (!c->timer_on) {
         uv_timer_init(p->d.loop, &c->timer);
@@ -278,9 +308,10 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
     aiq_provider_t *p = c->p;
     int64_t now = aiq_now_ms();
     bool probe = c->probe;
+    lane_t *l = &p->lanes[c->lane];
     c->req = NULL;
     c->probe = 0;
-    p->inflight--;
+    slot_give(c);
     c->out.provider_ms += resp->elapsed_ms;
     c->out.http_status = (int)resp->status;
     aiq_metrics_model_call(p->d.metrics, resp->curl_code == CURLE_OK ? resp->status : 0);
@@ -293,8 +324,8 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
         aiq_err_t err = {0};
         if (aiq_bedrock_parse(c->api, resp->body, resp->body_len, &c->out.reply, &err) == 0) {
             aiq_breaker_share_report(p->d.breakers, c->model, true, probe, now);
-            aiq_aimd_on_success(&p->aimd, aiq_mono_ms() - c->sent_ms, p->inflight + 1, now);
-            aiq_retry_budget_success(&p->budget, c->retry_cost);
+            aiq_aimd_on_success(&l->aimd, aiq_mono_ms() - c->sent_ms, l->inflight + 1, now);
+            aiq_retry_budget_success(&l->budget, c->retry_cost);
             finish(c, AIQ_CALL_OK);
             dispatch(p);
             return;
@@ -313,7 +344,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
         /* A throttled service is up: no breaker failure, but call less. */
         p->stats.throttled++;
         aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
-        aiq_aimd_on_throttle(&p->aimd, now);
+        aiq_aimd_on_throttle(&l->aimd, now);
         break;
     case AIQ_BEDROCK_FINAL:
         /* The service answered; the request is what is wrong. */
@@ -321,7 +352,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
         break;
     default:
         aiq_breaker_share_report(p->d.breakers, c->model, false, probe, now);
-        aiq_aimd_on_failure(&p->aimd, now);
+        aiq_aimd_on_failure(&l->aimd, now);
         break;
     }
     failed(c, cls, cls == AIQ_BEDROCK_FINAL ? NULL : resp);
@@ -384,7 +415,34 @@ static void attempt(aiq_provider_call_t *c)
         failed(c, AIQ_BEDROCK_RETRY, NULL);
         return;
     }
-    p->inflight++;
+    slot_take(c);
+}
+
+/* ---- lanes ------------------------------------------------------------------------- */
+
+static void lane_init(aiq_provider_t *p, lane_t *l, const char *model)
+{
+    snprintf(l->model, sizeof(l->model), "%s", model);
+    aiq_aimd_init(&l->aimd, &p->aimd_conf);
+    aiq_retry_budget_init(&l->budget, (int)p->d.cfg->retry_budget, 5, 10);
+    l->inflight = 0;
+    l->used = 0;
+}
+
+/* The lane of model, made on first use; lane 0 when the table is full. */
+static int lane_of(aiq_provider_t *p, const char *model)
+{
+    int i = 1;
+    if (!model || !model[0] || strlen(model) >= PROVIDER_MODEL_MAX)
+        i = 0;
+    while (i > 0 && i < p->nlanes && strcmp(p->lanes[i].model, model) != 0)
+        i++;
+    if (i == PROVIDER_LANES)
+        i = 0;
+    else if (i > 0 && i == p->nlanes)
+        lane_init(p, &p->lanes[p->nlanes++], model);
+    p->lanes[i].used = 1;
+    return i;
 }
 
 /* ---- public ------------------------------------------------------------------------ */
@@ -403,7 +461,8 @@ aiq_provider_call_t *aiq_provider_request(aiq_provider_t *p, const aiq_job_t *jo
     c->p = p;
     c->job = job;
     c->model = aiq_provider_model(p, job);
-    c->prio = prio >= 0 && prio < NPRIO - 1 ? prio : NPRIO - 1;
+    (void)prio; /* unused: admission ordered the jobs, calls wait in that order */
+    c->lane = lane_of(p, c->model);
     c->deadline_ms = deadline_ms;
     c->cb = cb;
     c->opaque = opaque;
@@ -422,10 +481,9 @@ void aiq_provider_cancel(aiq_provider_t *p, aiq_provider_call_t *c)
 /* The first waiting call whose deadline has passed, or NULL. */
 static aiq_provider_call_t *first_expired(aiq_provider_t *p, int64_t now_ms)
 {
-    for (int q = 0; q < NPRIO; q++)
-        for (aiq_provider_call_t *c = p->wait_head[q]; c; c = c->next)
-            if (c->deadline_ms <= now_ms)
-                return c;
+    for (aiq_provider_call_t *c = p->wait_head; c; c = c->next)
+        if (c->deadline_ms <= now_ms)
+            return c;
     return NULL;
 }
 
@@ -447,8 +505,16 @@ aiq_provider_stats_t aiq_provider_stats(const aiq_provider_t *p)
 {
     aiq_provider_stats_t s = p->stats;
     s.inflight = p->inflight;
-    s.limit = limit_of(p);
-    s.budget_tokens = aiq_retry_budget_tokens(&p->budget);
+    /* One number for the gauges: what the lanes in use allow together, within the cap. */
+    int limit = 0, tokens = 0;
+    for (int i = 0; i < p->nlanes; i++) {
+        if (!p->lanes[i].used)
+            continue;
+        limit += lane_limit(p, &p->lanes[i]);
+        tokens += aiq_retry_budget_tokens(&p->lanes[i].budget);
+    }
+    s.limit = limit && limit < p->cap ? limit : p->cap;
+    s.budget_tokens = tokens;
     return s;
 }
 
@@ -469,8 +535,10 @@ int aiq_provider_new(aiq_provider_t **out, const aiq_provider_deps_t *deps, aiq_
         .latency_tolerance = 2.0,
         .cooldown_ms = 1, /* one decrease per round trip (the median latency) at most */
     };
-    aiq_aimd_init(&p->aimd, &ac);
-    aiq_retry_budget_init(&p->budget, (int)cfg->retry_budget, 5, 10);
+    p->aimd_conf = ac;
+    p->cap = max;
+    lane_init(p, &p->lanes[0], "");
+    p->nlanes = 1;
     p->retry = (aiq_retry_policy_t){
         .max_attempts = (int)cfg->max_attempts,
         .model_error_retries = (int)cfg->model_error_retries,
@@ -494,8 +562,7 @@ void aiq_provider_free(aiq_provider_t *p)
         return;
     while (p->live)
         call_release(p->live);
-    for (int q = 0; q < NPRIO; q++)
-        while (p->wait_head[q])
-            call_release(p->wait_head[q]);
+    while (p->wait_head)
+        call_release(p->wait_head);
     uv_close((uv_handle_t *)&p->pump, on_pump_closed);
 }

@@ -1,6 +1,6 @@
-/* provider.h — the Bedrock client that survives Bedrock: priority-ordered admission under an
- * adaptive concurrency limit, the per-model circuit breaker, the signed call, and retries
- * with backoff, deadline and a retry budget. One callback per request. Loop thread only. */
+/* provider.h — the Bedrock client that survives Bedrock: per model, an adaptive concurrency
+ * limit (AIMD), a retry budget and the circuit breaker, under one cap on calls in flight;
+ * the signed call; retries as retry.c decides. One callback per request. Loop thread only. */
 #ifndef AIQ_PROVIDER_H
 #define AIQ_PROVIDER_H
 
@@ -68,7 +68,8 @@ int aiq_provider_new(aiq_provider_t **out, const aiq_provider_deps_t *deps, aiq_
 void aiq_provider_free(aiq_provider_t *p);
 
 /* Asks for one answer to job (borrowed until the callback or cancel) before deadline_ms
- * (wall clock). prio orders the wait for a free call slot (0 = critical). cb runs exactly
+ * (wall clock). Calls waiting for a slot go in request order (admission already ordered
+ * the jobs by priority and aging; prio is unused). cb runs exactly
  * once, never from inside this call. NULL when out of memory. */
 aiq_provider_call_t *aiq_provider_request(aiq_provider_t *p, const aiq_job_t *job, int prio,
                                           int64_t deadline_ms, aiq_provider_cb cb, void *opaque);
