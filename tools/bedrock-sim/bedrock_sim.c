@@ -76,6 +76,7 @@ typedef struct sim_error {
     double rate;       /* 0..1 */
     int retry_after_s; /* Retry-After header, or -1 for none */
     bool in_stream;    /* on a streaming route: a 200 whose stream ends in this exception */
+    bool untyped;      /* type null: no x-amzn-ErrorType header (type is "") */
     char type[SIM_ETYPE_MAX + 1];
     char message[SIM_EMSG_MAX + 1]; /* "" = a default by type */
 } sim_error_t;
@@ -194,8 +195,10 @@ static const opt_t options[] = {
         "                       against its operation's input shape and refused with 400\n"
         "                       ValidationException as Bedrock does; none = no check"),
     OPT("record", OPT_STR, record, 0, 0, NULL, "AIQ_SIM_RECORD", false,
-        "append every model request that passed the model check, one JSON\n"
-        "                       line {operation, modelId, headers, body}, to this file"),
+        "append every signed model request with a JSON object body, one\n"
+        "                       line {operation, modelId, headers (content-type, accept,\n"
+        "                       x-amzn-bedrock-*), body, refused (the --model check's reason,\n"
+        "                       or null)}, to this file"),
     OPT("prompt-cache", OPT_BOOL, prompt_cache, 0, 1, "true", NULL, true,
         "prompt caching: a prefix up to a cachePoint (cache_control for\n"
         "                       Anthropic bodies) seen in the last 5 min is a cache read,\n"
@@ -534,6 +537,7 @@ static void print_help_json(FILE *f)
         "                       most %d entries; type defaults from status (429 Throttling,\n"
         "                       503/529 ServiceUnavailable, 400 Validation, 403 AccessDenied,\n"
         "                       408 ModelTimeout, 424 ModelError, else InternalServer);\n"
+        "                       type null sends no x-amzn-ErrorType (a gateway's 502/504);\n"
         "                       retry_after_s (0..%d) adds a Retry-After header; in_stream\n"
         "                       true: on converse-stream / invoke-with-response-stream the\n"
         "                       answer is a 200 stream that ends in that exception (:message-type\n"
@@ -576,7 +580,7 @@ static void print_help_json(FILE *f)
         "of\n"
         "                       that scope; both answer like GET: in_outage, outage, models\n"
         "\nA model request is checked in this order: body size (413), SigV4 (403), JSON (400),\n"
-        "the --model check of its operation's input shape (400 ValidationException), --record,\n"
+        "--record, the --model check of its operation's input shape (400 ValidationException),\n"
         "outage (503), quota (429), throttle-rate, fail-rate, error mix (independent draws),\n"
         "the family's body check (400 \"Malformed input request\"), reply. Outage and quota\n"
         "answers skip the latency; the rest wait it out. The n-th model request since start or\n"
@@ -1042,9 +1046,13 @@ static int error_key(sim_error_t *e, const char *label, const char *k, json_t *v
             return aiq_err_set(err, AIQ_EINVAL, "%s.rate: must be a number in 0..1", label);
         e->rate = json_number_value(v);
     } else if (!strcmp(k, "type")) {
+        if (json_is_null(v)) { /* a gateway's answer: no x-amzn-ErrorType at all */
+            e->untyped = true;
+            return 0;
+        }
         if (!json_is_string(v) || !valid_type_name(json_string_value(v)))
             return aiq_err_set(err, AIQ_EINVAL,
-                               "%s.type: must be 1..%d letters, digits, '_' or '.'", label,
+                               "%s.type: must be 1..%d letters, digits, '_' or '.', or null", label,
                                SIM_ETYPE_MAX);
         snprintf(e->type, sizeof(e->type), "%s", json_string_value(v));
     } else if (!strcmp(k, "message")) {
@@ -1087,7 +1095,7 @@ static int error_parse(sim_error_t *e, json_t *item, const char *label, aiq_err_
     }
     if (!e->status || e->rate < 0)
         return aiq_err_set(err, AIQ_EINVAL, "%s: needs status and rate", label);
-    if (!e->type[0])
+    if (!e->type[0] && !e->untyped)
         snprintf(e->type, sizeof(e->type), "%s", error_type_for(e->status));
     return 0;
 }
@@ -1126,7 +1134,8 @@ static json_t *errors_json(const sim_profile_t *p)
 
     for (size_t i = 0; a && i < p->nerrors; i++) {
         const sim_error_t *e = &p->errors[i];
-        json_t *o = json_pack("{sisssf}", "status", e->status, "type", e->type, "rate", e->rate);
+        json_t *o = json_pack("{sisosf}", "status", e->status, "type",
+                              e->untyped ? json_null() : json_string(e->type), "rate", e->rate);
         if (o && e->message[0])
             json_object_set_new(o, "message", json_string(e->message));
         if (o && e->retry_after_s >= 0)
@@ -1828,7 +1837,7 @@ static struct MHD_Response *error_response(const char *type, const char *fmt, ..
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     r = json_response_of(json_pack("{ss}", "message", msg));
-    if (r) {
+    if (r && type[0]) { /* "" = an answer without a type, as a gateway in front sends */
         snprintf(etype, sizeof(etype), "%s:%s", type, SIM_ERROR_NS);
         MHD_add_response_header(r, "x-amzn-ErrorType", etype);
     }
@@ -2088,8 +2097,10 @@ static enum MHD_Result on_header_collect(void *cls, enum MHD_ValueKind kind, con
     return MHD_YES;
 }
 
-/* One NDJSON line per accepted model request: what --record is for. */
-static void record_request(sim_req_t *r, struct MHD_Connection *conn, json_t *body)
+/* One NDJSON line per signed, parsed model request, with the model check's verdict
+ * (refused: its reason, or null): what --record is for. */
+static void record_request(sim_req_t *r, struct MHD_Connection *conn, json_t *body,
+                           const char *refused)
 {
     sim_t *s = r->sim;
     json_t *headers = json_object(), *line;
@@ -2098,8 +2109,9 @@ static void record_request(sim_req_t *r, struct MHD_Connection *conn, json_t *bo
     if (!s->record)
         return;
     MHD_get_connection_values(conn, MHD_HEADER_KIND, on_header_collect, headers);
-    line = json_pack("{sssssoso}", "operation", sim_route_operation(r->route), "modelId",
-                     r->model_id, "headers", headers, "body", json_incref(body));
+    line = json_pack("{sssssososo}", "operation", sim_route_operation(r->route), "modelId",
+                     r->model_id, "headers", headers, "body", json_incref(body), "refused",
+                     refused ? json_string(refused) : json_null());
     text = line ? json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(line);
     if (!text)
@@ -2115,18 +2127,19 @@ static void record_request(sim_req_t *r, struct MHD_Connection *conn, json_t *bo
     pthread_mutex_unlock(&s->stats_lock);
 }
 
-/* The botocore-model check of a parsed request; false after answering 400 (*ret). */
+/* The botocore-model check of a parsed request, recorded with its verdict; false after
+ * answering 400 (*ret). */
 static bool model_check(sim_req_t *r, struct MHD_Connection *conn, json_t *body, int latency_ms,
                         enum MHD_Result *ret)
 {
     sim_t *s = r->sim;
     param_ctx_t pc = {r, conn};
     char why[600];
+    bool ok = !s->model || !sim_model_check(s->model, sim_route_operation(r->route), body,
+                                            on_model_param, &pc, why, sizeof(why));
 
-    if (!s->model)
-        return true;
-    if (!sim_model_check(s->model, sim_route_operation(r->route), body, on_model_param, &pc, why,
-                         sizeof(why)))
+    record_request(r, conn, body, ok ? NULL : why);
+    if (ok)
         return true;
     pthread_mutex_lock(&s->stats_lock);
     s->stats.validation_refused++;
@@ -2277,7 +2290,6 @@ static enum MHD_Result handle_model(sim_req_t *r, struct MHD_Connection *conn)
         json_decref(body);
         return ret;
     }
-    record_request(r, conn, body);
     admit(r->sim, r->model_id, &v);
     if (v.kind != V_MODEL) {
         json_decref(body);

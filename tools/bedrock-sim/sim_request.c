@@ -521,7 +521,7 @@ static json_t *response_fields(json_t *paths)
 static json_t *guardrail_trace(json_t *gc)
 {
     const char *id = json_string_value(json_object_get(gc, "guardrailIdentifier"));
-    return json_pack("{s{s{s{s[{ssssss}]}}}}", "guardrail", "inputAssessment", id ? id : "sim",
+    return json_pack("{s{s{s{s{s[{ssssss}]}}}}}", "guardrail", "inputAssessment", id ? id : "sim",
                      "contentPolicy", "filters", "type", "VIOLENCE", "confidence", "HIGH", "action",
                      "BLOCKED");
 }

@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SIM_URI_MAX      4096         /* request target, bytes */
-#define SIM_MODEL_ID_MAX 2048         /* decoded model id, bytes: the model's max for modelId */
+#define SIM_URI_MAX      4096 /* request target, bytes */
+#define SIM_MODEL_ID_MAX 3072 /* decoded model id, bytes; the model allows 2048 chars (--model) */
 #define SIM_REPLY_MAX    (3 * 1024)   /* generated reply text, bytes */
 #define SIM_QUOTE_CHARS  60           /* characters of the user's text quoted in the reply */
 #define SIM_MODEL_SHOWN  200          /* bytes of the model id quoted in the reply */
