@@ -41,11 +41,12 @@ def run(args, **kw):
 
 
 class Sim:
-    """bedrock-sim on a free port. With contract=True (the default) it refuses what
-    botocore's bedrock-runtime model refuses (--model) and records every model request
-    (--record); stop() then fails the test when any recorded request breaks the model
+    """bedrock-sim on a free port. It always refuses what botocore's bedrock-runtime model
+    refuses (--model, the checked-in shapes file; the sim's built-in copy otherwise). With
+    contract=True (the default) it also records every model request (--record), and stop()
+    fails the test when any recorded request breaks the model or was refused by the sim
     (bedrock_model.check_record_file: botocore's validator plus max/enum/pattern). A test that
-    sends invalid requests on purpose passes contract=False, or stop(check=False)."""
+    sends invalid requests on purpose passes contract=False, or calls stop(check=False)."""
 
     def __init__(self, latency_ms=5, extra=(), contract=True):
         self.record = None

@@ -20,6 +20,7 @@ import bedrock_model
 import botocore.exceptions
 import pytest
 from botocore.retries import standard
+from botocore.validate import validate_parameters
 from conftest import BROKERS, ROOT, SIM_KEY, SIM_SECRET, Sim, binary, run
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -50,6 +51,27 @@ def set_errors(sim, errors):
     post(sim, "/_sim/config", {"errors": errors})
 
 
+def assert_output_shape(brt, operation, resp):
+    """The answer, as boto3 parsed it, is an instance of the operation's output shape: the
+    same validator run the other way (required members, types, enums via the walk)."""
+    out = {k: v for k, v in resp.items() if k != "ResponseMetadata"}
+    shape = brt.meta.service_model.operation_model(operation).output_shape
+    try:
+        validate_parameters(out, shape)
+    except botocore.exceptions.ParamValidationError as e:
+        raise AssertionError(f"{operation} answer breaks {shape.name}: {e}") from None
+
+
+def assert_event_shape(brt, event):
+    """A ConverseStream event is an instance of its ConverseStreamOutput member's shape."""
+    stream = brt.meta.service_model.operation_model("ConverseStream").output_shape
+    (name, value), = event.items()
+    try:
+        validate_parameters(value, stream.members["stream"].members[name])
+    except botocore.exceptions.ParamValidationError as e:
+        raise AssertionError(f"{name} event breaks its shape: {e}") from None
+
+
 # ---- (c) a real boto3 client parses every answer ---------------------------------------------
 
 def test_converse_parses_and_every_answer_has_a_request_id(sim, brt):
@@ -62,6 +84,7 @@ def test_converse_parses_and_every_answer_has_a_request_id(sim, brt):
         u = r["usage"]
         assert u["totalTokens"] == u["inputTokens"] + u["outputTokens"] > 0
         assert r["metrics"]["latencyMs"] == 0
+        assert_output_shape(brt, "Converse", r)
         rid = r["ResponseMetadata"]["RequestId"]
         assert rid == r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
         ids.add(rid)
@@ -85,6 +108,10 @@ def test_prompt_cache_repeated_prefix_is_a_read(sim, brt):
     first = brt.converse(modelId=CLAUDE, messages=USER, system=system)["usage"]
     again = brt.converse(modelId=CLAUDE, messages=USER, system=system)["usage"]
     other = brt.converse(modelId="amazon.nova-lite-v1:0", messages=USER, system=system)["usage"]
+    assert_output_shape(brt, "Converse", {"output": {"message": {"role": "assistant",
+                                                                 "content": []}},
+                                          "stopReason": "end_turn", "usage": again,
+                                          "metrics": {"latencyMs": 0}})
     prefix = (len(system[0]["text"]) + 3) // 4
     assert first["cacheWriteInputTokens"] == prefix and first["cacheReadInputTokens"] == 0
     assert again["cacheReadInputTokens"] == prefix and again["cacheWriteInputTokens"] == 0
@@ -111,6 +138,7 @@ def test_converse_tool_use_guardrail_and_response_fields(brt):
         "type": "object", "properties": {}}}}}], "toolChoice": {"any": {}}}
     r = brt.converse(modelId=CLAUDE, messages=USER, toolConfig=tools)
     assert r["stopReason"] == "tool_use"
+    assert_output_shape(brt, "Converse", r)
     tu = r["output"]["message"]["content"][1]["toolUse"]
     assert tu["name"] == "lookup" and tu["input"] == {} and tu["toolUseId"]
     blocked = [{"role": "user", "content": [{"text": "sim:guardrail please"}]}]
@@ -119,6 +147,7 @@ def test_converse_tool_use_guardrail_and_response_fields(brt):
                                       "trace": "enabled"},
                      additionalModelResponseFieldPaths=["/stop_sequence"],
                      performanceConfig={"latency": "optimized"}, serviceTier={"type": "flex"})
+    assert_output_shape(brt, "Converse", r)
     assert r["stopReason"] == "guardrail_intervened"
     assert r["trace"]["guardrail"]["inputAssessment"]["gr1"]["contentPolicy"]["filters"][0][
         "action"] == "BLOCKED"
@@ -133,6 +162,8 @@ def test_converse_stream_events(brt):
     assert r["ResponseMetadata"]["HTTPHeaders"]["content-type"] == \
         "application/vnd.amazon.eventstream"
     events = list(r["stream"])
+    for e in events:
+        assert_event_shape(brt, e)
     kinds = [next(iter(e)) for e in events]
     assert kinds[0] == "messageStart" and kinds[-2:] == ["messageStop", "metadata"]
     assert kinds.count("contentBlockDelta") == 3 and "contentBlockStop" in kinds
@@ -147,6 +178,8 @@ def test_converse_stream_tool_use(brt):
     tools = {"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {}}}}]}
     msgs = [{"role": "user", "content": [{"text": "sim:tool now"}]}]
     events = list(brt.converse_stream(modelId=CLAUDE, messages=msgs, toolConfig=tools)["stream"])
+    for e in events:
+        assert_event_shape(brt, e)
     start = [e["contentBlockStart"] for e in events if "contentBlockStart" in e]
     assert start[0]["start"]["toolUse"]["name"] == "lookup"
     assert start[0]["contentBlockIndex"] == 1
@@ -242,6 +275,7 @@ def test_invoke_model_anthropic_prompt_cache(brt):
 
 def test_count_tokens(brt):
     r = brt.count_tokens(modelId=CLAUDE, input={"converse": {"messages": USER}})
+    assert_output_shape(brt, "CountTokens", r)
     assert r["inputTokens"] == (len("hello contract") + 3) // 4
     body = json.dumps(FAMILIES["anthropic"][1]).encode()
     r = brt.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": body}})
@@ -592,6 +626,23 @@ def test_model_file_is_generated_from_the_pinned_botocore():
     # Every pattern of the model is enforced by the sim (none fell outside the translator).
     patterns = [n for n, s in doc["shapes"].items() if "pattern" in s]
     assert patterns and all("ere" in doc["shapes"][n] for n in patterns), doc["unenforced"]
+
+
+def test_builtin_model_is_on_by_default_and_none_turns_it_off():
+    body = converse_body(unknown_member=1)
+    on = Sim(latency_ms=0, contract=False)  # no --model flag: the compiled-in copy
+    off = Sim(latency_ms=0, contract=False, extra=("--model", "none"))
+    try:
+        status, _, data = bedrock_model.raw_request(on.url, SIM_KEY, SIM_SECRET, "Converse",
+                                                    CLAUDE, body)
+        assert status == 400 and b"unknown_member" in data
+        assert on.stats()["validation_refused"] == 1
+        status, _, _ = bedrock_model.raw_request(off.url, SIM_KEY, SIM_SECRET, "Converse",
+                                                 CLAUDE, body)
+        assert status == 200
+    finally:
+        on.stop()
+        off.stop()
 
 
 def test_sim_refuses_to_start_with_a_broken_model_file(tmp_path):

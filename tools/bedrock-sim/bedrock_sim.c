@@ -189,11 +189,12 @@ static const opt_t options[] = {
         "largest request body in bytes; a larger one gets 413"),
     OPT("log-requests", OPT_BOOL, log_requests, 0, 1, "false", NULL, true,
         "log one line per model request"),
-    OPT("model", OPT_STR, model_file, 0, 0, NULL, "AIQ_SIM_MODEL", false,
+    OPT("model", OPT_STR, model_file, 0, 0, "builtin", "AIQ_SIM_MODEL", false,
         "shapes file made by tools/bedrock-sim/gen_model.py from botocore's\n"
         "                       bedrock-runtime service model; every model request is checked\n"
         "                       against its operation's input shape and refused with 400\n"
-        "                       ValidationException as Bedrock does; none = no check"),
+        "                       ValidationException as Bedrock does; builtin = the copy\n"
+        "                       compiled in (bedrock-runtime.model.json), none = no check"),
     OPT("record", OPT_STR, record, 0, 0, NULL, "AIQ_SIM_RECORD", false,
         "append every signed model request with a JSON object body, one\n"
         "                       line {operation, modelId, headers (content-type, accept,\n"
@@ -2675,6 +2676,10 @@ static void log_started(const sim_t *s, const char *shown, int max_conns)
                       "threads", s->conf.threads, "max_connections", max_conns, "config", cfg));
 }
 
+/* tools/bedrock-sim/bedrock-runtime.model.json, compiled in by embed.cmake. */
+extern const unsigned char sim_model_builtin[];
+extern const size_t sim_model_builtin_len;
+
 /* --model FILE: the shapes file, loaded once; the sim refuses to start without a valid one
  * when it was asked for. */
 static int load_model(sim_t *s, aiq_err_t *err)
@@ -2683,9 +2688,12 @@ static int load_model(sim_t *s, aiq_err_t *err)
     char why[300];
     json_t *doc;
 
-    if (!s->conf.model_file)
+    if (!s->conf.model_file || !strcmp(s->conf.model_file, "none"))
         return 0;
-    doc = json_load_file(s->conf.model_file, JSON_REJECT_DUPLICATES, &jerr);
+    doc = !strcmp(s->conf.model_file, "builtin")
+              ? json_loadb((const char *)sim_model_builtin, sim_model_builtin_len,
+                           JSON_REJECT_DUPLICATES, &jerr)
+              : json_load_file(s->conf.model_file, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc)
         return aiq_err_set(err, AIQ_EINVAL, "--model %s: %s (line %d)", s->conf.model_file,
                            jerr.text, jerr.line);
