@@ -651,3 +651,43 @@ def test_sim_refuses_to_start_with_a_broken_model_file(tmp_path):
                                                                   "ere": "(["}}}))
     r = run([binary("bedrock-sim"), "--port", "0", "--model", str(bad)], timeout=20)
     assert r.returncode == 2 and "pattern does not compile" in r.stderr
+
+
+# Values against the patterns the sim translated to POSIX regexes: the sim and Python's re
+# (botocore's pattern, matched with search as Smithy means it) must give the same verdict.
+PATTERN_CASES = {
+    "ToolName": (lambda v: converse_body(toolConfig={"tools": [{"toolSpec": {
+        "name": v, "inputSchema": {"json": {}}}}]}),
+        ["lookup", "a-b_c", "!!!", "-", "_", "ä", "bad name!", " x ", "\t"]),
+    "ToolUseId": (lambda v: converse_body(messages=[
+        {"role": "user", "content": [{"text": "q"}]},
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": v, "name": "t",
+                                                       "input": {}}}]}]),
+        ["t1", "a.b:c-d_e", "$$", "::", "é", "%", " "]),
+    "RequestMetadataKeyString": (lambda v: converse_body(requestMetadata={v: "x"}),
+                                 ["tenant", "a b", "#$=/+,-.", "!", "\t", "\n", "é", "~"]),
+    "RequestMetadataValueString": (lambda v: converse_body(requestMetadata={"k": v}),
+                                   ["", "v", "a@b", "!", "\u00e9\u00e9", "'", "\r"]),
+    "S3Uri": (lambda v: converse_body(messages=[{"role": "user", "content": [
+        {"image": {"format": "png", "source": {"s3Location": {"uri": v}}}}]}]),
+        ["s3://bucket/key.png", "s3://ab", "s3://a.b-c/x", "http://bucket/x", "s3://A/x",
+         "xs3://abc/y", "s3://-ab"]),
+    "GuardrailIdentifier": (lambda v: converse_body(guardrailConfig={
+        "guardrailIdentifier": v, "guardrailVersion": "1"}), ["abc", "ABC", "", "!", "a:b"]),
+    "ConversationalModelId": (None, ["m", "a.b", "x$", "$x$", "!", "~~", "arn:aws:x",
+                                     "us.meta.llama3-8b-instruct-v1:0"]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(PATTERN_CASES))
+def test_sim_patterns_agree_with_botocore(sim, shape):
+    make, values = PATTERN_CASES[shape]
+    for v in values:
+        model_id, body = (v, converse_body()) if make is None else (CLAUDE, make(v))
+        status, _, data = bedrock_model.raw_request(sim.url, SIM_KEY, SIM_SECRET, "Converse",
+                                                    model_id, body)
+        errs = bedrock_model.violations("Converse", wire_params("Converse", model_id, body,
+                                                                None), wire=True)
+        assert (status == 200) == (errs == []), (shape, v, status, data, errs)
+        assert status in (200, 400), (shape, v, status, data)
+    sim.stop(check=False)

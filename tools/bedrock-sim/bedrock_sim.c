@@ -2674,6 +2674,10 @@ static void log_started(const sim_t *s, const char *shown, int max_conns)
                       s->creds.access_key,
                       (int)(strlen(s->creds.access_key) < 4 ? strlen(s->creds.access_key) : 4),
                       "threads", s->conf.threads, "max_connections", max_conns, "config", cfg));
+    if (s->model) /* what the request check enforces, and what it cannot (unenforced) */
+        sim_log("info", "model check on",
+                json_pack("{ssso}", "model", s->conf.model_file, "unenforced",
+                          sim_model_unenforced(s->model)));
 }
 
 /* tools/bedrock-sim/bedrock-runtime.model.json, compiled in by embed.cmake. */
