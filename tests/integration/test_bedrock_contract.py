@@ -186,6 +186,26 @@ def test_converse_stream_tool_use(brt):
     assert events[-2]["messageStop"]["stopReason"] == "tool_use"
 
 
+def test_streams_sent_event_by_event_are_the_same_streams(brt):
+    # --stream-gap-ms sends each event on its own (the connection waits suspended between
+    # them); what arrives is the same stream. Nothing here is timed.
+    paced = Sim(latency_ms=0, extra=("--stream-gap-ms", "5"))
+    try:
+        slow = bedrock_model.client(paced.url, SIM_KEY, SIM_SECRET)
+        want = list(brt.converse_stream(modelId=CLAUDE, messages=USER)["stream"])
+        got = list(slow.converse_stream(modelId=CLAUDE, messages=USER)["stream"])
+        assert got == want and len(got) == 7
+        body = json.dumps(FAMILIES["mistral"][1])
+        want = list(brt.invoke_model_with_response_stream(modelId=FAMILIES["mistral"][0],
+                                                          body=body)["body"])
+        got = list(slow.invoke_model_with_response_stream(modelId=FAMILIES["mistral"][0],
+                                                          body=body)["body"])
+        assert got == want and len(got) == 3
+        assert post(paced, "/_sim/config", {"stream_gap_ms": 0})["stream_gap_ms"] == 0
+    finally:
+        paced.stop()
+
+
 # Each family: its request body, the model id, and how its text and stop come out.
 FAMILIES = {
     "anthropic": (CLAUDE, {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100,
@@ -691,3 +711,21 @@ def test_sim_patterns_agree_with_botocore(sim, shape):
         assert (status == 200) == (errs == []), (shape, v, status, data, errs)
         assert status in (200, 400), (shape, v, status, data)
     sim.stop(check=False)
+
+
+def test_sim_exits_cleanly_after_every_operation():
+    """Every route and the model check once, then SIGTERM: exit 0 (under an ASan build,
+    AIQ_BUILD_DIR=build-asan, a leak or a memory error makes this fail)."""
+    s = Sim(latency_ms=0, extra=("--stream-gap-ms", "1"))
+    c = bedrock_model.client(s.url, SIM_KEY, SIM_SECRET)
+    c.converse(modelId=CLAUDE, messages=USER)
+    list(c.converse_stream(modelId=CLAUDE, messages=USER)["stream"])
+    for family, (model, body, _) in sorted(FAMILIES.items()):
+        c.invoke_model(modelId=model, body=json.dumps(body))
+        list(c.invoke_model_with_response_stream(modelId=model, body=json.dumps(body))["body"])
+    c.count_tokens(modelId=CLAUDE, input={"converse": {"messages": USER}})
+    status, _, _ = bedrock_model.raw_request(s.url, SIM_KEY, SIM_SECRET, "Converse", CLAUDE,
+                                             converse_body(bogus=1))
+    assert status == 400
+    s.stop(check=False)
+    assert s.proc.returncode == 0

@@ -108,6 +108,7 @@ typedef struct sim_conf {
     const char *record;     /* NDJSON file of accepted model requests, or NULL */
     const char *model_file; /* shapes file (gen_model.py), or NULL for no model check */
     bool prompt_cache;
+    int stream_gap_ms; /* between the events of a stream; 0 = all at once */
 } sim_conf_t;
 
 typedef enum opt_type { OPT_STR, OPT_INT, OPT_RATE, OPT_U64, OPT_BOOL, OPT_ENUM } opt_type_t;
@@ -200,6 +201,10 @@ static const opt_t options[] = {
         "                       line {operation, modelId, headers (content-type, accept,\n"
         "                       x-amzn-bedrock-*), body, refused (the --model check's reason,\n"
         "                       or null)}, to this file"),
+    OPT("stream-gap-ms", OPT_INT, stream_gap_ms, 0, 60000, "0", NULL, true,
+        "converse-stream / invoke-with-response-stream: the first event goes\n"
+        "                       out after the latency, each next one this many ms later\n"
+        "                       (the connection waits suspended); 0 = all events at once"),
     OPT("prompt-cache", OPT_BOOL, prompt_cache, 0, 1, "true", NULL, true,
         "prompt caching: a prefix up to a cachePoint (cache_control for\n"
         "                       Anthropic bodies) seen in the last 5 min is a cache read,\n"
@@ -841,6 +846,7 @@ typedef struct verdict {
     int retry_after_s; /* -1: no Retry-After */
     bool in_stream;    /* answered inside a 200 event stream, on a streaming route */
     bool cache;        /* prompt-cache knob at draw time */
+    int stream_gap_ms; /* stream-gap-ms at draw time */
     char type[SIM_ETYPE_MAX + 1];
     char message[SIM_EMSG_MAX + 1];
 } verdict_t;
@@ -1996,6 +2002,7 @@ static void draw_request(sim_t *s, const char *model_id, verdict_t *v)
     v->latency_ms = draw_latency(p, s->conf.seed, seq);
     draw_fault(p, s->conf.seed, seq, v);
     v->cache = s->conf.prompt_cache;
+    v->stream_gap_ms = s->conf.stream_gap_ms;
     pthread_mutex_unlock(&s->conf_lock);
 }
 
@@ -2104,11 +2111,12 @@ static void record_request(sim_req_t *r, struct MHD_Connection *conn, json_t *bo
                            const char *refused)
 {
     sim_t *s = r->sim;
-    json_t *headers = json_object(), *line;
+    json_t *headers, *line;
     char *text;
 
     if (!s->record)
         return;
+    headers = json_object();
     MHD_get_connection_values(conn, MHD_HEADER_KIND, on_header_collect, headers);
     line = json_pack("{sssssososo}", "operation", sim_route_operation(r->route), "modelId",
                      r->model_id, "headers", headers, "body", json_incref(body), "refused",
@@ -2178,12 +2186,78 @@ static void invoke_headers(struct MHD_Response *resp, struct MHD_Connection *con
     }
 }
 
-/* Takes over b's bytes. */
-static struct MHD_Response *stream_response(sim_buf_t *b, bool invoke)
+/* A stream sent event by event, stream-gap-ms apart: the reader hands MHD only the events that
+ * are due and suspends the connection until the next one is (the delay thread resumes it),
+ * so a waiting stream holds no thread. Owned by its MHD response (on_stream_free). */
+typedef struct stream_out {
+    sim_t *sim;
+    struct MHD_Connection *conn;
+    sim_buf_t buf;   /* every event, framed */
+    size_t released; /* bytes of buf that are due */
+    int gap_ms;      /* > 0 */
+    int64_t due_ms;  /* aiq_mono_ms() the next event is due; 0 before the first read */
+} stream_out_t;
+
+/* The length of the event at so->released (its prelude's total length), cut to what is
+ * left: sim_event_append wrote the frames, so only a bug could make it disagree. */
+static size_t next_event_len(const stream_out_t *so)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(b->len, b->data ? (void *)b->data : (void *)"",
-                                        b->data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    const unsigned char *p = so->buf.data + so->released;
+    size_t left = so->buf.len - so->released;
+    size_t n =
+        left < 4 ? left : ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+    return n == 0 || n > left ? left : n;
+}
+
+/* MHD content reader; runs on the connection's MHD thread. */
+static ssize_t on_stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    stream_out_t *so = cls;
+    int64_t now = aiq_mono_ms();
+
+    if (!so->due_ms)
+        so->due_ms = now; /* the first event goes at once: the latency was waited out */
+    while (so->released < so->buf.len && now >= so->due_ms) {
+        so->released += next_event_len(so);
+        so->due_ms += so->gap_ms;
+    }
+    if (pos >= so->released && so->released < so->buf.len &&
+        !delay_queue_suspend(&so->sim->delays, so->conn, so->due_ms))
+        so->released = so->buf.len; /* stopping: the rest at once */
+    if (pos < so->released) {
+        size_t n = so->released - (size_t)pos;
+        n = n < max ? n : max;
+        memcpy(out, so->buf.data + pos, n);
+        return (ssize_t)n;
+    }
+    return so->released >= so->buf.len ? MHD_CONTENT_READER_END_OF_STREAM : 0; /* suspended */
+}
+
+static void on_stream_free(void *cls)
+{
+    stream_out_t *so = cls;
+    sim_buf_free(&so->buf);
+    free(so);
+}
+
+/* Takes over b's bytes. gap_ms 0: one buffer, all events at once. */
+static struct MHD_Response *stream_response(sim_buf_t *b, bool invoke, sim_t *s,
+                                            struct MHD_Connection *conn, int gap_ms)
+{
+    stream_out_t *so = gap_ms > 0 ? calloc(1, sizeof(*so)) : NULL;
+    struct MHD_Response *r;
+
+    if (so) {
+        *so = (stream_out_t){.sim = s, .conn = conn, .buf = *b, .gap_ms = gap_ms};
+        r = MHD_create_response_from_callback(b->len, 16 * 1024, on_stream_read, so,
+                                              on_stream_free);
+        if (!r)
+            free(so); /* b still owns the bytes, freed below */
+    } else {
+        r = MHD_create_response_from_buffer(b->len, b->data ? (void *)b->data : (void *)"",
+                                            b->data ? MHD_RESPMEM_MUST_FREE
+                                                    : MHD_RESPMEM_PERSISTENT);
+    }
     if (!r) {
         sim_buf_free(b);
         return NULL;
@@ -2198,7 +2272,8 @@ static struct MHD_Response *stream_response(sim_buf_t *b, bool invoke)
 /* An injected error on a streaming route with in_stream: the stream starts and then ends in
  * the exception, named as the stream union's member ("ThrottlingException" is
  * "throttlingException"). */
-static struct MHD_Response *stream_exception(const verdict_t *v, bool invoke)
+static struct MHD_Response *stream_exception(const verdict_t *v, bool invoke, sim_t *s,
+                                             struct MHD_Connection *conn)
 {
     char member[SIM_ETYPE_MAX + 1];
     sim_buf_t b = {0};
@@ -2213,7 +2288,7 @@ static struct MHD_Response *stream_exception(const verdict_t *v, bool invoke)
         sim_buf_free(&b);
         return NULL;
     }
-    return stream_response(&b, invoke);
+    return stream_response(&b, invoke, s, conn, v->stream_gap_ms);
 }
 
 /* The reply of an admitted, well-formed model request; NULL with why on a refusal (why ""
@@ -2242,7 +2317,7 @@ static struct MHD_Response *model_reply(sim_req_t *r, struct MHD_Connection *con
             sim_buf_free(&b);
             return NULL;
         }
-        return stream_response(&b, invoke);
+        return stream_response(&b, invoke, r->sim, conn, v->stream_gap_ms);
     }
     case SIM_ROUTE_INVOKE:
         out = sim_invoke_reply(body, &c, &u, why, cap);
@@ -2296,9 +2371,10 @@ static enum MHD_Result handle_model(sim_req_t *r, struct MHD_Connection *conn)
         json_decref(body);
         stats_count_rejection(r->sim, v.kind);
         if (stream && v.in_stream)
-            return reply_model(r, conn, 200,
-                               stream_exception(&v, r->route == SIM_ROUTE_INVOKE_STREAM),
-                               v.latency_ms, false);
+            return reply_model(
+                r, conn, 200,
+                stream_exception(&v, r->route == SIM_ROUTE_INVOKE_STREAM, r->sim, conn),
+                v.latency_ms, false);
         /* Outages and quotas answer at once, as the service does before a model is involved. */
         return reply_model(r, conn, (unsigned)v.status, verdict_response(&v),
                            v.kind == V_INJECTED ? v.latency_ms : 0, false);

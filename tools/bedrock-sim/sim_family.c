@@ -112,10 +112,14 @@ static int nova_prompt(json_t *body, sim_prompt_t *p, char *why, size_t cap)
 {
     json_t *cfg = json_object_get(body, "inferenceConfig");
     json_t *max = json_object_get(cfg, "max_new_tokens");
-    json_t *conv =
-        json_pack("{sOsO}", "messages", json_object_get(body, "messages"), "system",
-                  json_object_get(body, "system") ? json_object_get(body, "system") : json_array());
+    json_t *conv = json_object();
     int rc;
+
+    /* Nova's messages and system are Converse's; the Converse reader does both. */
+    if (conv && json_object_get(body, "messages"))
+        json_object_set(conv, "messages", json_object_get(body, "messages"));
+    if (conv && json_object_get(body, "system"))
+        json_object_set(conv, "system", json_object_get(body, "system"));
 
     if (!max)
         max = json_object_get(cfg, "maxTokens");
@@ -125,7 +129,7 @@ static int nova_prompt(json_t *body, sim_prompt_t *p, char *why, size_t cap)
         return malformed(why, cap, "#/inferenceConfig: max_new_tokens must be an integer >= 1");
     }
     if (!conv)
-        return malformed(why, cap, "#/messages: required key not found");
+        return malformed(why, cap, "out of memory");
     rc = sim__converse_prompt(conv, p, why, cap);
     json_decref(conv);
     if (rc) {
