@@ -339,7 +339,9 @@ class IsolatedRun:
 
     def __init__(self, sim_args):
         self.env = Env(pathlib.Path(tempfile.mkdtemp(prefix="aiq-bench-")))
-        self.sim = Sim(latency_ms=sim_args.get("latency_ms", 100), extra=sim_args.get("extra", ()))
+        # No --record: a benchmark measures, the integration tests judge the requests.
+        self.sim = Sim(latency_ms=sim_args.get("latency_ms", 100), extra=sim_args.get("extra", ()),
+                       contract=False)
         self.env.sim = self.sim
 
     def close(self):

@@ -16,7 +16,9 @@
  *    and stop verifying once one signature digit is changed;
  *  - a model route has a non-empty model id that re-encodes into the path; other routes none;
  *  - a reply is JSON with a text of at most SIM_REPLY_MAX bytes and a known stop reason; a
- *    refusal always says why. */
+ *    refusal always says why;
+ *  - both event streams parse back message by message with valid CRCs and JSON payloads;
+ *  - the service-model check of every body ends with a verdict, a refusal with a reason. */
 #include "fuzz.h"
 #include "sigv4.h"
 #include "sim_request.h"
@@ -161,6 +163,11 @@ static void check_sign_verify(const char *path, const char *query, const char *b
     FUZZ_CHECK(aiq_sigv4_verify(&v, &err) == AIQ_EINVAL, "a changed signature verified");
 }
 
+static const char *on_param(void *ctx, const char *location, const char *name)
+{
+    return !strcmp(location, "uri") && !strcmp(name, "modelId") ? ctx : NULL;
+}
+
 static void check_route(const char *path)
 {
     char model_id[SIM_MODEL_ID_MAX + 1];
@@ -169,7 +176,7 @@ static void check_route(const char *path)
     for (size_t m = 0; m < 2; m++) {
         memset(model_id, 'x', sizeof(model_id));
         sim_route_t r = sim_route_of(path, methods[m], model_id, sizeof(model_id));
-        bool model = r == SIM_ROUTE_CONVERSE || r == SIM_ROUTE_INVOKE;
+        bool model = sim_route_is_model(r);
         FUZZ_CHECK(memchr(model_id, '\0', sizeof(model_id)), "model id not terminated");
         FUZZ_CHECK(model == (model_id[0] != '\0'), "route %d with model id '%s'", r, model_id);
         FUZZ_CHECK(!model || !strcmp(methods[m], "POST"), "model route for GET");
@@ -205,13 +212,79 @@ static void check_reply(json_t *out, const char *why, bool converse)
     FUZZ_CHECK(json_is_string(t) && json_string_length(t) < SIM_REPLY_MAX, "reply text");
     const char *stop =
         json_string_value(json_object_get(out, converse ? "stopReason" : "stop_reason"));
-    FUZZ_CHECK(stop && (!strcmp(stop, "end_turn") || !strcmp(stop, "max_tokens") ||
-                        !strcmp(stop, "stop_sequence")),
-               "stop reason %s", stop ? stop : "(none)");
+    FUZZ_CHECK(
+        stop && (!strcmp(stop, "end_turn") || !strcmp(stop, "max_tokens") ||
+                 !strcmp(stop, "stop_sequence") ||
+                 (converse && (!strcmp(stop, "tool_use") || !strcmp(stop, "guardrail_intervened") ||
+                               !strcmp(stop, "content_filtered")))),
+        "stop reason %s", stop ? stop : "(none)");
     if (!converse)
         FUZZ_CHECK(json_is_null(json_object_get(out, "stop_sequence")) ==
                        !!strcmp(stop, "stop_sequence"),
                    "stop_sequence and stop_reason disagree");
+}
+
+/* Any key hits every other time: both cache paths get exercised. */
+static bool on_cache(void *ctx, uint64_t key)
+{
+    (void)ctx;
+    return key & 1;
+}
+
+/* Every message of an event stream parses back with intact CRCs and the expected headers. */
+static void check_event_stream(const sim_buf_t *b)
+{
+    size_t off = 0;
+
+    while (off < b->len) {
+        char hbuf[1024];
+        const char *names[8], *values[8];
+        size_t nh, used, plen;
+        const unsigned char *payload;
+        FUZZ_CHECK(sim_event_parse(b->data + off, b->len - off, &used, hbuf, sizeof(hbuf), names,
+                                   values, 8, &nh, &payload, &plen) == 0,
+                   "event at %zu does not parse", off);
+        FUZZ_CHECK(nh == 3 && !strcmp(names[2], ":message-type"), "event headers");
+        json_t *o = json_loadb((const char *)payload, plen, 0, NULL);
+        FUZZ_CHECK(json_is_object(o), "event payload is not a JSON object");
+        json_decref(o);
+        off += used;
+    }
+}
+
+static void check_streams(json_t *doc, const sim_call_t *call)
+{
+    sim_buf_t b = {0};
+    char why[300];
+
+    if (sim_converse_stream(doc, call, &b, why, sizeof(why)) == 0)
+        check_event_stream(&b);
+    sim_buf_free(&b);
+    if (sim_invoke_stream(doc, call, &b, why, sizeof(why)) == 0)
+        check_event_stream(&b);
+    sim_buf_free(&b);
+}
+
+/* The checked-in shapes file (FUZZ_MODEL_FILE) judges every body without crashing, and a
+ * refusal always says why. Loaded once. */
+static void check_model(json_t *doc, const char *model_id)
+{
+    static sim_model_t *model;
+    static bool tried;
+    static const char *const ops[] = {"Converse", "ConverseStream", "CountTokens", "InvokeModel"};
+    char why[600];
+
+    if (!tried) {
+        json_t *m = json_load_file(FUZZ_MODEL_FILE, 0, NULL);
+        tried = true;
+        model = m ? sim_model_new(m, why, sizeof(why)) : NULL;
+        json_decref(m);
+        FUZZ_CHECK(model, "cannot load %s", FUZZ_MODEL_FILE);
+    }
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        int rc = sim_model_check(model, ops[i], doc, on_param, (void *)model_id, why, sizeof(why));
+        FUZZ_CHECK(rc == 0 || (rc == -1 && why[0]), "%s: refusal without a reason", ops[i]);
+    }
 }
 
 static void check_body(const char *path, const char *body, size_t body_len)
@@ -225,12 +298,26 @@ static void check_body(const char *path, const char *body, size_t body_len)
     }
     if (sim_route_of(path, "POST", model_id, sizeof(model_id)) == SIM_ROUTE_UNKNOWN)
         snprintf(model_id, sizeof(model_id), "anthropic.claude-3-haiku-20240307-v1:0");
-    json_t *out = sim_converse_reply(doc, model_id, 42, why, sizeof(why));
+    sim_call_t call = {.model_id = model_id,
+                       .latency_ms = 42,
+                       .raw = body,
+                       .raw_len = body_len,
+                       .cache = on_cache,
+                       .cache_ctx = NULL};
+    json_t *out = sim_converse_reply(doc, &call, NULL, why, sizeof(why));
     check_reply(out, why, true);
     json_decref(out);
-    out = sim_invoke_reply(doc, model_id, body, body_len, why, sizeof(why));
-    check_reply(out, why, false);
+    if (sim_family_of(model_id) == SIM_FAMILY_ANTHROPIC) {
+        out = sim_invoke_reply(doc, &call, NULL, why, sizeof(why));
+        check_reply(out, why, false);
+        json_decref(out);
+    }
+    check_streams(doc, &call);
+    out = sim_count_tokens_reply(doc, &call, why, sizeof(why));
+    FUZZ_CHECK(out ? json_integer_value(json_object_get(out, "inputTokens")) >= 1 : why[0] != 0,
+               "count tokens");
     json_decref(out);
+    check_model(doc, model_id);
     json_decref(doc);
 }
 

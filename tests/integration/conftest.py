@@ -6,10 +6,12 @@ import os
 import select
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
 
+import bedrock_model
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -19,6 +21,8 @@ BUILD = os.environ.get("AIQ_BUILD_DIR", os.path.join(ROOT, "build"))
 BROKERS = os.environ.get("AIQ_KAFKA_BROKERS", "127.0.0.1:9092")
 PRIORITIES = ["critical", "high", "normal", "low"]
 SIM_KEY, SIM_SECRET = "AKIDSIMULATOR", "simulator-secret"
+# botocore's bedrock-runtime input shapes, compacted by tools/bedrock-sim/gen_model.py.
+SIM_MODEL_FILE = os.path.join(ROOT, "tools", "bedrock-sim", "bedrock-runtime.model.json")
 
 
 def binary(name):
@@ -37,11 +41,23 @@ def run(args, **kw):
 
 
 class Sim:
-    def __init__(self, latency_ms=5, extra=()):
-        self.proc = subprocess.Popen(
-            [binary("bedrock-sim"), "--port", "0", "--latency-ms", str(latency_ms),
-             "--access-key", SIM_KEY, "--secret-key", SIM_SECRET, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    """bedrock-sim on a free port. It always refuses what botocore's bedrock-runtime model
+    refuses (--model, the checked-in shapes file; the sim's built-in copy otherwise). With
+    contract=True (the default) it also records every model request (--record), and stop()
+    fails the test when any recorded request breaks the model or was refused by the sim
+    (bedrock_model.check_record_file: botocore's validator plus max/enum/pattern). A test that
+    sends invalid requests on purpose passes contract=False, or calls stop(check=False)."""
+
+    def __init__(self, latency_ms=5, extra=(), contract=True):
+        self.record = None
+        args = [binary("bedrock-sim"), "--port", "0", "--latency-ms", str(latency_ms),
+                "--access-key", SIM_KEY, "--secret-key", SIM_SECRET]
+        if contract:
+            fd, self.record = tempfile.mkstemp(prefix="aiq-sim-", suffix=".ndjson")
+            os.close(fd)
+            args += ["--model", SIM_MODEL_FILE, "--record", self.record]
+        self.proc = subprocess.Popen([*args, *extra], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
         line = self._readline(15)
         if "listening on" not in line:
             self.proc.kill()
@@ -56,13 +72,32 @@ class Sim:
         with urllib.request.urlopen(self.url + "/_sim/stats", timeout=5) as r:
             return json.load(r)
 
-    def stop(self):
+    def recorded(self):
+        """The --record lines so far, as dicts."""
+        if not self.record:
+            return []
+        with open(self.record, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def contract_violations(self):
+        return bedrock_model.check_record_file(self.record) if self.record else []
+
+    def stop(self, check=True):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if not self.record:
+            return
+        bad = self.contract_violations() if check else []
+        os.unlink(self.record)
+        self.record = None
+        if bad:
+            shown = "\n".join(f"  line {no} {op}: {'; '.join(errs)}" for no, op, errs in bad[:10])
+            raise AssertionError(f"{len(bad)} request(s) to bedrock-sim break botocore's "
+                                 f"bedrock-runtime model:\n{shown}")
 
 
 class Worker:
@@ -205,10 +240,12 @@ class Env:
     def close(self):
         for w in self.workers:
             w.stop(timeout=30)
-        if self.sim:
-            self.sim.stop()
-        run([binary("aiq-admin"), "-b", BROKERS, "--prefix", self.prefix, "topics", "delete",
-             "--yes"])
+        try:
+            if self.sim:
+                self.sim.stop()  # fails the test on a request that breaks the Bedrock model
+        finally:
+            run([binary("aiq-admin"), "-b", BROKERS, "--prefix", self.prefix, "topics",
+                 "delete", "--yes"])
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from conftest import SIM_KEY, SIM_SECRET, Sim, binary
 
 REGION = "us-east-1"
-ERROR_NS = ":http://internal.amazon.com/coral/com.amazon.coral.service/"
+ERROR_NS = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 CONVERSE = {"messages": [{"role": "user", "content": [{"text": "hello"}]}],
             "inferenceConfig": {"maxTokens": 64}}
 

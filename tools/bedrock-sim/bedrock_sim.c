@@ -1,6 +1,7 @@
-/* bedrock_sim.c — a local stand-in for Amazon Bedrock Runtime (Converse, and InvokeModel with
- * Anthropic messages bodies) that checks SigV4 and injects latency and faults, for aiq's tests
- * and benchmarks.
+/* bedrock_sim.c — a local stand-in for Amazon Bedrock Runtime (Converse, ConverseStream,
+ * InvokeModel and InvokeModelWithResponseStream in each model family's shape, CountTokens)
+ * that checks SigV4, refuses what botocore's service model refuses (--model), records what it
+ * accepted (--record), and injects latency and faults, for aiq's tests and benchmarks.
  *
  * Faults: a profile of knobs (latency distribution, error mix, quotas) applies to every model,
  * optionally overridden per model id; outage windows and quota windows are its state. All of
@@ -48,7 +49,7 @@
 #define SIM_STATS_MODELS     64          /* distinct model ids counted; the rest go to "_other" */
 #define SIM_CONFIG_BODY_MAX  (64 * 1024) /* body of POST /_sim/config */
 #define SIM_SHUTDOWN_WAIT_MS 2000        /* how long stop waits for in-flight replies */
-#define SIM_ERROR_NS         "http://internal.amazon.com/coral/com.amazon.coral.service/"
+#define SIM_ERROR_NS         "http://internal.amazon.com/coral/com.amazon.bedrock/"
 #define SIM_ERRORS_MAX       16  /* entries of one error mix */
 #define SIM_ETYPE_MAX        64  /* error type name, bytes */
 #define SIM_EMSG_MAX         200 /* error message, bytes */
@@ -60,6 +61,9 @@
 #define SIM_RETRY_AFTER_MAX  86400                /* retry_after_s of an error entry, seconds */
 #define SIM_THROTTLE_MSG     "Too many requests, please wait before trying again."
 #define SIM_UNAVAILABLE_MSG  "Bedrock is unable to process your request."
+#define SIM_CACHE_SLOTS      4096              /* prompt-cache prefixes remembered */
+#define SIM_CACHE_TTL_MS     (5 * 60 * 1000)   /* Bedrock's default cache TTL, refreshed on a hit */
+#define SIM_MODEL_FILE_MAX   (8 * 1024 * 1024) /* --model file, bytes */
 
 /* ---- fault profile: the knobs that can differ per model ---------------------------------- */
 
@@ -71,6 +75,8 @@ typedef struct sim_error {
     int status;        /* 400..599 */
     double rate;       /* 0..1 */
     int retry_after_s; /* Retry-After header, or -1 for none */
+    bool in_stream;    /* on a streaming route: a 200 whose stream ends in this exception */
+    bool untyped;      /* type null: no x-amzn-ErrorType header (type is "") */
     char type[SIM_ETYPE_MAX + 1];
     char message[SIM_EMSG_MAX + 1]; /* "" = a default by type */
 } sim_error_t;
@@ -99,6 +105,10 @@ typedef struct sim_conf {
     int max_connections;
     int max_body;
     bool log_requests;
+    const char *record;     /* NDJSON file of accepted model requests, or NULL */
+    const char *model_file; /* shapes file (gen_model.py), or NULL for no model check */
+    bool prompt_cache;
+    int stream_gap_ms; /* between the events of a stream; 0 = all at once */
 } sim_conf_t;
 
 typedef enum opt_type { OPT_STR, OPT_INT, OPT_RATE, OPT_U64, OPT_BOOL, OPT_ENUM } opt_type_t;
@@ -180,6 +190,25 @@ static const opt_t options[] = {
         "largest request body in bytes; a larger one gets 413"),
     OPT("log-requests", OPT_BOOL, log_requests, 0, 1, "false", NULL, true,
         "log one line per model request"),
+    OPT("model", OPT_STR, model_file, 0, 0, "builtin", "AIQ_SIM_MODEL", false,
+        "shapes file made by tools/bedrock-sim/gen_model.py from botocore's\n"
+        "                       bedrock-runtime service model; every model request is checked\n"
+        "                       against its operation's input shape and refused with 400\n"
+        "                       ValidationException as Bedrock does; builtin = the copy\n"
+        "                       compiled in (bedrock-runtime.model.json), none = no check"),
+    OPT("record", OPT_STR, record, 0, 0, NULL, "AIQ_SIM_RECORD", false,
+        "append every signed model request with a JSON object body, one\n"
+        "                       line {operation, modelId, headers (content-type, accept,\n"
+        "                       x-amzn-bedrock-*), body, refused (the --model check's reason,\n"
+        "                       or null)}, to this file"),
+    OPT("stream-gap-ms", OPT_INT, stream_gap_ms, 0, 60000, "0", NULL, true,
+        "converse-stream / invoke-with-response-stream: the first event goes\n"
+        "                       out after the latency, each next one this many ms later\n"
+        "                       (the connection waits suspended); 0 = all events at once"),
+    OPT("prompt-cache", OPT_BOOL, prompt_cache, 0, 1, "true", NULL, true,
+        "prompt caching: a prefix up to a cachePoint (cache_control for\n"
+        "                       Anthropic bodies) seen in the last 5 min is a cache read,\n"
+        "                       otherwise a cache write; no minimum prefix length"),
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 _Static_assert(NOPTIONS <= 64, "a model override marks its knobs in a 64-bit set");
@@ -202,8 +231,10 @@ typedef struct etype_count {
 } etype_count_t;
 
 typedef struct sim_stats {
-    uint64_t requests, converse, invoke, other, auth_failures, models_other;
+    uint64_t requests, converse, invoke, converse_stream, invoke_stream, count_tokens, other;
+    uint64_t auth_failures, models_other, validation_refused, recorded;
     uint64_t ok, throttled, quota_throttled, outage_rejected, etypes_other;
+    uint64_t cache_reads, cache_writes; /* prompt-cache lookups that hit / missed */
     uint64_t by_status[600];
     model_count_t models[SIM_STATS_MODELS];
     size_t nmodels;
@@ -265,6 +296,17 @@ typedef struct delay_queue {
     pthread_t thread;
 } delay_queue_t;
 
+/* The prompt cache: direct-mapped prefix keys with their expiry; a colliding key evicts. */
+typedef struct prompt_cache {
+    pthread_mutex_t lock;
+    struct {
+        uint64_t key;
+        int64_t expires_ms; /* aiq_mono_ms(); 0 = empty */
+    } slot[SIM_CACHE_SLOTS];
+} prompt_cache_t;
+
+static void prompt_cache_clear(prompt_cache_t *c);
+
 typedef struct sim {
     pthread_mutex_t conf_lock; /* guards conf's runtime fields, seq and faults */
     sim_conf_t conf;
@@ -273,6 +315,10 @@ typedef struct sim {
     pthread_mutex_t stats_lock;
     sim_stats_t stats;
     delay_queue_t delays;
+    prompt_cache_t cache;
+    pthread_mutex_t record_lock; /* one line at a time into record */
+    FILE *record;
+    sim_model_t *model; /* NULL: no model check */
     /* Fixed at start; read without a lock. */
     aiq_sigv4_creds_t creds;
     const char *region;
@@ -497,7 +543,12 @@ static void print_help_json(FILE *f)
         "                       most %d entries; type defaults from status (429 Throttling,\n"
         "                       503/529 ServiceUnavailable, 400 Validation, 403 AccessDenied,\n"
         "                       408 ModelTimeout, 424 ModelError, else InternalServer);\n"
-        "                       retry_after_s (0..%d) adds a Retry-After header; null clears\n"
+        "                       type null sends no x-amzn-ErrorType (a gateway's 502/504);\n"
+        "                       retry_after_s (0..%d) adds a Retry-After header; in_stream\n"
+        "                       true: on converse-stream / invoke-with-response-stream the\n"
+        "                       answer is a 200 stream that ends in that exception (:message-type\n"
+        "                       exception, :exception-type the type with a lower-case first\n"
+        "                       letter, e.g. modelStreamErrorException); null clears\n"
         "  --outage JSON        outage windows [runtime] [model], replacing the current ones:\n"
         "                       {\"start_ms\": 0, \"duration_ms\": 5000} or an array of at most "
         "%d;\n"
@@ -517,9 +568,12 @@ static void print_help_json(FILE *f)
         "  GET  /_sim/stats     requests, ok, by_kind, by_model, by_status, by_error_type,\n"
         "                       throttled (all 429s), quota_throttled, outage_rejected,\n"
         "                       auth_failures, inflight, max_inflight, in_outage (all models),\n"
-        "                       outage_models (ids of models in an outage of their own)\n"
+        "                       outage_models (ids of models in an outage of their own),\n"
+        "                       validation_refused (--model refusals), recorded (--record\n"
+        "                       lines), prompt_cache {reads, writes}\n"
         "  POST /_sim/reset     zeroes the counters and the draw sequence, empties the quota\n"
-        "                       windows and ends every outage; knobs and model profiles stay\n"
+        "                       windows and the prompt cache and ends every outage; knobs and\n"
+        "                       model profiles stay\n"
         "  GET|POST /_sim/config  every [runtime] key ('-' spelled '_'), errors, outage and\n"
         "                       models; POST changes only the keys it names, all or nothing, and\n"
         "                       answers the result; a bad key or value gets 400 naming it, e.g.\n"
@@ -532,17 +586,30 @@ static void print_help_json(FILE *f)
         "of\n"
         "                       that scope; both answer like GET: in_outage, outage, models\n"
         "\nA model request is checked in this order: body size (413), SigV4 (403), JSON (400),\n"
+        "--record, the --model check of its operation's input shape (400 ValidationException),\n"
         "outage (503), quota (429), throttle-rate, fail-rate, error mix (independent draws),\n"
-        "request validation (400), reply. Outage and quota answers skip the latency; the rest\n"
-        "wait it out. The n-th model request since start or reset always draws the same.\n");
+        "the family's body check (400 \"Malformed input request\"), reply. Outage and quota\n"
+        "answers skip the latency; the rest wait it out. The n-th model request since start or\n"
+        "reset always draws the same.\n");
 }
 
 static void print_help(FILE *f)
 {
     fprintf(f,
             "usage: bedrock-sim [--flag value | --flag=value]...\n\n"
-            "Imitates Amazon Bedrock Runtime on HTTP: POST /model/{modelId}/converse and\n"
-            "/model/{modelId}/invoke (Anthropic messages), SigV4-checked (service \"bedrock\").\n"
+            "Imitates Amazon Bedrock Runtime on HTTP, SigV4-checked (service \"bedrock\"):\n"
+            "POST /model/{modelId}/ converse, converse-stream, invoke,\n"
+            "invoke-with-response-stream and count-tokens. InvokeModel answers in the shape of\n"
+            "the model id's family: anthropic.* (Messages; also any unknown id), amazon.nova*,\n"
+            "amazon.titan-text*, meta.llama*, mistral.*, cohere.command* (a \"us.\"/\"eu.\"/...\n"
+            "prefix or an ARN is looked through). The streams are AWS event streams\n"
+            "(application/vnd.amazon.eventstream, CRC-checked frames). Every answer carries\n"
+            "x-amzn-RequestId; errors are {\"message\"} with x-amzn-ErrorType\n"
+            "Type:" SIM_ERROR_NS ".\n"
+            "Replies quote the user's text; in Converse, \"sim:tool\" (or toolChoice any/tool)\n"
+            "answers a toolUse, \"sim:guardrail\" with a guardrailConfig answers\n"
+            "guardrail_intervened (with a trace when enabled), \"sim:content_filtered\" answers\n"
+            "content_filtered.\n"
             "[runtime] knobs change through POST /_sim/config; [model] ones can also be set\n"
             "for one model id (see --models).\n\n");
     for (size_t i = 0; i < NOPTIONS; i++) {
@@ -550,9 +617,9 @@ static void print_help(FILE *f)
         char names[128] = "";
         if (o->type == OPT_ENUM)
             choices_text(o, names, sizeof(names));
-        fprintf(f, "  --%-18s %s\n  %20s default %s%s%s%s%s%s%s%s\n", o->name, o->help, "", o->def,
-                o->env ? ", env " : "", o->env ? o->env : "", o->runtime ? " [runtime]" : "",
-                opt_in_profile(o) ? " [model]" : "",
+        fprintf(f, "  --%-18s %s\n  %20s default %s%s%s%s%s%s%s%s\n", o->name, o->help, "",
+                o->def ? o->def : "none", o->env ? ", env " : "", o->env ? o->env : "",
+                o->runtime ? " [runtime]" : "", opt_in_profile(o) ? " [model]" : "",
                 o->type == OPT_BOOL ? " (flag without value means true)" : "",
                 names[0] ? ", one of " : "", names);
     }
@@ -565,6 +632,8 @@ static int conf_defaults(sim_conf_t *c, aiq_err_t *err)
 {
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *env = options[i].env ? getenv(options[i].env) : NULL;
+        if (!options[i].def && !(env && *env))
+            continue; /* an optional path: NULL until set */
         int rc = opt_set_flag(conf_field(c, &options[i]), &options[i],
                               env && *env ? env : options[i].def, err);
         if (rc)
@@ -775,6 +844,9 @@ typedef struct verdict {
     int latency_ms;
     int status;        /* of an error */
     int retry_after_s; /* -1: no Retry-After */
+    bool in_stream;    /* answered inside a 200 event stream, on a streaming route */
+    bool cache;        /* prompt-cache knob at draw time */
+    int stream_gap_ms; /* stream-gap-ms at draw time */
     char type[SIM_ETYPE_MAX + 1];
     char message[SIM_EMSG_MAX + 1];
 } verdict_t;
@@ -785,6 +857,7 @@ static void verdict_error(verdict_t *v, verdict_kind_t kind, int status, const c
     v->kind = kind;
     v->status = status;
     v->retry_after_s = retry_after_s;
+    v->in_stream = false;
     snprintf(v->type, sizeof(v->type), "%s", type);
     snprintf(v->message, sizeof(v->message), "%s", message);
 }
@@ -980,9 +1053,13 @@ static int error_key(sim_error_t *e, const char *label, const char *k, json_t *v
             return aiq_err_set(err, AIQ_EINVAL, "%s.rate: must be a number in 0..1", label);
         e->rate = json_number_value(v);
     } else if (!strcmp(k, "type")) {
+        if (json_is_null(v)) { /* a gateway's answer: no x-amzn-ErrorType at all */
+            e->untyped = true;
+            return 0;
+        }
         if (!json_is_string(v) || !valid_type_name(json_string_value(v)))
             return aiq_err_set(err, AIQ_EINVAL,
-                               "%s.type: must be 1..%d letters, digits, '_' or '.'", label,
+                               "%s.type: must be 1..%d letters, digits, '_' or '.', or null", label,
                                SIM_ETYPE_MAX);
         snprintf(e->type, sizeof(e->type), "%s", json_string_value(v));
     } else if (!strcmp(k, "message")) {
@@ -996,10 +1073,15 @@ static int error_key(sim_error_t *e, const char *label, const char *k, json_t *v
             return aiq_err_set(err, AIQ_EINVAL, "%s.retry_after_s: must be an integer in 0..%d",
                                label, SIM_RETRY_AFTER_MAX);
         e->retry_after_s = (int)n;
+    } else if (!strcmp(k, "in_stream")) {
+        if (!json_is_boolean(v))
+            return aiq_err_set(err, AIQ_EINVAL, "%s.in_stream: must be true or false", label);
+        e->in_stream = json_is_true(v);
     } else {
         return aiq_err_set(err, AIQ_EINVAL,
-                           "%s.%s: unknown key (status, rate, type, message, retry_after_s)", label,
-                           k);
+                           "%s.%s: unknown key (status, rate, type, message, retry_after_s, "
+                           "in_stream)",
+                           label, k);
     }
     return 0;
 }
@@ -1020,7 +1102,7 @@ static int error_parse(sim_error_t *e, json_t *item, const char *label, aiq_err_
     }
     if (!e->status || e->rate < 0)
         return aiq_err_set(err, AIQ_EINVAL, "%s: needs status and rate", label);
-    if (!e->type[0])
+    if (!e->type[0] && !e->untyped)
         snprintf(e->type, sizeof(e->type), "%s", error_type_for(e->status));
     return 0;
 }
@@ -1059,11 +1141,14 @@ static json_t *errors_json(const sim_profile_t *p)
 
     for (size_t i = 0; a && i < p->nerrors; i++) {
         const sim_error_t *e = &p->errors[i];
-        json_t *o = json_pack("{sisssf}", "status", e->status, "type", e->type, "rate", e->rate);
+        json_t *o = json_pack("{sisosf}", "status", e->status, "type",
+                              e->untyped ? json_null() : json_string(e->type), "rate", e->rate);
         if (o && e->message[0])
             json_object_set_new(o, "message", json_string(e->message));
         if (o && e->retry_after_s >= 0)
             json_object_set_new(o, "retry_after_s", json_integer(e->retry_after_s));
+        if (o && e->in_stream)
+            json_object_set_new(o, "in_stream", json_true());
         json_array_append_new(a, o);
     }
     return a;
@@ -1430,6 +1515,12 @@ static void stats_count_request(sim_t *s, sim_route_t route, const char *model_i
         st->converse++;
     else if (route == SIM_ROUTE_INVOKE)
         st->invoke++;
+    else if (route == SIM_ROUTE_CONVERSE_STREAM)
+        st->converse_stream++;
+    else if (route == SIM_ROUTE_INVOKE_STREAM)
+        st->invoke_stream++;
+    else if (route == SIM_ROUTE_COUNT_TOKENS)
+        st->count_tokens++;
     else
         st->other++;
     if (model_id[0]) {
@@ -1537,11 +1628,13 @@ static json_t *stats_json(sim_t *s)
         snprintf(key, sizeof(key), "%u", i);
         json_object_set_new(status, key, json_integer((json_int_t)st->by_status[i]));
     }
-    o = json_pack("{sI s{sIsIsI} so so sI sI sI}", "requests", (json_int_t)st->requests, "by_kind",
-                  "converse", (json_int_t)st->converse, "invoke", (json_int_t)st->invoke, "other",
-                  (json_int_t)st->other, "by_model", models, "by_status", status, "auth_failures",
-                  (json_int_t)st->auth_failures, "inflight", (json_int_t)st->inflight,
-                  "max_inflight", (json_int_t)st->max_inflight);
+    o = json_pack("{sI s{sIsIsIsIsIsI} so so sI sI sI}", "requests", (json_int_t)st->requests,
+                  "by_kind", "converse", (json_int_t)st->converse, "invoke", (json_int_t)st->invoke,
+                  "converse_stream", (json_int_t)st->converse_stream, "invoke_stream",
+                  (json_int_t)st->invoke_stream, "count_tokens", (json_int_t)st->count_tokens,
+                  "other", (json_int_t)st->other, "by_model", models, "by_status", status,
+                  "auth_failures", (json_int_t)st->auth_failures, "inflight",
+                  (json_int_t)st->inflight, "max_inflight", (json_int_t)st->max_inflight);
     if (o) {
         json_object_set_new(o, "ok", json_integer((json_int_t)st->ok));
         json_object_set_new(o, "by_error_type", etypes);
@@ -1550,6 +1643,12 @@ static json_t *stats_json(sim_t *s)
         json_object_set_new(o, "outage_rejected", json_integer((json_int_t)st->outage_rejected));
         json_object_set_new(o, "in_outage", json_boolean(in_outage));
         json_object_set_new(o, "outage_models", outage_models);
+        json_object_set_new(o, "validation_refused",
+                            json_integer((json_int_t)st->validation_refused));
+        json_object_set_new(o, "recorded", json_integer((json_int_t)st->recorded));
+        json_object_set_new(o, "prompt_cache",
+                            json_pack("{sIsI}", "reads", (json_int_t)st->cache_reads, "writes",
+                                      (json_int_t)st->cache_writes));
     } else {
         json_decref(etypes);
         json_decref(outage_models);
@@ -1569,6 +1668,7 @@ static void stats_reset(sim_t *s)
     s->seq = 0;
     faults_reset_state(&s->faults);
     pthread_mutex_unlock(&s->conf_lock);
+    prompt_cache_clear(&s->cache);
 }
 
 /* ---- delay queue: the timer thread --------------------------------------------------------- */
@@ -1744,11 +1844,30 @@ static struct MHD_Response *error_response(const char *type, const char *fmt, ..
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     r = json_response_of(json_pack("{ss}", "message", msg));
-    if (r) {
+    if (r && type[0]) { /* "" = an answer without a type, as a gateway in front sends */
         snprintf(etype, sizeof(etype), "%s:%s", type, SIM_ERROR_NS);
         MHD_add_response_header(r, "x-amzn-ErrorType", etype);
     }
     return r;
+}
+
+/* x-amzn-RequestId, as Bedrock sends on every answer: a UUID, unique within this process
+ * (a counter mixed with the start time), so a test can quote one failure. */
+static void add_request_id(struct MHD_Response *resp)
+{
+    static uint64_t counter;
+    static int64_t epoch;
+    char id[40];
+
+    if (!epoch)
+        __atomic_store_n(&epoch, aiq_now_ms(), __ATOMIC_RELAXED); /* any thread's value will do */
+    uint64_t n = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
+    uint64_t a = splitmix64((uint64_t)__atomic_load_n(&epoch, __ATOMIC_RELAXED) ^ n * 2);
+    uint64_t b = splitmix64(n * 2 + 1 + (uint64_t)epoch);
+    snprintf(id, sizeof(id), "%08x-%04x-4%03x-%04x-%012" PRIx64, (unsigned)(a >> 32),
+             (unsigned)(a >> 16 & 0xffff), (unsigned)(a & 0xfff),
+             (unsigned)(0x8000 | (b >> 48 & 0x3fff)), (uint64_t)(b & 0xffffffffffffULL));
+    MHD_add_response_header(resp, "x-amzn-RequestId", id);
 }
 
 /* Queues resp (consumed; NULL means out of memory) now. */
@@ -1765,6 +1884,7 @@ static enum MHD_Result send_now(struct MHD_Connection *conn, unsigned status,
         if (!resp)
             return MHD_NO;
     }
+    add_request_id(resp);
     ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -1865,6 +1985,7 @@ static void draw_fault(const sim_profile_t *p, uint64_t seed, uint64_t seq, verd
         if (u < acc) {
             verdict_error(v, V_INJECTED, e->status, e->type,
                           e->message[0] ? e->message : default_message(e->type), e->retry_after_s);
+            v->in_stream = e->in_stream;
             return;
         }
     }
@@ -1880,6 +2001,8 @@ static void draw_request(sim_t *s, const char *model_id, verdict_t *v)
     const sim_profile_t *p = ov ? &ov->eff : &s->conf.prof;
     v->latency_ms = draw_latency(p, s->conf.seed, seq);
     draw_fault(p, s->conf.seed, seq, v);
+    v->cache = s->conf.prompt_cache;
+    v->stream_gap_ms = s->conf.stream_gap_ms;
     pthread_mutex_unlock(&s->conf_lock);
 }
 
@@ -1920,14 +2043,310 @@ static struct MHD_Response *verdict_response(const verdict_t *v)
     return r;
 }
 
-/* POST /model/{id}/converse|invoke with the whole body in r->body. */
+/* ---- model calls: check, record, answer -------------------------------------------------- */
+
+static bool on_cache_lookup(void *ctx, uint64_t key)
+{
+    sim_t *s = ctx;
+    prompt_cache_t *c = &s->cache;
+    int64_t now = aiq_mono_ms();
+
+    pthread_mutex_lock(&c->lock);
+    size_t i = (size_t)(key % SIM_CACHE_SLOTS);
+    bool hit = c->slot[i].key == key && c->slot[i].expires_ms > now;
+    c->slot[i].key = key;
+    c->slot[i].expires_ms = now + SIM_CACHE_TTL_MS;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&s->stats_lock);
+    s->stats.cache_reads += hit;
+    s->stats.cache_writes += !hit;
+    pthread_mutex_unlock(&s->stats_lock);
+    return hit;
+}
+
+static void prompt_cache_clear(prompt_cache_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    memset(c->slot, 0, sizeof(c->slot));
+    pthread_mutex_unlock(&c->lock);
+}
+
+typedef struct param_ctx {
+    sim_req_t *r;
+    struct MHD_Connection *conn;
+} param_ctx_t;
+
+static const char *on_model_param(void *ctx, const char *location, const char *name)
+{
+    param_ctx_t *pc = ctx;
+
+    if (!strcmp(location, "uri"))
+        return !strcmp(name, "modelId") ? pc->r->model_id : NULL;
+    if (!strcmp(location, "header"))
+        return MHD_lookup_connection_value(pc->conn, MHD_HEADER_KIND, name);
+    return NULL; /* querystring: no model call of bedrock-runtime has one */
+}
+
+static enum MHD_Result on_header_collect(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         const char *value)
+{
+    json_t *h = cls;
+    char name[128];
+
+    (void)kind;
+    if (strlen(key) >= sizeof(name) || !value)
+        return MHD_YES;
+    for (size_t i = 0; key[i]; i++)
+        name[i] = (char)(key[i] >= 'A' && key[i] <= 'Z' ? key[i] + 32 : key[i]);
+    name[strlen(key)] = '\0';
+    if (!strncmp(name, "x-amzn-bedrock-", 15) || !strcmp(name, "content-type") ||
+        !strcmp(name, "accept"))
+        json_object_set_new(h, name, json_string(value));
+    return MHD_YES;
+}
+
+/* One NDJSON line per signed, parsed model request, with the model check's verdict
+ * (refused: its reason, or null): what --record is for. */
+static void record_request(sim_req_t *r, struct MHD_Connection *conn, json_t *body,
+                           const char *refused)
+{
+    sim_t *s = r->sim;
+    json_t *headers, *line;
+    char *text;
+
+    if (!s->record)
+        return;
+    headers = json_object();
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, on_header_collect, headers);
+    line = json_pack("{sssssososo}", "operation", sim_route_operation(r->route), "modelId",
+                     r->model_id, "headers", headers, "body", json_incref(body), "refused",
+                     refused ? json_string(refused) : json_null());
+    text = line ? json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(line);
+    if (!text)
+        return;
+    pthread_mutex_lock(&s->record_lock);
+    fputs(text, s->record);
+    fputc('\n', s->record);
+    fflush(s->record); /* a test reads the file while the sim runs */
+    pthread_mutex_unlock(&s->record_lock);
+    free(text);
+    pthread_mutex_lock(&s->stats_lock);
+    s->stats.recorded++;
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
+/* The botocore-model check of a parsed request, recorded with its verdict; false after
+ * answering 400 (*ret). */
+static bool model_check(sim_req_t *r, struct MHD_Connection *conn, json_t *body, int latency_ms,
+                        enum MHD_Result *ret)
+{
+    sim_t *s = r->sim;
+    param_ctx_t pc = {r, conn};
+    char why[600];
+    bool ok = !s->model || !sim_model_check(s->model, sim_route_operation(r->route), body,
+                                            on_model_param, &pc, why, sizeof(why));
+
+    record_request(r, conn, body, ok ? NULL : why);
+    if (ok)
+        return true;
+    pthread_mutex_lock(&s->stats_lock);
+    s->stats.validation_refused++;
+    pthread_mutex_unlock(&s->stats_lock);
+    *ret = reply_model(r, conn, 400, error_response("ValidationException", "%s", why), latency_ms,
+                       false);
+    return false;
+}
+
+static void add_count_header(struct MHD_Response *resp, const char *name, unsigned n)
+{
+    char v[16];
+    snprintf(v, sizeof(v), "%u", n);
+    MHD_add_response_header(resp, name, v);
+}
+
+/* The headers InvokeModel answers with besides the body. */
+static void invoke_headers(struct MHD_Response *resp, struct MHD_Connection *conn,
+                           const sim_usage_t *u, int latency_ms)
+{
+    static const char *const echo[] = {"X-Amzn-Bedrock-PerformanceConfig-Latency",
+                                       "X-Amzn-Bedrock-Service-Tier"};
+
+    add_count_header(resp, "X-Amzn-Bedrock-Input-Token-Count", u->input);
+    add_count_header(resp, "X-Amzn-Bedrock-Output-Token-Count", u->output);
+    add_count_header(resp, "X-Amzn-Bedrock-Invocation-Latency", (unsigned)latency_ms);
+    if (u->cache_read || u->cache_write) {
+        add_count_header(resp, "X-Amzn-Bedrock-Cache-Read-Input-Token-Count", u->cache_read);
+        add_count_header(resp, "X-Amzn-Bedrock-Cache-Write-Input-Token-Count", u->cache_write);
+    }
+    for (size_t i = 0; i < sizeof(echo) / sizeof(echo[0]); i++) {
+        const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, echo[i]);
+        if (v)
+            MHD_add_response_header(resp, echo[i], v);
+    }
+}
+
+/* A stream sent event by event, stream-gap-ms apart: the reader hands MHD only the events that
+ * are due and suspends the connection until the next one is (the delay thread resumes it),
+ * so a waiting stream holds no thread. Owned by its MHD response (on_stream_free). */
+typedef struct stream_out {
+    sim_t *sim;
+    struct MHD_Connection *conn;
+    sim_buf_t buf;   /* every event, framed */
+    size_t released; /* bytes of buf that are due */
+    int gap_ms;      /* > 0 */
+    int64_t due_ms;  /* aiq_mono_ms() the next event is due; 0 before the first read */
+} stream_out_t;
+
+/* The length of the event at so->released (its prelude's total length), cut to what is
+ * left: sim_event_append wrote the frames, so only a bug could make it disagree. */
+static size_t next_event_len(const stream_out_t *so)
+{
+    const unsigned char *p = so->buf.data + so->released;
+    size_t left = so->buf.len - so->released;
+    size_t n =
+        left < 4 ? left : ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+    return n == 0 || n > left ? left : n;
+}
+
+/* MHD content reader; runs on the connection's MHD thread. */
+static ssize_t on_stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    stream_out_t *so = cls;
+    int64_t now = aiq_mono_ms();
+
+    if (!so->due_ms)
+        so->due_ms = now; /* the first event goes at once: the latency was waited out */
+    while (so->released < so->buf.len && now >= so->due_ms) {
+        so->released += next_event_len(so);
+        so->due_ms += so->gap_ms;
+    }
+    if (pos >= so->released && so->released < so->buf.len &&
+        !delay_queue_suspend(&so->sim->delays, so->conn, so->due_ms))
+        so->released = so->buf.len; /* stopping: the rest at once */
+    if (pos < so->released) {
+        size_t n = so->released - (size_t)pos;
+        n = n < max ? n : max;
+        memcpy(out, so->buf.data + pos, n);
+        return (ssize_t)n;
+    }
+    return so->released >= so->buf.len ? MHD_CONTENT_READER_END_OF_STREAM : 0; /* suspended */
+}
+
+static void on_stream_free(void *cls)
+{
+    stream_out_t *so = cls;
+    sim_buf_free(&so->buf);
+    free(so);
+}
+
+/* Takes over b's bytes. gap_ms 0: one buffer, all events at once. */
+static struct MHD_Response *stream_response(sim_buf_t *b, bool invoke, sim_t *s,
+                                            struct MHD_Connection *conn, int gap_ms)
+{
+    stream_out_t *so = gap_ms > 0 ? calloc(1, sizeof(*so)) : NULL;
+    struct MHD_Response *r;
+
+    if (so) {
+        *so = (stream_out_t){.sim = s, .conn = conn, .buf = *b, .gap_ms = gap_ms};
+        r = MHD_create_response_from_callback(b->len, 16 * 1024, on_stream_read, so,
+                                              on_stream_free);
+        if (!r)
+            free(so); /* b still owns the bytes, freed below */
+    } else {
+        r = MHD_create_response_from_buffer(b->len, b->data ? (void *)b->data : (void *)"",
+                                            b->data ? MHD_RESPMEM_MUST_FREE
+                                                    : MHD_RESPMEM_PERSISTENT);
+    }
+    if (!r) {
+        sim_buf_free(b);
+        return NULL;
+    }
+    *b = (sim_buf_t){0};
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/vnd.amazon.eventstream");
+    if (invoke)
+        MHD_add_response_header(r, "X-Amzn-Bedrock-Content-Type", "application/json");
+    return r;
+}
+
+/* An injected error on a streaming route with in_stream: the stream starts and then ends in
+ * the exception, named as the stream union's member ("ThrottlingException" is
+ * "throttlingException"). */
+static struct MHD_Response *stream_exception(const verdict_t *v, bool invoke, sim_t *s,
+                                             struct MHD_Connection *conn)
+{
+    char member[SIM_ETYPE_MAX + 1];
+    sim_buf_t b = {0};
+    json_t *start = invoke ? NULL : json_pack("{ss}", "role", "assistant");
+    int rc = invoke ? 0 : sim_event_json(&b, "messageStart", start);
+
+    json_decref(start);
+    snprintf(member, sizeof(member), "%s", v->type);
+    if (member[0] >= 'A' && member[0] <= 'Z')
+        member[0] = (char)(member[0] + 32);
+    if (rc || sim_event_exception(&b, member, v->message)) {
+        sim_buf_free(&b);
+        return NULL;
+    }
+    return stream_response(&b, invoke, s, conn, v->stream_gap_ms);
+}
+
+/* The reply of an admitted, well-formed model request; NULL with why on a refusal (why ""
+ * = out of memory). */
+static struct MHD_Response *model_reply(sim_req_t *r, struct MHD_Connection *conn, json_t *body,
+                                        const verdict_t *v, char *why, size_t cap)
+{
+    sim_call_t c = {.model_id = r->model_id,
+                    .latency_ms = v->latency_ms,
+                    .raw = r->body,
+                    .raw_len = r->body_len,
+                    .cache = v->cache ? on_cache_lookup : NULL,
+                    .cache_ctx = r->sim};
+    sim_usage_t u = {0};
+    sim_buf_t b = {0};
+    json_t *out = NULL;
+    struct MHD_Response *resp;
+
+    switch (r->route) {
+    case SIM_ROUTE_CONVERSE_STREAM:
+    case SIM_ROUTE_INVOKE_STREAM: {
+        bool invoke = r->route == SIM_ROUTE_INVOKE_STREAM;
+        int rc = invoke ? sim_invoke_stream(body, &c, &b, why, cap)
+                        : sim_converse_stream(body, &c, &b, why, cap);
+        if (rc) {
+            sim_buf_free(&b);
+            return NULL;
+        }
+        return stream_response(&b, invoke, r->sim, conn, v->stream_gap_ms);
+    }
+    case SIM_ROUTE_INVOKE:
+        out = sim_invoke_reply(body, &c, &u, why, cap);
+        break;
+    case SIM_ROUTE_COUNT_TOKENS:
+        out = sim_count_tokens_reply(body, &c, why, cap);
+        break;
+    default:
+        out = sim_converse_reply(body, &c, &u, why, cap);
+        break;
+    }
+    if (!out)
+        return NULL;
+    resp = json_response_of(out);
+    if (resp && r->route == SIM_ROUTE_INVOKE)
+        invoke_headers(resp, conn, &u, v->latency_ms);
+    return resp;
+}
+
+/* POST /model/{id}/<operation> with the whole body in r->body. */
 static enum MHD_Result handle_model(sim_req_t *r, struct MHD_Connection *conn)
 {
     verdict_t v;
     char why[300];
     aiq_err_t err = {0};
     json_error_t jerr;
-    json_t *body, *out;
+    json_t *body;
+    enum MHD_Result ret = MHD_NO;
+    bool stream = r->route == SIM_ROUTE_CONVERSE_STREAM || r->route == SIM_ROUTE_INVOKE_STREAM;
 
     draw_request(r->sim, r->model_id, &v);
     if (r->too_big)
@@ -1943,22 +2362,29 @@ static enum MHD_Result handle_model(sim_req_t *r, struct MHD_Connection *conn)
                                           body ? "body must be a JSON object" : jerr.text),
                            v.latency_ms, false);
     }
+    if (!model_check(r, conn, body, v.latency_ms, &ret)) {
+        json_decref(body);
+        return ret;
+    }
     admit(r->sim, r->model_id, &v);
     if (v.kind != V_MODEL) {
         json_decref(body);
         stats_count_rejection(r->sim, v.kind);
+        if (stream && v.in_stream)
+            return reply_model(
+                r, conn, 200,
+                stream_exception(&v, r->route == SIM_ROUTE_INVOKE_STREAM, r->sim, conn),
+                v.latency_ms, false);
         /* Outages and quotas answer at once, as the service does before a model is involved. */
         return reply_model(r, conn, (unsigned)v.status, verdict_response(&v),
                            v.kind == V_INJECTED ? v.latency_ms : 0, false);
     }
-    out = r->route == SIM_ROUTE_CONVERSE
-              ? sim_converse_reply(body, r->model_id, v.latency_ms, why, sizeof(why))
-              : sim_invoke_reply(body, r->model_id, r->body, r->body_len, why, sizeof(why));
+    struct MHD_Response *resp = model_reply(r, conn, body, &v, why, sizeof(why));
     json_decref(body);
-    if (!out)
+    if (!resp && why[0])
         return reply_model(r, conn, 400, error_response("ValidationException", "%s", why),
                            v.latency_ms, false);
-    return reply_model(r, conn, 200, json_response_of(out), v.latency_ms, false);
+    return reply_model(r, conn, resp ? 200 : 500, resp, v.latency_ms, false);
 }
 
 /* The JSON object body of a control POST, or NULL after answering 400/413 (*ret). */
@@ -2041,6 +2467,9 @@ static enum MHD_Result dispatch(sim_req_t *r, struct MHD_Connection *conn, const
     switch (r->route) {
     case SIM_ROUTE_CONVERSE:
     case SIM_ROUTE_INVOKE:
+    case SIM_ROUTE_CONVERSE_STREAM:
+    case SIM_ROUTE_INVOKE_STREAM:
+    case SIM_ROUTE_COUNT_TOKENS:
         return handle_model(r, conn);
     case SIM_ROUTE_SIM_STATS:
         if (get)
@@ -2117,9 +2546,7 @@ static enum MHD_Result on_first_call(sim_req_t *r, struct MHD_Connection *conn, 
     r->route = r->uri_too_long ? SIM_ROUTE_UNKNOWN
                                : sim_route_of(r->path, method, r->model_id, sizeof(r->model_id));
     bool control = r->route == SIM_ROUTE_SIM_CONFIG || r->route == SIM_ROUTE_SIM_OUTAGE;
-    r->body_limit = r->route == SIM_ROUTE_CONVERSE || r->route == SIM_ROUTE_INVOKE ? s->max_body
-                    : control ? SIM_CONFIG_BODY_MAX
-                              : 0;
+    r->body_limit = sim_route_is_model(r->route) ? s->max_body : control ? SIM_CONFIG_BODY_MAX : 0;
     if (r->route != SIM_ROUTE_SIM_STATS && r->route != SIM_ROUTE_SIM_RESET && !control) {
         stats_count_request(s, r->route, r->model_id);
         stats_inflight(s, 1);
@@ -2323,6 +2750,48 @@ static void log_started(const sim_t *s, const char *shown, int max_conns)
                       s->creds.access_key,
                       (int)(strlen(s->creds.access_key) < 4 ? strlen(s->creds.access_key) : 4),
                       "threads", s->conf.threads, "max_connections", max_conns, "config", cfg));
+    if (s->model) /* what the request check enforces, and what it cannot (unenforced) */
+        sim_log("info", "model check on",
+                json_pack("{ssso}", "model", s->conf.model_file, "unenforced",
+                          sim_model_unenforced(s->model)));
+}
+
+/* tools/bedrock-sim/bedrock-runtime.model.json, compiled in by embed.cmake. */
+extern const unsigned char sim_model_builtin[];
+extern const size_t sim_model_builtin_len;
+
+/* --model FILE: the shapes file, loaded once; the sim refuses to start without a valid one
+ * when it was asked for. */
+static int load_model(sim_t *s, aiq_err_t *err)
+{
+    json_error_t jerr;
+    char why[300];
+    json_t *doc;
+
+    if (!s->conf.model_file || !strcmp(s->conf.model_file, "none"))
+        return 0;
+    doc = !strcmp(s->conf.model_file, "builtin")
+              ? json_loadb((const char *)sim_model_builtin, sim_model_builtin_len,
+                           JSON_REJECT_DUPLICATES, &jerr)
+              : json_load_file(s->conf.model_file, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc)
+        return aiq_err_set(err, AIQ_EINVAL, "--model %s: %s (line %d)", s->conf.model_file,
+                           jerr.text, jerr.line);
+    s->model = sim_model_new(doc, why, sizeof(why));
+    json_decref(doc);
+    if (!s->model)
+        return aiq_err_set(err, AIQ_EINVAL, "--model %s: %s", s->conf.model_file, why);
+    return 0;
+}
+
+static int open_record(sim_t *s, aiq_err_t *err)
+{
+    if (!s->conf.record)
+        return 0;
+    s->record = fopen(s->conf.record, "a");
+    if (!s->record)
+        return aiq_err_set(err, AIQ_EIO, "--record %s: %s", s->conf.record, strerror(errno));
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -2346,8 +2815,11 @@ int main(int argc, char **argv)
     sim.max_body = (size_t)sim.conf.max_body;
     pthread_mutex_init(&sim.conf_lock, NULL);
     pthread_mutex_init(&sim.stats_lock, NULL);
+    pthread_mutex_init(&sim.cache.lock, NULL);
+    pthread_mutex_init(&sim.record_lock, NULL);
     if ((rc = faults_rebuild(&sim.conf.prof, &sim.faults, &err)) ||
-        (rc = apply_json_flags(&sim, json_flags, &err))) {
+        (rc = apply_json_flags(&sim, json_flags, &err)) || (rc = load_model(&sim, &err)) ||
+        (rc = open_record(&sim, &err))) {
         fprintf(stderr, "bedrock-sim: %s\n", err.msg);
         return 2;
     }
@@ -2367,6 +2839,9 @@ int main(int argc, char **argv)
     sim_log("info", "stopped",
             json_pack("{ss so}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", "stats",
                       stats_json(&sim)));
+    if (sim.record)
+        fclose(sim.record);
+    sim_model_free(sim.model);
     return 0; /* the listen socket was closed by sim_stop or MHD_stop_daemon */
 
 fail_delays:
@@ -2375,5 +2850,8 @@ fail_fd:
     close(fd);
 fail:
     sim_log("error", "start failed", json_pack("{ss}", "error", err.msg));
+    if (sim.record)
+        fclose(sim.record);
+    sim_model_free(sim.model);
     return 1;
 }
