@@ -6,6 +6,7 @@
 #include "admin_group.h"
 #include "config.h"
 #include "topics.h"
+#include "kafka.h"
 #include "kprops.h"
 
 #include <getopt.h>
@@ -72,17 +73,13 @@ static void usage(FILE *out)
 
 static rd_kafka_t *connect_kafka(const admin_opts_t *o, rd_kafka_type_t type, const char *group)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, errstr, sizeof(errstr)) ||
-        (group && rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)))) {
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = aiq_kprops_client(type, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
-    if (!rk)
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
+    aiq_kafka_params_t params = {.brokers = o->brokers, .group_id = group, .env_props = 1};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&conf, AIQ_KAFKA_CLI_ADMIN, &params, &err) ||
+        aiq_kafka_connect(&rk, type, conf, AIQ_KPROPS_CONNECT_MS, &err))
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
     return rk;
 }
 

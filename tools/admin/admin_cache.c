@@ -7,6 +7,7 @@
 #include "ops.h"
 #include "timeutil.h"
 #include "topics.h"
+#include "kafka.h"
 #include "kprops.h"
 
 #include <getopt.h>
@@ -697,32 +698,17 @@ typedef struct part {
 
 static rd_kafka_t *warm_consumer(const aiq_config_t *cfg)
 {
-    char errstr[512], group[64];
+    char group[64];
     snprintf(group, sizeof(group), "aiq-admin-warm-%d", (int)getpid());
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[][2] = {{"bootstrap.servers", cfg->brokers},
-                           {"group.id", group},
-                           {"enable.auto.commit", "false"},
-                           {"enable.auto.offset.store", "false"},
-                           {"enable.partition.eof", "true"}};
-    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr))) {
-            fprintf(stderr, "aiq-admin: %s\n", errstr);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    /* kafka.rdkafka.<name> from --config / --set (SASL, TLS) */
-    for (int i = 0; i < cfg->n_passthru; i++)
-        if (rd_kafka_conf_set(conf, cfg->passthru_key[i], cfg->passthru_val[i], errstr,
-                              sizeof(errstr))) {
-            fprintf(stderr, "aiq-admin: kafka.rdkafka.%s: %s\n", cfg->passthru_key[i], errstr);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    rd_kafka_t *rk =
-        aiq_kprops_client(RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
-    if (!rk)
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
+    /* cfg brings kafka.rdkafka.<name> from --config / --set (SASL, TLS). */
+    aiq_kafka_params_t params = {
+        .brokers = cfg->brokers, .group_id = group, .cfg = cfg, .env_props = 1};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&conf, AIQ_KAFKA_READER, &params, &err) ||
+        aiq_kafka_connect(&rk, RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, &err))
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
     return rk;
 }
 
