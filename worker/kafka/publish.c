@@ -161,7 +161,8 @@ int aiq_publisher_send(aiq_publisher_t *p, const char *topic, const void *key, s
 {
     pending_t *pd = malloc(sizeof(*pd));
     if (!pd) {
-        rd_kafka_headers_destroy(hdrs);
+        if (hdrs) /* librdkafka's destroy does not take NULL */
+            rd_kafka_headers_destroy(hdrs);
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
     }
     pd->cb = cb;
@@ -178,8 +179,9 @@ int aiq_publisher_send(aiq_publisher_t *p, const char *topic, const void *key, s
                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(pd),
                               RD_KAFKA_V_END);
     if (e) {
-        /* On failure the headers stay ours. */
-        rd_kafka_headers_destroy(hdrs);
+        /* On failure the headers stay ours (and NULL would crash librdkafka's destroy). */
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
         free(pd);
         return aiq_err_set(err, AIQ_EKAFKA, "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
