@@ -468,17 +468,13 @@ static int group_lag(const admin_opts_t *o)
     if (!rows)
         printf("%-32s %5s %12s %12s %10s\n", "topic", "part", "committed", "end", "lag");
     for (int p = 0; p < AIQ_PRIO_COUNT && rc == 0; p++) {
-        const struct rd_kafka_metadata *md;
-        rd_kafka_topic_t *t = rd_kafka_topic_new(rk, names[p], NULL);
-        if (rd_kafka_metadata(rk, 0, t, &md, ADMIN_TIMEOUT_MS) || md->topics[0].err) {
-            fprintf(stderr, "aiq-admin: no metadata for %s\n", names[p]);
-            rd_kafka_topic_destroy(t);
+        int n = 0;
+        aiq_err_t err = {0};
+        if (aiq_kafka_partition_count(rk, names[p], ADMIN_TIMEOUT_MS, &n, &err)) {
+            fprintf(stderr, "aiq-admin: no metadata for %s (%s)\n", names[p], err.msg);
             rc = 1;
             break;
         }
-        int n = md->topics[0].partition_cnt;
-        rd_kafka_metadata_destroy(md);
-        rd_kafka_topic_destroy(t);
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
         for (int i = 0; i < n; i++)
             rd_kafka_topic_partition_list_add(l, names[p], i);

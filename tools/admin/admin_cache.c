@@ -715,19 +715,11 @@ static rd_kafka_t *warm_consumer(const aiq_config_t *cfg)
 /* Assigns every non-empty partition of topic from its start; returns how many, or -1. */
 static int assign_all(rd_kafka_t *rk, const char *topic, part_t **parts, int *nparts)
 {
-    const struct rd_kafka_metadata *md;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 30000);
-    rd_kafka_topic_destroy(t);
-    if (e || md->topic_cnt != 1 || md->topics[0].err) {
-        fprintf(stderr, "aiq-admin: no topic %s: %s\n", topic,
-                rd_kafka_err2str(e ? e : md->topics[0].err));
-        if (!e)
-            rd_kafka_metadata_destroy(md);
+    aiq_err_t err = {0};
+    if (aiq_kafka_partition_count(rk, topic, 30000, nparts, &err)) {
+        fprintf(stderr, "aiq-admin: no topic %s: %s\n", topic, err.msg);
         return -1;
     }
-    *nparts = md->topics[0].partition_cnt;
-    rd_kafka_metadata_destroy(md);
     *parts = calloc((size_t)*nparts + 1, sizeof(part_t));
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(*nparts);
     int open = 0;
