@@ -5,10 +5,12 @@
 # Usage: bench/cache_bench.sh [BUILD_DIR] [--entries N] [--lookups M]
 #        bench/cache_bench.sh build --entries 20000 --lookups 200000     (short, for CI)
 set -euo pipefail
+AIQ_SCRIPT=cache_bench.sh AIQ_DIE_STATUS=2
+. "$(dirname "${BASH_SOURCE[0]}")/../tools/lib.sh"
 build=${1:-build}
 shift || true
 bin=$build/bench/cache_bench
-[ -x "$bin" ] || { echo "cache_bench.sh: $bin not built (cmake --build $build)" >&2; exit 2; }
+[ -x "$bin" ] || die "$bin not built (cmake --build $build)"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/aiq-cache-bench.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 echo "# $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), lmdb $(pkg-config --modversion lmdb 2>/dev/null || echo '?'), zstd $(pkg-config --modversion libzstd 2>/dev/null || echo '?')"

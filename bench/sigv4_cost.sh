@@ -4,12 +4,14 @@
 # against bedrock-sim (unsigned, signed-uncached, signed-cached). Medians of 5 runs.
 # Usage: bench/sigv4_cost.sh [BUILD_DIR] [extra sigv4_cost options, e.g. --window 16]
 set -euo pipefail
+AIQ_SCRIPT=sigv4_cost.sh AIQ_DIE_STATUS=2
+. "$(dirname "${BASH_SOURCE[0]}")/../tools/lib.sh"
 build=${1:-build}
 shift || true
 sim_bin=$build/tools/bedrock-sim/bedrock-sim
 bench_bin=$build/bench/sigv4_cost
 for b in "$sim_bin" "$bench_bin"; do
-    [ -x "$b" ] || { echo "sigv4_cost.sh: $b not built (cmake --build $build)" >&2; exit 2; }
+    [ -x "$b" ] || die "$b not built (cmake --build $build)"
 done
 log=$(mktemp)
 "$sim_bin" --port 0 --latency-ms 0 >"$log" 2>/dev/null &
@@ -20,6 +22,6 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 url=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -1)
-[ -n "$url" ] || { echo "sigv4_cost.sh: bedrock-sim did not start" >&2; exit 1; }
+[ -n "$url" ] || AIQ_DIE_STATUS=1 die "bedrock-sim did not start"
 echo "# $(uname -m), $(nproc) cores, $(openssl version | cut -d' ' -f1-2), $(curl --version | head -1 | cut -d' ' -f1-2)"
 "$bench_bin" --sim "$url" --requests 20000 --runs 5 "$@"

@@ -1,6 +1,5 @@
 /* kprops.c — pass-through librdkafka properties from the environment and -X flags. */
 #include "kprops.h"
-#include "timeutil.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -57,76 +56,6 @@ int aiq_kprops_set_arg(const char *arg, aiq_err_t *err)
     if (setenv(env, eq + 1, 1))
         return aiq_err_set(err, AIQ_ENOMEM, "-X '%s': cannot set %s", arg, env);
     return 0;
-}
-
-/* Events of a fresh handle's main queue: errors only (nothing was produced yet). Returns 1
- * for an error retrying cannot cure, with its text in last. */
-static int drain_errors(rd_kafka_queue_t *q, char *last, size_t cap, int *tls)
-{
-    rd_kafka_event_t *ev;
-    int permanent = 0;
-    while (!permanent && (ev = rd_kafka_queue_poll(q, 0))) {
-        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_ERROR) {
-            rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
-            /* "1/1 brokers are down" says less than the error that brought them down. */
-            if (e != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || !last[0])
-                snprintf(last, cap, "%s", rd_kafka_event_error_string(ev));
-            *tls = e == RD_KAFKA_RESP_ERR__SSL;
-            permanent =
-                e == RD_KAFKA_RESP_ERR__AUTHENTICATION || *tls || rd_kafka_event_error_is_fatal(ev);
-        }
-        rd_kafka_event_destroy(ev);
-    }
-    return permanent;
-}
-
-static int wait_connected(rd_kafka_t *rk, int connect_ms, char *errstr, size_t errlen)
-{
-    rd_kafka_queue_t *q = rd_kafka_queue_get_main(rk);
-    int64_t until = aiq_mono_ms() + connect_ms;
-    char last[400] = "";
-    int tls = 0, rc = 0;
-    for (;;) {
-        const struct rd_kafka_metadata *md = NULL;
-        if (rd_kafka_metadata(rk, 0, NULL, &md, 500) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            rd_kafka_metadata_destroy(md);
-            break;
-        }
-        if (drain_errors(q, last, sizeof(last), &tls)) {
-            snprintf(errstr, errlen, "Kafka %s failed: %s", tls ? "TLS" : "authentication", last);
-            rc = AIQ_EKAFKA;
-            break;
-        }
-        if (aiq_mono_ms() >= until) {
-            snprintf(errstr, errlen, "no answer from Kafka within %d s%s%s", connect_ms / 1000,
-                     last[0] ? ": " : "", last);
-            rc = AIQ_ETIMEDOUT;
-            break;
-        }
-    }
-    rd_kafka_queue_destroy(q);
-    return rc;
-}
-
-rd_kafka_t *aiq_kprops_client(rd_kafka_type_t type, rd_kafka_conf_t *conf, int connect_ms,
-                              char *errstr, size_t errlen)
-{
-    aiq_err_t err = {0};
-    if (aiq_kprops_apply_env(conf, &err)) {
-        snprintf(errstr, errlen, "%s", err.msg);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, errlen);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    if (wait_connected(rk, connect_ms, errstr, errlen)) {
-        rd_kafka_destroy(rk);
-        return NULL;
-    }
-    return rk;
 }
 
 char **aiq_kprops_list_env(void)

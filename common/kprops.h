@@ -9,8 +9,10 @@
 #include <stddef.h>
 
 #define AIQ_KPROPS_ENV_PREFIX "AIQ_KAFKA_RDKAFKA_"
-#define AIQ_KPROPS_MAX        64    /* properties taken from the environment at most */
-#define AIQ_KPROPS_CONNECT_MS 20000 /* CLI tools: a cluster silent this long is an error */
+#define AIQ_KPROPS_MAX        64 /* properties taken from the environment at most */
+#define AIQ_KPROPS_CONNECT_MS                                                                      \
+    20000 /* CLI tools: a cluster silent this long is an error                                     \
+           * (aiq_kafka_connect) */
 
 /* Maps an environment variable name to its librdkafka property: AIQ_KAFKA_RDKAFKA_SASL_USERNAME
  * → "sasl.username" (lower case, '_' → '.'; every librdkafka property that can be set from
@@ -25,15 +27,6 @@ int aiq_kprops_apply_env(rd_kafka_conf_t *conf, aiq_err_t *err);
  * variable, so every Kafka client the process creates afterwards gets the property.
  * Returns 0, or AIQ_EINVAL for a malformed argument. */
 int aiq_kprops_set_arg(const char *arg, aiq_err_t *err);
-
-/* Creates a Kafka client of a CLI tool: applies the AIQ_KAFKA_RDKAFKA_* properties to conf,
- * creates the handle and waits up to connect_ms until a broker answers, so wrong
- * credentials, a refused TLS handshake or an unreachable cluster fail at once with the
- * reason instead of as a timeout later. Call it on a fresh conf (it reads the handle's main
- * queue before anything is produced). Takes conf over, also on failure. Returns the handle,
- * or NULL with the reason in errstr. Runs on the calling thread, blocking. */
-rd_kafka_t *aiq_kprops_client(rd_kafka_type_t type, rd_kafka_conf_t *conf, int connect_ms,
-                              char *errstr, size_t errlen);
 
 /* The environment's properties as a NULL-terminated name, value, name, value... array (the
  * form of aiq_producer_conf_t.kafka_props). Returns NULL only when out of memory; free with

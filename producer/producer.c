@@ -2,6 +2,7 @@
 #include "aiq/producer.h"
 #include "idmap.h"
 #include "job.h"
+#include "kafka.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -37,13 +38,15 @@ struct aiq_results {
     char last_err[400];
 };
 
-static int set_props(rd_kafka_conf_t *conf, const char *const *props, char *errstr, size_t errlen)
+/* The conf of role (kafka.c) with the caller's properties last; the reason in errstr. */
+static rd_kafka_conf_t *client_conf(aiq_kafka_role_t role, const aiq_kafka_params_t *params,
+                                    char *errstr, size_t errlen)
 {
-    for (; props && props[0] && props[1]; props += 2) {
-        if (rd_kafka_conf_set(conf, props[0], props[1], errstr, errlen) != RD_KAFKA_CONF_OK)
-            return AIQ_SUBMIT_EINVAL;
-    }
-    return 0;
+    rd_kafka_conf_t *kc = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&kc, role, params, &err))
+        snprintf(errstr, errlen, "%s", err.msg);
+    return kc;
 }
 
 static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -109,15 +112,10 @@ int aiq_producer_new(aiq_producer_t **out, const aiq_producer_conf_t *conf, char
     p->opaque = conf->opaque;
     p->rate = conf->rate_per_s > 0 ? conf->rate_per_s : 0;
     p->refill_ms = aiq_mono_ms();
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->brokers, errstr, errlen) ||
-        rd_kafka_conf_set(kc, "client.id", conf->client_id ? conf->client_id : "aiq-producer",
-                          errstr, errlen) ||
-        rd_kafka_conf_set(kc, "enable.idempotence", "true", errstr, errlen) ||
-        rd_kafka_conf_set(kc, "linger.ms", "5", errstr, errlen) ||
-        rd_kafka_conf_set(kc, "compression.type", "lz4", errstr, errlen) ||
-        set_props(kc, conf->kafka_props, errstr, errlen)) {
-        rd_kafka_conf_destroy(kc);
+    aiq_kafka_params_t params = {
+        .brokers = conf->brokers, .client_id = conf->client_id, .props = conf->kafka_props};
+    rd_kafka_conf_t *kc = client_conf(AIQ_KAFKA_JOB_PRODUCER, &params, errstr, errlen);
+    if (!kc) {
         free(p);
         return AIQ_SUBMIT_EINVAL;
     }
@@ -389,26 +387,6 @@ void aiq_producer_free(aiq_producer_t *p)
 
 /* ---- results ------------------------------------------------------------------------ */
 
-static int partition_count_once(rd_kafka_t *rk, const char *topic, char *errstr, size_t errlen)
-{
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 10000);
-    rd_kafka_topic_destroy(t);
-    if (e) {
-        snprintf(errstr, errlen, "metadata for %s: %s", topic, rd_kafka_err2str(e));
-        return AIQ_SUBMIT_EKAFKA;
-    }
-    int n = -1;
-    if (md->topic_cnt == 1 && !md->topics[0].err)
-        n = md->topics[0].partition_cnt;
-    else
-        snprintf(errstr, errlen, "topic %s: %s", topic,
-                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
-    rd_kafka_metadata_destroy(md);
-    return n > 0 ? n : AIQ_SUBMIT_EKAFKA;
-}
-
 /* Client-level errors of the reader; runs inside rd_kafka_consumer_poll on the caller's
  * thread. */
 static void on_results_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -456,9 +434,15 @@ static int results_connect(aiq_results_t *r, int timeout_ms, char *errstr, size_
 static int partition_count(rd_kafka_t *rk, const char *topic, char *errstr, size_t errlen)
 {
     int64_t until = aiq_mono_ms() + 5000;
-    int n;
-    while ((n = partition_count_once(rk, topic, errstr, errlen)) < 0 && aiq_mono_ms() < until)
+    int n = 0;
+    aiq_err_t err = {0};
+    while (aiq_kafka_partition_count(rk, topic, 10000, &n, &err)) {
+        if (aiq_mono_ms() >= until) {
+            snprintf(errstr, errlen, "%s", err.msg);
+            return AIQ_SUBMIT_EKAFKA;
+        }
         rd_kafka_poll(rk, 200);
+    }
     return n;
 }
 
@@ -555,13 +539,10 @@ int aiq_results_open_at(aiq_results_t **out, const char *brokers, const char *to
     aiq_results_t *r = calloc(1, sizeof(*r));
     if (!r)
         return AIQ_SUBMIT_ENOMEM;
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(kc, "bootstrap.servers", brokers, errstr, errlen) ||
-        rd_kafka_conf_set(kc, "group.id", "aiq-results-reader", errstr, errlen) ||
-        rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, errlen) ||
-        rd_kafka_conf_set(kc, "enable.partition.eof", "true", errstr, errlen) ||
-        set_props(kc, kafka_props, errstr, errlen)) {
-        rd_kafka_conf_destroy(kc);
+    aiq_kafka_params_t params = {
+        .brokers = brokers, .group_id = "aiq-results-reader", .props = kafka_props};
+    rd_kafka_conf_t *kc = client_conf(AIQ_KAFKA_READER, &params, errstr, errlen);
+    if (!kc) {
         free(r);
         return AIQ_SUBMIT_EINVAL;
     }

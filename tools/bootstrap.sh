@@ -9,8 +9,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-say() { echo "bootstrap: $*"; }
-die() { echo "bootstrap: $*" >&2; exit 1; }
+AIQ_SCRIPT=bootstrap
+. "$ROOT/tools/lib.sh"
 
 PACKAGES=(
     build-essential cmake pkg-config

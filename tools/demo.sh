@@ -12,7 +12,8 @@ INFLIGHT="${AIQ_DEMO_INFLIGHT:-10}"
 BROKERS="${AIQ_KAFKA_BROKERS:-127.0.0.1:9092}"
 PREFIX="demo."
 RUN_DIR="$ROOT/.demo"
-say() { printf 'demo: %s\n' "$*"; }
+AIQ_SCRIPT=demo
+. "$ROOT/tools/lib.sh"
 
 tools/bootstrap.sh
 say "building"
@@ -21,19 +22,15 @@ cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 mkdir -p "$RUN_DIR"
 pids=()
-started_kafka=0
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     "$BUILD/tools/admin/aiq-admin" -b "$BROKERS" --prefix "$PREFIX" topics delete --yes >/dev/null 2>&1 || true
-    if [ "$started_kafka" = 1 ]; then tools/kafka/kafka.sh stop; fi
+    kafka_stop_if_started
 }
 trap cleanup EXIT
 
-if ! tools/kafka/kafka.sh status >/dev/null 2>&1; then
-    tools/kafka/kafka.sh start
-    started_kafka=1
-fi
+kafka_start_if_needed
 export AIQ_KAFKA_BROKERS="$BROKERS" AIQ_KAFKA_TOPIC_PREFIX="$PREFIX"
 "$BUILD/tools/admin/aiq-admin" topics delete --yes >/dev/null 2>&1 || true
 "$BUILD/tools/admin/aiq-admin" topics create | sed 's/^/demo: topic /'

@@ -15,8 +15,8 @@ case "${1:-}" in
     "") ;;
     *) echo "deploy-tools: unknown argument $1 (try --help)" >&2; exit 2 ;;
 esac
-say() { echo "deploy-tools: $*"; }
-die() { echo "deploy-tools: $*" >&2; exit 1; }
+AIQ_SCRIPT=deploy-tools
+. "$ROOT/tools/lib.sh"
 command -v go >/dev/null 2>&1 || die "go not found (the Go toolchain builds the compose, helm and kubeconform checkers)"
 mkdir -p "$BIN"
 

@@ -29,7 +29,8 @@ printed), 2 usage or build error. Reproduce a finding: build-fuzz/fuzz/<target> 
 USAGE
 }
 
-die() { echo "fuzz: $*" >&2; exit 2; }
+AIQ_SCRIPT=fuzz AIQ_DIE_STATUS=2
+. "$ROOT/tools/lib.sh"
 
 build_dir="${AIQ_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
 build=1

@@ -13,6 +13,8 @@ cd "$ROOT"
 BUILD="${AIQ_BUILD_DIR:-$ROOT/build}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 step() { printf '\n== %s ==\n' "$*"; }
+AIQ_SCRIPT=test
+. "$ROOT/tools/lib.sh"
 
 step "bootstrap"
 tools/bootstrap.sh
@@ -41,13 +43,8 @@ fi
 
 if [ "${AIQ_TEST_INTEGRATION:-1}" = 1 ]; then
     step "integration tests (real Kafka, bedrock-sim)"
-    started_kafka=0
-    if ! tools/kafka/kafka.sh status >/dev/null 2>&1; then
-        tools/kafka/kafka.sh start
-        started_kafka=1
-    fi
-    stop_kafka() { if [ "$started_kafka" = 1 ]; then tools/kafka/kafka.sh stop; fi; }
-    trap stop_kafka EXIT
+    kafka_start_if_needed
+    trap kafka_stop_if_started EXIT
     # AIQ_VALGRIND=1: test_valgrind.py runs the worker's main path under valgrind too.
     AIQ_VALGRIND="${AIQ_VALGRIND:-1}" AIQ_BUILD_DIR="$BUILD" \
         python3 -m pytest -p no:cacheprovider -q tests/integration

@@ -26,7 +26,8 @@ valgrind log), 2 usage or build error.
 USAGE
 }
 
-die() { echo "valgrind: $*" >&2; exit 2; }
+AIQ_SCRIPT=valgrind AIQ_DIE_STATUS=2
+. "$ROOT/tools/lib.sh"
 
 build_dir="${AIQ_BUILD_DIR:-$ROOT/build}"
 build=1
@@ -50,13 +51,8 @@ if [ "$build" = 1 ]; then
 fi
 
 export AIQ_KAFKA_BROKERS="${AIQ_KAFKA_BROKERS:-127.0.0.1:${AIQ_KAFKA_PORT:-9092}}"
-started_kafka=0
-if ! tools/kafka/kafka.sh status >/dev/null 2>&1; then
-    tools/kafka/kafka.sh start
-    started_kafka=1
-fi
-stop_kafka() { if [ "$started_kafka" = 1 ]; then tools/kafka/kafka.sh stop; fi; }
-trap stop_kafka EXIT
+kafka_start_if_needed
+trap kafka_stop_if_started EXIT
 
 t0=$SECONDS
 rc=0

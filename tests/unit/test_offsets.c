@@ -27,6 +27,17 @@ static int teardown_tracker(void **state)
     return 0;
 }
 
+/* aiq_offsets_done as one value for the assertions: the offset to store, AIQ_OFFSET_NONE
+ * when it did not move, or the error code (which is never a valid offset). */
+static int64_t done(aiq_offsets_t *t, int64_t offset)
+{
+    int64_t store = 12345;
+    int rc = aiq_offsets_done(t, offset, &store);
+    if (rc)
+        assert_int_equal(store, 12345); /* untouched on failure */
+    return rc ? rc : store;
+}
+
 static void track_all(aiq_offsets_t *t, const int64_t *offs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -38,8 +49,22 @@ static void offsets_empty(void **state)
     aiq_offsets_t *t = *state;
     assert_int_equal(aiq_offsets_pending(t), 0);
     assert_int_equal(aiq_offsets_lowest(t), -1);
-    assert_int_equal(aiq_offsets_done(t, 0), AIQ_ENOTFOUND);
+    assert_int_equal(done(t, 0), AIQ_ENOTFOUND);
     aiq_offsets_free(NULL);
+}
+
+/* Regression: "did not advance" was a bare -1, the value of AIQ_EINVAL; now it is rc 0
+ * with AIQ_OFFSET_NONE, and a failure is a negative rc that leaves *store alone. */
+static void offsets_not_advanced_is_not_an_error(void **state)
+{
+    aiq_offsets_t *t = *state;
+    track_all(t, (const int64_t[]){0, 1}, 2);
+    int64_t store = 99;
+    assert_int_equal(aiq_offsets_done(t, 1, &store), 0);
+    assert_int_equal(store, AIQ_OFFSET_NONE);
+    assert_int_equal(aiq_offsets_done(t, 1, &store), AIQ_ENOTFOUND);
+    assert_int_equal(aiq_offsets_done(t, 0, &store), 0);
+    assert_int_equal(store, 2);
 }
 
 static void offsets_in_order(void **state)
@@ -49,27 +74,27 @@ static void offsets_in_order(void **state)
     assert_int_equal(aiq_offsets_pending(t), 4);
     assert_int_equal(aiq_offsets_lowest(t), 0);
     for (int64_t o = 0; o < 4; o++) {
-        assert_int_equal(aiq_offsets_done(t, o), o + 1);
+        assert_int_equal(done(t, o), o + 1);
         assert_int_equal(aiq_offsets_pending(t), (size_t)(3 - o));
         assert_int_equal(aiq_offsets_lowest(t), o < 3 ? o + 1 : -1);
     }
     /* Tracking continues after the tracker ran empty. */
     assert_int_equal(aiq_offsets_track(t, 4), 0);
     assert_int_equal(aiq_offsets_lowest(t), 4);
-    assert_int_equal(aiq_offsets_done(t, 4), 5);
+    assert_int_equal(done(t, 4), 5);
 }
 
 static void offsets_out_of_order(void **state)
 {
     aiq_offsets_t *t = *state;
     track_all(t, (const int64_t[]){1, 2, 3}, 3);
-    assert_int_equal(aiq_offsets_done(t, 3), -1); /* 1 still unfinished */
+    assert_int_equal(done(t, 3), AIQ_OFFSET_NONE); /* 1 still unfinished */
     assert_int_equal(aiq_offsets_pending(t), 2);
     assert_int_equal(aiq_offsets_lowest(t), 1);
-    assert_int_equal(aiq_offsets_done(t, 1), 2); /* 2 is now the lowest unfinished */
+    assert_int_equal(done(t, 1), 2); /* 2 is now the lowest unfinished */
     assert_int_equal(aiq_offsets_pending(t), 1);
     assert_int_equal(aiq_offsets_lowest(t), 2);
-    assert_int_equal(aiq_offsets_done(t, 2), 4); /* 3 was done already: skip past it */
+    assert_int_equal(done(t, 2), 4); /* 3 was done already: skip past it */
     assert_int_equal(aiq_offsets_pending(t), 0);
     assert_int_equal(aiq_offsets_lowest(t), -1);
 }
@@ -82,7 +107,7 @@ static void offsets_track_must_increase(void **state)
     assert_int_equal(aiq_offsets_track(t, 5), AIQ_EINVAL);
     assert_int_equal(aiq_offsets_track(t, 4), AIQ_EINVAL);
     assert_int_equal(aiq_offsets_pending(t), 1);
-    assert_int_equal(aiq_offsets_done(t, 5), 6);
+    assert_int_equal(done(t, 5), 6);
     /* Even once 5 is finished and gone, an older offset may not come back. */
     assert_int_equal(aiq_offsets_track(t, 5), AIQ_EINVAL);
     assert_int_equal(aiq_offsets_track(t, 0), AIQ_EINVAL);
@@ -95,18 +120,18 @@ static void offsets_done_unknown_or_twice(void **state)
 {
     aiq_offsets_t *t = *state;
     track_all(t, (const int64_t[]){5, 6, 8}, 3);
-    assert_int_equal(aiq_offsets_done(t, 4), AIQ_ENOTFOUND);
-    assert_int_equal(aiq_offsets_done(t, 7), AIQ_ENOTFOUND); /* in a gap */
-    assert_int_equal(aiq_offsets_done(t, 9), AIQ_ENOTFOUND);
+    assert_int_equal(done(t, 4), AIQ_ENOTFOUND);
+    assert_int_equal(done(t, 7), AIQ_ENOTFOUND); /* in a gap */
+    assert_int_equal(done(t, 9), AIQ_ENOTFOUND);
     assert_int_equal(aiq_offsets_pending(t), 3);
 
-    assert_int_equal(aiq_offsets_done(t, 6), -1);
-    assert_int_equal(aiq_offsets_done(t, 6), AIQ_ENOTFOUND); /* finished, still held */
+    assert_int_equal(done(t, 6), AIQ_OFFSET_NONE);
+    assert_int_equal(done(t, 6), AIQ_ENOTFOUND); /* finished, still held */
     assert_int_equal(aiq_offsets_pending(t), 2);
 
-    assert_int_equal(aiq_offsets_done(t, 5), 8);
-    assert_int_equal(aiq_offsets_done(t, 5), AIQ_ENOTFOUND); /* finished and released */
-    assert_int_equal(aiq_offsets_done(t, 6), AIQ_ENOTFOUND);
+    assert_int_equal(done(t, 5), 8);
+    assert_int_equal(done(t, 5), AIQ_ENOTFOUND); /* finished and released */
+    assert_int_equal(done(t, 6), AIQ_ENOTFOUND);
     assert_int_equal(aiq_offsets_pending(t), 1);
     assert_int_equal(aiq_offsets_lowest(t), 8);
 }
@@ -116,15 +141,15 @@ static void offsets_gaps(void **state)
     aiq_offsets_t *t = *state;
     track_all(t, (const int64_t[]){10, 12, 15}, 3);
     assert_int_equal(aiq_offsets_lowest(t), 10);
-    assert_int_equal(aiq_offsets_done(t, 12), -1);
-    assert_int_equal(aiq_offsets_done(t, 10), 15); /* 11, 13, 14 never existed */
+    assert_int_equal(done(t, 12), AIQ_OFFSET_NONE);
+    assert_int_equal(done(t, 10), 15); /* 11, 13, 14 never existed */
     assert_int_equal(aiq_offsets_lowest(t), 15);
-    assert_int_equal(aiq_offsets_done(t, 15), 16);
+    assert_int_equal(done(t, 15), 16);
 
     /* A gap right after the head: finishing the head stores the next tracked offset. */
     track_all(t, (const int64_t[]){100, 1000}, 2);
-    assert_int_equal(aiq_offsets_done(t, 100), 1000);
-    assert_int_equal(aiq_offsets_done(t, 1000), 1001);
+    assert_int_equal(done(t, 100), 1000);
+    assert_int_equal(done(t, 1000), 1001);
 }
 
 static void offsets_grow_beyond_ring(void **state)
@@ -136,10 +161,10 @@ static void offsets_grow_beyond_ring(void **state)
     assert_int_equal(aiq_offsets_pending(t), (size_t)n);
     /* Newest first: nothing can be stored until the very first one finishes. */
     for (int64_t o = n - 1; o > 0; o--)
-        assert_int_equal(aiq_offsets_done(t, 1000 + o), -1);
+        assert_int_equal(done(t, 1000 + o), AIQ_OFFSET_NONE);
     assert_int_equal(aiq_offsets_pending(t), 1);
     assert_int_equal(aiq_offsets_lowest(t), 1000);
-    assert_int_equal(aiq_offsets_done(t, 1000), 1000 + n);
+    assert_int_equal(done(t, 1000), 1000 + n);
     assert_int_equal(aiq_offsets_pending(t), 0);
 }
 
@@ -153,12 +178,12 @@ static void offsets_grow_while_wrapped(void **state)
         for (int i = 0; i < 50 + round * 40; i++)
             assert_int_equal(aiq_offsets_track(t, next++), 0);
         for (int i = 0; i < 37; i++, lowest++)
-            assert_int_equal(aiq_offsets_done(t, lowest), lowest + 1);
+            assert_int_equal(done(t, lowest), lowest + 1);
         assert_int_equal(aiq_offsets_lowest(t), lowest);
         assert_int_equal(aiq_offsets_pending(t), (size_t)(next - lowest));
     }
     while (lowest < next) {
-        assert_int_equal(aiq_offsets_done(t, lowest), lowest + 1);
+        assert_int_equal(done(t, lowest), lowest + 1);
         lowest++;
     }
     assert_int_equal(aiq_offsets_pending(t), 0);
@@ -212,8 +237,8 @@ static void done_and_check(aiq_offsets_t *t, model_t *m, bool *finished, size_t 
     int64_t before = model_value(m, &pending, &lowest);
     finished[i] = true;
     int64_t after = model_value(m, &pending, &lowest);
-    int64_t got = aiq_offsets_done(t, m->offs[i]);
-    int64_t want = after != before ? after : -1;
+    int64_t got = done(t, m->offs[i]);
+    int64_t want = after != before ? after : AIQ_OFFSET_NONE;
     if (got != want)
         print_error("seed %llu: done(%lld) returned %lld, model says %lld\n",
                     (unsigned long long)seed, (long long)m->offs[i], (long long)got,
@@ -318,6 +343,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(offsets_empty),
+        T(offsets_not_advanced_is_not_an_error),
         T(offsets_in_order),
         T(offsets_out_of_order),
         T(offsets_track_must_increase),

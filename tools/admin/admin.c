@@ -6,6 +6,7 @@
 #include "admin_group.h"
 #include "config.h"
 #include "topics.h"
+#include "kafka.h"
 #include "kprops.h"
 
 #include <getopt.h>
@@ -72,17 +73,13 @@ static void usage(FILE *out)
 
 static rd_kafka_t *connect_kafka(const admin_opts_t *o, rd_kafka_type_t type, const char *group)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, errstr, sizeof(errstr)) ||
-        (group && rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)))) {
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = aiq_kprops_client(type, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
-    if (!rk)
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
+    aiq_kafka_params_t params = {.brokers = o->brokers, .group_id = group, .env_props = 1};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&conf, AIQ_KAFKA_CLI_ADMIN, &params, &err) ||
+        aiq_kafka_connect(&rk, type, conf, AIQ_KPROPS_CONNECT_MS, &err))
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
     return rk;
 }
 
@@ -471,17 +468,13 @@ static int group_lag(const admin_opts_t *o)
     if (!rows)
         printf("%-32s %5s %12s %12s %10s\n", "topic", "part", "committed", "end", "lag");
     for (int p = 0; p < AIQ_PRIO_COUNT && rc == 0; p++) {
-        const struct rd_kafka_metadata *md;
-        rd_kafka_topic_t *t = rd_kafka_topic_new(rk, names[p], NULL);
-        if (rd_kafka_metadata(rk, 0, t, &md, ADMIN_TIMEOUT_MS) || md->topics[0].err) {
-            fprintf(stderr, "aiq-admin: no metadata for %s\n", names[p]);
-            rd_kafka_topic_destroy(t);
+        int n = 0;
+        aiq_err_t err = {0};
+        if (aiq_kafka_partition_count(rk, names[p], ADMIN_TIMEOUT_MS, &n, &err)) {
+            fprintf(stderr, "aiq-admin: no metadata for %s (%s)\n", names[p], err.msg);
             rc = 1;
             break;
         }
-        int n = md->topics[0].partition_cnt;
-        rd_kafka_metadata_destroy(md);
-        rd_kafka_topic_destroy(t);
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
         for (int i = 0; i < n; i++)
             rd_kafka_topic_partition_list_add(l, names[p], i);

@@ -4,6 +4,7 @@
 #include "breaker_state.h"
 #include "timeutil.h"
 #include "topics.h"
+#include "kafka.h"
 #include "kprops.h"
 
 #include <jansson.h>
@@ -30,24 +31,21 @@ static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 static rd_kafka_t *client(const char *brokers, rd_kafka_type_t type)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) ||
-        (type == RD_KAFKA_PRODUCER &&
-         rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr))) ||
-        (type == RD_KAFKA_CONSUMER &&
-         (rd_kafka_conf_set(conf, "group.id", "aiq-admin-breaker", errstr, sizeof(errstr)) ||
-          rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) ||
-          rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr))))) {
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
+    int producer = type == RD_KAFKA_PRODUCER;
+    aiq_kafka_params_t params = {
+        .brokers = brokers, .group_id = producer ? NULL : "aiq-admin-breaker", .env_props = 1};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&conf, producer ? AIQ_KAFKA_CLI_PRODUCER : AIQ_KAFKA_READER, &params,
+                           &err)) {
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
         return NULL;
     }
-    if (type == RD_KAFKA_PRODUCER)
+    if (producer)
         rd_kafka_conf_set_dr_msg_cb(conf, on_dr);
-    rd_kafka_t *rk = aiq_kprops_client(type, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
-    if (!rk)
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
+    if (aiq_kafka_connect(&rk, type, conf, AIQ_KPROPS_CONNECT_MS, &err))
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
     return rk;
 }
 
@@ -86,16 +84,8 @@ static int read_all(const char *brokers, const char *topic, seen_t **out)
     rd_kafka_t *rk = client(brokers, RD_KAFKA_CONSUMER);
     if (!rk)
         return 1;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
     int n = 0;
-    if (rd_kafka_metadata(rk, 0, rkt, &md, READ_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        md->topic_cnt == 1 && !md->topics[0].err)
-        n = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
-    if (n <= 0) {
+    if (aiq_kafka_partition_count(rk, topic, READ_TIMEOUT_MS, &n, NULL)) {
         fprintf(stderr, "aiq-admin: topic %s does not exist (aiq-admin topics create makes it)\n",
                 topic);
         rd_kafka_destroy(rk);

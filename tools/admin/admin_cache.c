@@ -7,6 +7,7 @@
 #include "ops.h"
 #include "timeutil.h"
 #include "topics.h"
+#include "kafka.h"
 #include "kprops.h"
 
 #include <getopt.h>
@@ -697,51 +698,28 @@ typedef struct part {
 
 static rd_kafka_t *warm_consumer(const aiq_config_t *cfg)
 {
-    char errstr[512], group[64];
+    char group[64];
     snprintf(group, sizeof(group), "aiq-admin-warm-%d", (int)getpid());
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[][2] = {{"bootstrap.servers", cfg->brokers},
-                           {"group.id", group},
-                           {"enable.auto.commit", "false"},
-                           {"enable.auto.offset.store", "false"},
-                           {"enable.partition.eof", "true"}};
-    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr))) {
-            fprintf(stderr, "aiq-admin: %s\n", errstr);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    /* kafka.rdkafka.<name> from --config / --set (SASL, TLS) */
-    for (int i = 0; i < cfg->n_passthru; i++)
-        if (rd_kafka_conf_set(conf, cfg->passthru_key[i], cfg->passthru_val[i], errstr,
-                              sizeof(errstr))) {
-            fprintf(stderr, "aiq-admin: kafka.rdkafka.%s: %s\n", cfg->passthru_key[i], errstr);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    rd_kafka_t *rk =
-        aiq_kprops_client(RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
-    if (!rk)
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
+    /* cfg brings kafka.rdkafka.<name> from --config / --set (SASL, TLS). */
+    aiq_kafka_params_t params = {
+        .brokers = cfg->brokers, .group_id = group, .cfg = cfg, .env_props = 1};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&conf, AIQ_KAFKA_READER, &params, &err) ||
+        aiq_kafka_connect(&rk, RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, &err))
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
     return rk;
 }
 
 /* Assigns every non-empty partition of topic from its start; returns how many, or -1. */
 static int assign_all(rd_kafka_t *rk, const char *topic, part_t **parts, int *nparts)
 {
-    const struct rd_kafka_metadata *md;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 30000);
-    rd_kafka_topic_destroy(t);
-    if (e || md->topic_cnt != 1 || md->topics[0].err) {
-        fprintf(stderr, "aiq-admin: no topic %s: %s\n", topic,
-                rd_kafka_err2str(e ? e : md->topics[0].err));
-        if (!e)
-            rd_kafka_metadata_destroy(md);
+    aiq_err_t err = {0};
+    if (aiq_kafka_partition_count(rk, topic, 30000, nparts, &err)) {
+        fprintf(stderr, "aiq-admin: no topic %s: %s\n", topic, err.msg);
         return -1;
     }
-    *nparts = md->topics[0].partition_cnt;
-    rd_kafka_metadata_destroy(md);
     *parts = calloc((size_t)*nparts + 1, sizeof(part_t));
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(*nparts);
     int open = 0;

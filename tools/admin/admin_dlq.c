@@ -3,6 +3,7 @@
 #include "admin_dlq.h"
 #include "timeutil.h"
 #include "topics.h"
+#include "kafka.h"
 #include "kprops.h"
 
 #include <jansson.h>
@@ -77,30 +78,23 @@ static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 static rd_kafka_t *client(const char *brokers, rd_kafka_type_t type, dlq_run_t *run)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    int bad = rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr));
-    /* The reader is a throwaway: assign() only, nothing committed, so it never shows up
-     * as lag nor moves any group's offsets. */
-    if (!bad && type == RD_KAFKA_CONSUMER)
-        bad = rd_kafka_conf_set(conf, "group.id", "aiq-admin-dlq", errstr, sizeof(errstr)) ||
-              rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) ||
-              rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr));
-    /* Idempotent: a retried send never puts the same job twice into the job topic. */
-    if (!bad && type == RD_KAFKA_PRODUCER)
-        bad = rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr));
-    if (bad) {
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
+    int producer = type == RD_KAFKA_PRODUCER;
+    aiq_kafka_params_t params = {
+        .brokers = brokers, .group_id = producer ? NULL : "aiq-admin-dlq", .env_props = 1};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&conf, producer ? AIQ_KAFKA_CLI_PRODUCER : AIQ_KAFKA_READER, &params,
+                           &err)) {
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
         return NULL;
     }
-    if (type == RD_KAFKA_PRODUCER) {
+    if (producer) {
         rd_kafka_conf_set_dr_msg_cb(conf, on_dr);
         rd_kafka_conf_set_opaque(conf, run);
     }
-    rd_kafka_t *rk = aiq_kprops_client(type, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
-    if (!rk)
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
+    if (aiq_kafka_connect(&rk, type, conf, AIQ_KPROPS_CONNECT_MS, &err))
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
     return rk;
 }
 
@@ -299,21 +293,6 @@ static int assign_all(rd_kafka_t *rk, const char *topic, int64_t *end, int n)
     return open;
 }
 
-static int partition_count(rd_kafka_t *rk, const char *topic)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    int n = -1;
-    if (t && rd_kafka_metadata(rk, 0, t, &md, DLQ_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        md->topic_cnt == 1 && !md->topics[0].err)
-        n = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (t)
-        rd_kafka_topic_destroy(t);
-    return n > MAX_PARTS ? MAX_PARTS : n;
-}
-
 /* Marks partition p read to its end; returns 1 the first time. */
 static int finish(char *fin, int n, int32_t p)
 {
@@ -359,7 +338,10 @@ static int read_dlq(dlq_run_t *run, int replay)
     rd_kafka_t *rk = client(run->o->brokers, RD_KAFKA_CONSUMER, run);
     if (!rk)
         return 1;
-    int n = partition_count(rk, run->dlq), rc = 1;
+    int n = 0, rc = 1;
+    if (aiq_kafka_partition_count(rk, run->dlq, DLQ_TIMEOUT_MS, &n, NULL))
+        n = 0;
+    n = n > MAX_PARTS ? MAX_PARTS : n;
     int64_t *end = n > 0 ? calloc((size_t)n, sizeof(*end)) : NULL;
     char *fin = n > 0 ? calloc((size_t)n, 1) : NULL;
     if (n <= 0)

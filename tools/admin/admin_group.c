@@ -2,6 +2,7 @@
  * owns, and how far the group's commits are behind the end of every job partition. */
 #include "admin_group.h"
 #include "topics.h"
+#include "kafka.h"
 #include "kprops.h"
 
 #include <jansson.h>
@@ -44,21 +45,16 @@ void aiq_admin_group_usage(FILE *out)
 
 static rd_kafka_t *connect_group(const char *brokers, const char *group)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* group.id lets rd_kafka_committed() ask the coordinator; without a subscribe() this
      * handle never joins the group, so describing it does not trigger a rebalance. */
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) ||
-        rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) ||
-        rd_kafka_conf_set(conf, "client.id", "aiq-admin", errstr, sizeof(errstr))) {
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk =
-        aiq_kprops_client(RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, errstr, sizeof(errstr));
-    if (!rk)
-        fprintf(stderr, "aiq-admin: %s\n", errstr);
+    aiq_kafka_params_t params = {
+        .brokers = brokers, .client_id = "aiq-admin", .group_id = group, .env_props = 1};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    aiq_err_t err = {0};
+    if (aiq_kafka_conf_new(&conf, AIQ_KAFKA_CLI_ADMIN, &params, &err) ||
+        aiq_kafka_connect(&rk, RD_KAFKA_CONSUMER, conf, AIQ_KPROPS_CONNECT_MS, &err))
+        fprintf(stderr, "aiq-admin: %s\n", err.msg);
     return rk;
 }
 
@@ -118,30 +114,16 @@ static const rd_kafka_MemberDescription_t *owner_of(const rd_kafka_ConsumerGroup
     return NULL;
 }
 
-static int partition_count(rd_kafka_t *rk, const char *topic)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    int n = -1;
-    if (t && rd_kafka_metadata(rk, 0, t, &md, GROUP_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        md->topic_cnt == 1 && !md->topics[0].err)
-        n = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (t)
-        rd_kafka_topic_destroy(t);
-    return n > MAX_PARTS ? MAX_PARTS : n;
-}
-
 /* Committed and end offsets of every partition of one job topic, appended to v->rows. */
 static int offsets_of(rd_kafka_t *rk, group_view_t *v, int prio)
 {
     const char *topic = v->topics[prio];
-    int n = partition_count(rk, topic);
-    if (n <= 0) {
+    int n = 0;
+    if (aiq_kafka_partition_count(rk, topic, GROUP_TIMEOUT_MS, &n, NULL)) {
         fprintf(stderr, "aiq-admin: topic %s does not exist\n", topic);
         return 1;
     }
+    n = n > MAX_PARTS ? MAX_PARTS : n;
     part_row_t *rows = realloc(v->rows, (v->n_rows + (size_t)n) * sizeof(*rows));
     if (!rows) {
         fprintf(stderr, "aiq-admin: out of memory\n");

@@ -53,8 +53,8 @@ KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HER
 [ -n "$KAFKA_VERSION" ] || { echo "kafka: no <kafka.version> in $HERE/pom.xml" >&2; exit 1; }
 KAFKA_JAR="$LIB/kafka_2.13-$KAFKA_VERSION.jar"
 
-say() { echo "kafka: $*"; }
-die() { echo "kafka: $*" >&2; exit 1; }
+AIQ_SCRIPT=kafka
+. "$ROOT/tools/lib.sh"
 
 kcat_bin() {
     if command -v kcat >/dev/null 2>&1; then echo kcat

@@ -1,15 +1,15 @@
 #include "consumer.h"
+#include "bridge.h"
+#include "kafka.h"
 #include "offsets.h"
-#include "publish.h"
 #include "timeutil.h"
 #include "topics.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define RECORDS_PER_TURN 128
+#define TICK_MS          100
 #define MAX_PARTITIONS   4096
 
 typedef struct part {
@@ -25,18 +25,16 @@ typedef struct part {
 } part_t;
 
 struct aiq_consumer {
-    aiq_log_t *log; /* first: librdkafka's log callback reads it through the opaque */
+    aiq_log_t *log;
+    aiq_kafka_ctx_t kctx; /* the handle's opaque: log context, owner = this */
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;
     uv_loop_t *loop;
-    uv_poll_t poll;
-    uv_idle_t more;
-    uv_timer_t tick; /* keeps the group alive when no fd event comes */
+    aiq_bridge_t *bridge; /* NULL until started */
     uv_timer_t revoke_timer;
     rd_kafka_topic_partition_list_t *revoking; /* handed over once their jobs finished */
     int64_t revoke_timeout_ms;
     int closing;
-    int fds[2];
     aiq_consumer_hooks_t hooks;
     char topics[AIQ_PRIO_COUNT][AIQ_TOPIC_MAX];
     char prefix[AIQ_TOPIC_MAX];
@@ -46,7 +44,6 @@ struct aiq_consumer {
     int joined;
     int assigned;
     uint64_t rebalances; /* assign and revoke callbacks served */
-    int closing_handles;
 };
 
 static part_t *part_get(aiq_consumer_t *c, int prio, int32_t partition, int create)
@@ -234,7 +231,7 @@ static void apply_pause(aiq_consumer_t *c, rd_kafka_topic_partition_list_t *part
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
-    aiq_consumer_t *c = opaque;
+    aiq_consumer_t *c = aiq_kafka_owner(opaque);
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     c->rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -291,8 +288,8 @@ static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
                          "%s[%d] came back from offset %lld: skipping records below "
                          "%lld, which this worker already answered",
                          topic, m->partition, (long long)m->offset, (long long)p->answered_below);
-        int64_t next = aiq_offsets_done(p->tracker, m->offset);
-        if (next >= 0)
+        int64_t next;
+        if (aiq_offsets_done(p->tracker, m->offset, &next) == 0 && next != AIQ_OFFSET_NONE)
             store_offset(c, p, prio, m->partition, next);
         rd_kafka_message_destroy(m);
         return;
@@ -309,76 +306,19 @@ static void consume_error(aiq_consumer_t *c, rd_kafka_message_t *m)
     rd_kafka_message_destroy(m);
 }
 
-/* Serves at most RECORDS_PER_TURN records; returns 1 when more may be waiting. */
-static int serve(aiq_consumer_t *c)
+/* Serves one record or error of the consumer queue (and, inside the poll, rebalances);
+ * the bridge calls it at most RECORDS_PER_TURN times per loop turn. */
+static int serve_one(void *opaque)
 {
-    for (int i = 0; i < RECORDS_PER_TURN; i++) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
-        if (!m)
-            return 0;
-        if (m->err)
-            consume_error(c, m);
-        else
-            deliver(c, m);
-    }
+    aiq_consumer_t *c = opaque;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+    if (!m)
+        return 0;
+    if (m->err)
+        consume_error(c, m);
+    else
+        deliver(c, m);
     return 1;
-}
-
-static void on_more(uv_idle_t *h)
-{
-    aiq_consumer_t *c = h->data;
-    if (!serve(c))
-        uv_idle_stop(&c->more);
-}
-
-static void on_readable(uv_poll_t *h, int status, int events)
-{
-    (void)status;
-    (void)events;
-    aiq_consumer_t *c = h->data;
-    char buf[256];
-    while (read(c->fds[0], buf, sizeof(buf)) > 0)
-        ;
-    if (serve(c))
-        uv_idle_start(&c->more, on_more);
-}
-
-static void on_tick(uv_timer_t *t)
-{
-    aiq_consumer_t *c = t->data;
-    if (serve(c))
-        uv_idle_start(&c->more, on_more);
-}
-
-static rd_kafka_conf_t *consumer_conf(aiq_consumer_t *c, const aiq_config_t *cfg, aiq_err_t *err)
-{
-    rd_kafka_conf_t *conf = aiq__kafka_conf(cfg, c->log, cfg->worker_id, err);
-    if (!conf)
-        return NULL;
-    char session[32], commit_ms[32];
-    snprintf(session, sizeof(session), "%lld", (long long)cfg->session_timeout_ms);
-    snprintf(commit_ms, sizeof(commit_ms), "%lld", (long long)cfg->commit_interval_ms);
-    if (aiq__kafka_set(conf, "group.id", cfg->group_id, err) ||
-        aiq__kafka_set(conf, "partition.assignment.strategy", "cooperative-sticky", err) ||
-        aiq__kafka_set(conf, "enable.auto.commit", "true", err) ||
-        /* librdkafka's own auto-commit, not ours: it holds back while a rebalance is in
-         * flight, where a commit would meet a new generation and librdkafka 2.0.2 would
-         * declare the whole assignment lost. */
-        aiq__kafka_set(conf, "auto.commit.interval.ms", commit_ms, err) ||
-        /* A resumed partition must not wait behind a long-poll fetch of idle ones. */
-        aiq__kafka_set(conf, "fetch.wait.max.ms", "50", err) ||
-        aiq__kafka_set(conf, "enable.auto.offset.store", "false", err) ||
-        aiq__kafka_set(conf, "auto.offset.reset", "earliest", err) ||
-        aiq__kafka_set(conf, "session.timeout.ms", session, err) ||
-        aiq__kafka_set(conf, "queued.max.messages.kbytes", "2048", err) ||
-        aiq__kafka_set(conf, "max.partition.fetch.bytes", "262144", err) ||
-        (cfg->group_instance_id[0] &&
-         aiq__kafka_set(conf, "group.instance.id", cfg->group_instance_id, err))) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    return conf;
 }
 
 int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
@@ -400,12 +340,15 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
             return aiq_err_set(err, AIQ_EINVAL, "kafka.topic_prefix is too long");
         }
     }
-    rd_kafka_conf_t *conf = consumer_conf(c, cfg, err);
-    if (!conf) {
+    c->kctx = (aiq_kafka_ctx_t){.log = log, .owner = c};
+    aiq_kafka_params_t params = {.brokers = cfg->brokers, .cfg = cfg, .ctx = &c->kctx};
+    rd_kafka_conf_t *conf;
+    int rc = aiq_kafka_conf_new(&conf, AIQ_KAFKA_WORKER_CONSUMER, &params, err);
+    if (rc) {
         free(c);
-        return err ? err->code : AIQ_EINVAL;
+        return rc;
     }
-    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     char errstr[512];
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!c->rk) {
@@ -428,20 +371,19 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
     rd_kafka_topic_partition_list_destroy(topics);
     if (e)
         return aiq_err_set(err, AIQ_EKAFKA, "subscribe: %s", rd_kafka_err2str(e));
-    if (pipe(c->fds))
-        return aiq_err_set(err, AIQ_EIO, "pipe failed");
-    for (int i = 0; i < 2; i++)
-        fcntl(c->fds[i], F_SETFL, fcntl(c->fds[i], F_GETFL) | O_NONBLOCK);
-    rd_kafka_queue_io_event_enable(c->q, c->fds[1], "1", 1);
-    uv_poll_init(c->loop, &c->poll, c->fds[0]);
-    uv_idle_init(c->loop, &c->more);
-    uv_timer_init(c->loop, &c->tick);
-    uv_timer_init(c->loop, &c->revoke_timer);
-    c->poll.data = c->more.data = c->tick.data = c->revoke_timer.data = c;
-    uv_poll_start(&c->poll, UV_READABLE, on_readable);
     /* The fd only signals a queue going non-empty; the tick catches anything left behind
-     * (records that arrived while a serve pass was in progress). */
-    uv_timer_start(&c->tick, on_tick, 100, 100);
+     * (records that arrived while a serve pass was in progress) and keeps the group alive
+     * when no fd event comes. */
+    aiq_bridge_conf_t bc = {.queue = c->q,
+                            .budget = RECORDS_PER_TURN,
+                            .tick_ms = TICK_MS,
+                            .serve = serve_one,
+                            .opaque = c};
+    int rc = aiq_bridge_new(&c->bridge, c->loop, &bc, err);
+    if (rc)
+        return rc;
+    uv_timer_init(c->loop, &c->revoke_timer);
+    c->revoke_timer.data = c;
     aiq_log_info(c->log, "subscribed to %s, %s, %s, %s", c->topics[0], c->topics[1], c->topics[2],
                  c->topics[3]);
     return 0;
@@ -465,8 +407,8 @@ void aiq_consumer_done(aiq_consumer_t *c, const aiq_consumer_ref_t *ref)
     part_t *p = part_get(c, ref->prio, ref->partition, 0);
     if (!p || !p->tracker || p->generation != ref->generation)
         return;
-    int64_t next = aiq_offsets_done(p->tracker, ref->offset);
-    if (next >= 0)
+    int64_t next;
+    if (aiq_offsets_done(p->tracker, ref->offset, &next) == 0 && next != AIQ_OFFSET_NONE)
         store_offset(c, p, ref->prio, ref->partition, next);
     if (p->revoking)
         check_revoke_done(c);
@@ -530,9 +472,7 @@ size_t aiq_consumer_pending(const aiq_consumer_t *c)
 
 static void on_closed(uv_handle_t *h)
 {
-    aiq_consumer_t *c = h->data;
-    if (--c->closing_handles == 0)
-        free(c);
+    free(h->data);
 }
 
 void aiq_consumer_close(aiq_consumer_t *c)
@@ -543,6 +483,8 @@ void aiq_consumer_close(aiq_consumer_t *c)
     c->closing = 1;
     if (c->revoking)
         finish_revoke(c);
+    /* Before the queue goes: librdkafka must stop writing to the bridge's pipe. */
+    aiq_bridge_free(c->bridge);
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
     if (e)
         aiq_log_warn(c->log, "consumer close: %s", rd_kafka_err2str(e));
@@ -553,17 +495,10 @@ void aiq_consumer_close(aiq_consumer_t *c)
             aiq_offsets_free(c->parts[p][i].tracker);
         free(c->parts[p]);
     }
-    if (c->fds[0]) {
-        close(c->fds[0]);
-        close(c->fds[1]);
-        c->closing_handles = 4;
+    if (c->bridge)
         uv_close((uv_handle_t *)&c->revoke_timer, on_closed);
-        uv_close((uv_handle_t *)&c->poll, on_closed);
-        uv_close((uv_handle_t *)&c->more, on_closed);
-        uv_close((uv_handle_t *)&c->tick, on_closed);
-    } else {
+    else
         free(c);
-    }
 }
 
 void aiq_consumer_lag(aiq_consumer_t *c, aiq_consumer_lag_t *out)

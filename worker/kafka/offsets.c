@@ -91,18 +91,18 @@ static entry_t *find(const aiq_offsets_t *t, int64_t offset)
     return NULL;
 }
 
-int64_t aiq_offsets_done(aiq_offsets_t *t, int64_t offset)
+int aiq_offsets_done(aiq_offsets_t *t, int64_t offset, int64_t *store)
 {
     entry_t *e = find(t, offset);
     if (!e || e->done)
         return AIQ_ENOTFOUND;
     e->done = true;
     t->n_done++;
+    *store = AIQ_OFFSET_NONE;
     if (e != at(t, 0))
-        return -1;
-    int64_t next = -1;
+        return 0;
     while (t->len > 0 && at(t, 0)->done) {
-        next = at(t, 0)->offset + 1;
+        *store = at(t, 0)->offset + 1;
         t->head = (t->head + 1) % t->cap;
         t->len--;
         t->n_done--;
@@ -110,8 +110,8 @@ int64_t aiq_offsets_done(aiq_offsets_t *t, int64_t offset)
     /* Gaps (compacted or transactional offsets) are skipped: the next tracked offset is
      * the lowest unfinished one, and committing it is what a restart needs. */
     if (t->len > 0)
-        next = at(t, 0)->offset;
-    return next;
+        *store = at(t, 0)->offset;
+    return 0;
 }
 
 size_t aiq_offsets_pending(const aiq_offsets_t *t)
@@ -121,7 +121,7 @@ size_t aiq_offsets_pending(const aiq_offsets_t *t)
 
 int64_t aiq_offsets_lowest(const aiq_offsets_t *t)
 {
-    return t->len ? at(t, 0)->offset : -1;
+    return t->len ? at(t, 0)->offset : AIQ_OFFSET_NONE;
 }
 
 int64_t aiq_offsets_lowest_since(const aiq_offsets_t *t)

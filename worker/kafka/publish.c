@@ -1,66 +1,28 @@
 #include "publish.h"
+#include "bridge.h"
+#include "kafka.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define EVENTS_PER_TURN 256
 
 struct aiq_publisher {
-    aiq_log_t *log; /* first: librdkafka's log callback reads it through the opaque */
+    aiq_log_t *log;
+    aiq_kafka_ctx_t kctx; /* the handle's opaque: log context, owner = this */
     rd_kafka_t *rk;
     rd_kafka_queue_t *mainq;
-    uv_loop_t *loop;
-    uv_poll_t poll;
-    uv_idle_t more; /* runs another serve pass when one turn's budget was used up */
-    int fds[2];
+    aiq_bridge_t *bridge;
     aiq_publish_fatal_cb on_fatal;
     void *fatal_opaque;
     int fatal_reported;
-    int closing_handles;
 };
 
 typedef struct pending {
     aiq_publish_cb cb;
     void *opaque;
 } pending_t;
-
-int aiq__kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, aiq_err_t *err)
-{
-    char errstr[512];
-    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-        return aiq_err_set(err, AIQ_EINVAL, "kafka property %s: %s", name, errstr);
-    return 0;
-}
-
-static void on_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    aiq_log_t **logp = rd_kafka_opaque(rk);
-    aiq_log_t *log = logp ? *logp : NULL;
-    aiq_log_level_t lv = level <= 3 ? AIQ_LOG_ERROR : level <= 5 ? AIQ_LOG_WARN : AIQ_LOG_DEBUG;
-    aiq_logj(log, lv, NULL, "librdkafka %s: %s", fac, buf);
-}
-
-rd_kafka_conf_t *aiq__kafka_conf(const aiq_config_t *cfg, aiq_log_t *log, const char *client_id,
-                                 aiq_err_t *err)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (aiq__kafka_set(conf, "bootstrap.servers", cfg->brokers, err) ||
-        aiq__kafka_set(conf, "client.id", client_id, err))
-        goto fail;
-    for (int i = 0; i < cfg->n_passthru; i++) {
-        if (aiq__kafka_set(conf, cfg->passthru_key[i], cfg->passthru_val[i], err))
-            goto fail;
-    }
-    (void)log;
-    rd_kafka_conf_set_log_cb(conf, on_rdkafka_log);
-    return conf;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-}
 
 static int permanent_error(rd_kafka_resp_err_t e)
 {
@@ -126,75 +88,36 @@ static void handle_error(aiq_publisher_t *p, rd_kafka_event_t *ev)
     aiq_log_warn(p->log, "producer: %s", rd_kafka_event_error_string(ev));
 }
 
-/* Serves at most EVENTS_PER_TURN events; returns 1 when more may be waiting. */
-static int serve(aiq_publisher_t *p)
+/* Serves one event of the main queue; the bridge calls it at most EVENTS_PER_TURN times
+ * per loop turn. */
+static int serve_one(void *opaque)
 {
-    for (int i = 0; i < EVENTS_PER_TURN; i++) {
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(p->mainq, 0);
-        if (!ev)
-            return 0;
-        switch (rd_kafka_event_type(ev)) {
-        case RD_KAFKA_EVENT_DR:
-            handle_dr(p, ev);
-            break;
-        case RD_KAFKA_EVENT_ERROR:
-            handle_error(p, ev);
-            break;
-        default:
-            break;
-        }
-        rd_kafka_event_destroy(ev);
+    aiq_publisher_t *p = opaque;
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(p->mainq, 0);
+    if (!ev)
+        return 0;
+    switch (rd_kafka_event_type(ev)) {
+    case RD_KAFKA_EVENT_DR:
+        handle_dr(p, ev);
+        break;
+    case RD_KAFKA_EVENT_ERROR:
+        handle_error(p, ev);
+        break;
+    default:
+        break;
     }
+    rd_kafka_event_destroy(ev);
     return 1;
 }
 
-static void on_more(uv_idle_t *h)
+static rd_kafka_t *create_producer(aiq_publisher_t *p, const aiq_config_t *cfg, aiq_err_t *err)
 {
-    aiq_publisher_t *p = h->data;
-    if (!serve(p))
-        uv_idle_stop(&p->more);
-}
-
-static void on_readable(uv_poll_t *h, int status, int events)
-{
-    (void)status;
-    (void)events;
-    aiq_publisher_t *p = h->data;
-    char buf[256];
-    while (read(p->fds[0], buf, sizeof(buf)) > 0)
-        ;
-    if (serve(p))
-        uv_idle_start(&p->more, on_more);
-}
-
-int aiq__event_pipe(int fds[2], aiq_err_t *err)
-{
-    if (pipe(fds))
-        return aiq_err_set(err, AIQ_EIO, "pipe failed");
-    for (int i = 0; i < 2; i++) {
-        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-    }
-    return 0;
-}
-
-static rd_kafka_t *create_producer(aiq_publisher_t *p, const aiq_config_t *cfg, aiq_log_t *log,
-                                   aiq_err_t *err)
-{
-    char client_id[256];
-    snprintf(client_id, sizeof(client_id), "%s-producer", cfg->worker_id);
-    rd_kafka_conf_t *conf = aiq__kafka_conf(cfg, log, client_id, err);
-    if (!conf)
+    p->kctx = (aiq_kafka_ctx_t){.log = p->log, .owner = p};
+    aiq_kafka_params_t params = {.brokers = cfg->brokers, .cfg = cfg, .ctx = &p->kctx};
+    rd_kafka_conf_t *conf;
+    if (aiq_kafka_conf_new(&conf, AIQ_KAFKA_WORKER_PRODUCER, &params, err))
         return NULL;
-    if (aiq__kafka_set(conf, "enable.idempotence", "true", err) ||
-        aiq__kafka_set(conf, "linger.ms", "5", err) ||
-        aiq__kafka_set(conf, "compression.type", "lz4", err) ||
-        aiq__kafka_set(conf, "message.timeout.ms", "120000", err)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
     rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
-    rd_kafka_conf_set_opaque(conf, p);
     char errstr[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk) {
@@ -211,27 +134,23 @@ int aiq_publisher_new(aiq_publisher_t **out, uv_loop_t *loop, const aiq_config_t
     aiq_publisher_t *p = calloc(1, sizeof(*p));
     if (!p)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
-    p->loop = loop;
     p->log = log;
     p->on_fatal = on_fatal;
     p->fatal_opaque = fatal_opaque;
-    if (aiq__event_pipe(p->fds, err))
-        goto fail_pipe;
-    p->rk = create_producer(p, cfg, log, err);
+    p->rk = create_producer(p, cfg, err);
     if (!p->rk)
         goto fail_rk;
     p->mainq = rd_kafka_queue_get_main(p->rk);
-    rd_kafka_queue_io_event_enable(p->mainq, p->fds[1], "1", 1);
-    uv_poll_init(loop, &p->poll, p->fds[0]);
-    uv_idle_init(loop, &p->more);
-    p->poll.data = p->more.data = p;
-    uv_poll_start(&p->poll, UV_READABLE, on_readable);
+    aiq_bridge_conf_t bc = {
+        .queue = p->mainq, .budget = EVENTS_PER_TURN, .serve = serve_one, .opaque = p};
+    if (aiq_bridge_new(&p->bridge, loop, &bc, err))
+        goto fail_bridge;
     *out = p;
     return 0;
+fail_bridge:
+    rd_kafka_queue_destroy(p->mainq);
+    rd_kafka_destroy(p->rk);
 fail_rk:
-    close(p->fds[0]);
-    close(p->fds[1]);
-fail_pipe:
     free(p);
     return err ? err->code : AIQ_EKAFKA;
 }
@@ -242,7 +161,8 @@ int aiq_publisher_send(aiq_publisher_t *p, const char *topic, const void *key, s
 {
     pending_t *pd = malloc(sizeof(*pd));
     if (!pd) {
-        rd_kafka_headers_destroy(hdrs);
+        if (hdrs) /* librdkafka's destroy does not take NULL */
+            rd_kafka_headers_destroy(hdrs);
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
     }
     pd->cb = cb;
@@ -259,8 +179,9 @@ int aiq_publisher_send(aiq_publisher_t *p, const char *topic, const void *key, s
                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(pd),
                               RD_KAFKA_V_END);
     if (e) {
-        /* On failure the headers stay ours. */
-        rd_kafka_headers_destroy(hdrs);
+        /* On failure the headers stay ours (and NULL would crash librdkafka's destroy). */
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
         free(pd);
         return aiq_err_set(err, AIQ_EKAFKA, "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
@@ -276,22 +197,16 @@ int aiq_publisher_flush(aiq_publisher_t *p, int timeout_ms)
 {
     rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
     /* With the event API rd_kafka_flush does not serve delivery reports; do it here. */
-    while (serve(p))
+    while (serve_one(p))
         ;
     return e ? AIQ_ETIMEDOUT : 0;
-}
-
-static void on_closed(uv_handle_t *h)
-{
-    aiq_publisher_t *p = h->data;
-    if (--p->closing_handles == 0)
-        free(p);
 }
 
 void aiq_publisher_free(aiq_publisher_t *p)
 {
     if (!p)
         return;
+    aiq_bridge_free(p->bridge);
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     /* Drop the purged records' reports without calling back into freed owners. */
     rd_kafka_event_t *ev;
@@ -305,9 +220,5 @@ void aiq_publisher_free(aiq_publisher_t *p)
     }
     rd_kafka_queue_destroy(p->mainq);
     rd_kafka_destroy(p->rk);
-    close(p->fds[0]);
-    close(p->fds[1]);
-    p->closing_handles = 2;
-    uv_close((uv_handle_t *)&p->poll, on_closed);
-    uv_close((uv_handle_t *)&p->more, on_closed);
+    free(p);
 }

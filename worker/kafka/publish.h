@@ -1,5 +1,5 @@
 /* publish.h — the worker's idempotent Kafka producer: results, DLQ records. Delivery
- * reports come back to the loop thread through an fd librdkafka writes to. */
+ * reports come back to the loop thread through the queue bridge (bridge.h). */
 #ifndef AIQ_PUBLISH_H
 #define AIQ_PUBLISH_H
 
@@ -39,21 +39,9 @@ int aiq_publisher_outq(const aiq_publisher_t *p);
  * callbacks. For shutdown only. Returns 0 or AIQ_ETIMEDOUT. */
 int aiq_publisher_flush(aiq_publisher_t *p, int timeout_ms);
 
-/* Stops the fd watcher and destroys the producer (unsent records are purged, their
- * callbacks never run). The handle memory goes once the loop closed the watcher. */
+/* Stops the queue bridge and destroys the producer (unsent records are purged, their
+ * callbacks never run). The bridge's memory goes once the loop closed its watchers. NULL is
+ * a no-op. */
 void aiq_publisher_free(aiq_publisher_t *p);
-
-/* Librdkafka conf with bootstrap servers, client id, logging and the pass-through
- * properties applied. Shared by producer and consumer; NULL on error (err filled).
- * The caller must set as opaque a struct whose first member is the aiq_log_t pointer. */
-rd_kafka_conf_t *aiq__kafka_conf(const aiq_config_t *cfg, aiq_log_t *log, const char *client_id,
-                                 aiq_err_t *err);
-
-/* Sets one property or fills err naming it. */
-int aiq__kafka_set(rd_kafka_conf_t *conf, const char *name, const char *value, aiq_err_t *err);
-
-/* A non-blocking, close-on-exec pipe for librdkafka's queue io events (the loop polls
- * fds[0]). */
-int aiq__event_pipe(int fds[2], aiq_err_t *err);
 
 #endif

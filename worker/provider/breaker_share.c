@@ -1,4 +1,6 @@
 #include "breaker_share.h"
+#include "bridge.h"
+#include "kafka.h"
 #include "topics.h"
 
 #include <errno.h>
@@ -8,10 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MODEL_MAX    2048
-#define STORE_BYTES  (16u << 20) /* thousands of models fit many times over */
-#define STORE_READER 1024        /* one slot per process on the host, and then some */
-#define RECORD_BYTES 24          /* state, force, 6 spare, since_ms, version */
+#define MODEL_MAX        2048
+#define STORE_BYTES      (16u << 20) /* thousands of models fit many times over */
+#define STORE_READER     1024        /* one slot per process on the host, and then some */
+#define RECORD_BYTES     24          /* state, force, 6 spare, since_ms, version */
+#define RECORDS_PER_TURN 256         /* breaker records applied per loop turn at most */
 
 typedef struct entry {
     struct entry *next;
@@ -20,7 +23,8 @@ typedef struct entry {
 } entry_t;
 
 struct aiq_breakers {
-    aiq_log_t *log; /* first member: librdkafka's log callback finds it through the opaque */
+    aiq_log_t *log;
+    aiq_kafka_ctx_t kctx; /* the follower's opaque: log context, owner = this */
     uv_loop_t *loop;
     const aiq_config_t *cfg;
     aiq_publisher_t *pub;
@@ -31,8 +35,7 @@ struct aiq_breakers {
     MDB_dbi dbi;
     rd_kafka_t *rk; /* NULL when the topic is missing: host-local sharing only */
     rd_kafka_queue_t *q;
-    int fds[2];
-    uv_poll_t poll;
+    aiq_bridge_t *bridge;
     aiq_breaker_share_stats_t stats;
 };
 
@@ -106,27 +109,32 @@ static int store_push(aiq_breaker_share_t *bs, entry_t *e)
     return 1;
 }
 
-static int mkdir_p(const char *path)
+/* Creates dir and its parents (0700). Returns 0, AIQ_ETOOBIG for a path over PATH_MAX-ish,
+ * or AIQ_EIO naming the directory that could not be made. */
+static int mkdir_p(const char *path, aiq_err_t *err)
 {
     char buf[4096];
     if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-        return ENAMETOOLONG;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
+        return aiq_err_set(err, AIQ_ETOOBIG, "breaker.path %.64s...: longer than %zu bytes", path,
+                           sizeof(buf) - 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0')
             continue;
+        char c = *p;
         *p = '\0';
         if (mkdir(buf, 0700) && errno != EEXIST)
-            return errno;
-        *p = '/';
+            return aiq_err_set(err, AIQ_EIO, "breaker.path %s: %s", buf, strerror(errno));
+        *p = c;
+        if (!c)
+            return 0;
     }
-    return mkdir(buf, 0700) && errno != EEXIST ? errno : 0;
 }
 
 static int store_open(aiq_breaker_share_t *bs, const char *dir, aiq_err_t *err)
 {
-    int rc = mkdir_p(dir);
+    int rc = mkdir_p(dir, err);
     if (rc)
-        return aiq_err_set(err, AIQ_EIO, "breaker.path %s: %s", dir, strerror(rc));
+        return rc;
     MDB_txn *txn = NULL;
     int dead = 0;
     if ((rc = mdb_env_create(&bs->env)) || (rc = mdb_env_set_mapsize(bs->env, STORE_BYTES)) ||
@@ -288,80 +296,54 @@ static void on_record(aiq_breaker_share_t *bs, const rd_kafka_message_t *m)
     announce(bs, e, rd_kafka_topic_name(m->rkt));
 }
 
-static void on_readable(uv_poll_t *h, int status, int events)
+/* Applies one record of the topic; the bridge calls it at most RECORDS_PER_TURN times per
+ * loop turn, so a long compacted topic read at start-up never stalls the loop. */
+static int serve_one(void *opaque)
 {
-    (void)status;
-    (void)events;
-    aiq_breaker_share_t *bs = h->data;
-    char buf[64];
-    while (read(bs->fds[0], buf, sizeof(buf)) > 0) {
-    }
-    rd_kafka_message_t *m;
-    while ((m = rd_kafka_consume_queue(bs->q, 0))) {
-        if (!m->err)
-            on_record(bs, m);
-        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            aiq_logj(bs->log, AIQ_LOG_WARN, NULL, "breaker topic: %s", rd_kafka_message_errstr(m));
-        rd_kafka_message_destroy(m);
-    }
-}
-
-static int topic_partitions(rd_kafka_t *rk, const char *topic)
-{
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md;
-    int n = -1;
-    if (rkt && rd_kafka_metadata(rk, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (md->topic_cnt == 1 && !md->topics[0].err)
-            n = md->topics[0].partition_cnt;
-        rd_kafka_metadata_destroy(md);
-    }
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
-    return n;
+    aiq_breaker_share_t *bs = opaque;
+    rd_kafka_message_t *m = rd_kafka_consume_queue(bs->q, 0);
+    if (!m)
+        return 0;
+    if (!m->err)
+        on_record(bs, m);
+    else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        aiq_logj(bs->log, AIQ_LOG_WARN, NULL, "breaker topic: %s", rd_kafka_message_errstr(m));
+    rd_kafka_message_destroy(m);
+    return 1;
 }
 
 static int follow_topic(aiq_breaker_share_t *bs, aiq_err_t *err)
 {
-    rd_kafka_conf_t *conf = aiq__kafka_conf(bs->cfg, bs->log, "aiq-breakers", err);
+    bs->kctx = (aiq_kafka_ctx_t){.log = bs->log, .owner = bs};
+    aiq_kafka_params_t params = {.brokers = bs->cfg->brokers, .cfg = bs->cfg, .ctx = &bs->kctx};
+    rd_kafka_conf_t *conf;
     char errstr[512];
-    if (!conf)
-        return err->code;
-    /* librdkafka wants a group id for assign(); this one never joins or commits. */
-    char group[300];
-    snprintf(group, sizeof(group), "aiq-breakers-%s", bs->cfg->worker_id);
-    if (aiq__kafka_set(conf, "group.id", group, err) ||
-        aiq__kafka_set(conf, "enable.auto.commit", "false", err) ||
-        aiq__kafka_set(conf, "fetch.wait.max.ms", "100", err) ||
-        aiq__kafka_set(conf, "allow.auto.create.topics", "false", err)) {
-        rd_kafka_conf_destroy(conf);
-        return err->code;
-    }
-    rd_kafka_conf_set_opaque(conf, bs);
+    int rc = aiq_kafka_conf_new(&conf, AIQ_KAFKA_BREAKER_FOLLOWER, &params, err);
+    if (rc)
+        return rc;
     bs->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!bs->rk) {
         rd_kafka_conf_destroy(conf);
         return aiq_err_set(err, AIQ_EKAFKA, "breaker consumer: %s", errstr);
     }
-    int n = topic_partitions(bs->rk, bs->topic);
-    if (n <= 0) {
+    int n = 0;
+    aiq_err_t perr = {0};
+    if ((rc = aiq_kafka_partition_count(bs->rk, bs->topic, 5000, &n, &perr))) {
         aiq_logj(bs->log, AIQ_LOG_WARN, NULL,
-                 "topic %s is missing: breaker transitions are shared on this host only "
+                 "topic %s is missing%s%s: breaker transitions are shared on this host only "
                  "(aiq-admin topics create makes it)",
-                 bs->topic);
+                 bs->topic, rc == AIQ_ENOTFOUND ? "" : ": ", rc == AIQ_ENOTFOUND ? "" : perr.msg);
         rd_kafka_destroy(bs->rk);
         bs->rk = NULL;
         return 0;
     }
     rd_kafka_poll_set_consumer(bs->rk);
     /* Wake-ups first: records that arrive before the fd is set would never signal it. */
-    if (aiq__event_pipe(bs->fds, err))
-        return err->code;
     bs->q = rd_kafka_queue_get_consumer(bs->rk);
-    rd_kafka_queue_io_event_enable(bs->q, bs->fds[1], "1", 1);
-    uv_poll_init(bs->loop, &bs->poll, bs->fds[0]);
-    bs->poll.data = bs;
-    uv_poll_start(&bs->poll, UV_READABLE, on_readable);
+    aiq_bridge_conf_t bc = {
+        .queue = bs->q, .budget = RECORDS_PER_TURN, .serve = serve_one, .opaque = bs};
+    if ((rc = aiq_bridge_new(&bs->bridge, bs->loop, &bc, err)))
+        return rc;
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
     for (int p = 0; p < n; p++)
         rd_kafka_topic_partition_list_add(parts, bs->topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -385,7 +367,6 @@ int aiq_breaker_share_new(aiq_breaker_share_t **out, uv_loop_t *loop, const aiq_
     bs->loop = loop;
     bs->cfg = cfg;
     bs->pub = pub;
-    bs->fds[0] = bs->fds[1] = -1;
     aiq_breaker_conf_default(&bs->conf);
     bs->conf.consecutive_failures = (int)cfg->breaker_failures;
     bs->conf.failure_rate = (double)cfg->breaker_failure_rate_pct / 100.0;
@@ -408,11 +389,6 @@ int aiq_breaker_share_new(aiq_breaker_share_t **out, uv_loop_t *loop, const aiq_
     return 0;
 }
 
-static void on_poll_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
 void aiq_breaker_share_free(aiq_breaker_share_t *bs)
 {
     if (!bs)
@@ -422,22 +398,14 @@ void aiq_breaker_share_free(aiq_breaker_share_t *bs)
         bs->entries = e->next;
         free(e);
     }
-    if (bs->q) {
-        rd_kafka_queue_io_event_enable(bs->q, -1, NULL, 0);
+    aiq_bridge_free(bs->bridge);
+    if (bs->q)
         rd_kafka_queue_destroy(bs->q);
-    }
     if (bs->rk) {
         rd_kafka_consumer_close(bs->rk);
         rd_kafka_destroy(bs->rk);
     }
     if (bs->env)
         mdb_env_close(bs->env);
-    int polling = bs->q != NULL;
-    if (polling)
-        uv_close((uv_handle_t *)&bs->poll, on_poll_closed);
-    for (int i = 0; i < 2; i++)
-        if (bs->fds[i] >= 0)
-            close(bs->fds[i]);
-    if (!polling)
-        free(bs);
+    free(bs);
 }
