@@ -49,6 +49,7 @@ struct aiq_worker {
     char endpoint[1024];
     int64_t inflight;
     int draining;
+    int pumping; /* inside pump(): a slot freed meanwhile is used by its loop */
     int exit_code;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer, progress, expiry;
@@ -156,6 +157,22 @@ static void finish_drain(aiq_worker_t *w)
     uv_stop(w->loop);
 }
 
+/* Drain ends when no job holds a slot and no record waits on the DLQ. */
+static int drained(const aiq_worker_t *w)
+{
+    return w->inflight == 0 && aiq_pipeline_stats(w->pl)->dlq_waiting == 0;
+}
+
+static void on_slot_free(void *opaque, aiq_task_t *t)
+{
+    (void)t;
+    aiq_worker_t *w = opaque;
+    w->inflight--;
+    /* Draining ends in on_task_done, which follows for every task. */
+    if (!w->draining)
+        pump(w);
+}
+
 static void on_task_done(void *opaque, aiq_task_t *t)
 {
     aiq_worker_t *w = opaque;
@@ -163,15 +180,27 @@ static void on_task_done(void *opaque, aiq_task_t *t)
     if (w->alerter && s.answered)
         aiq_alerter_job(w->alerter, s.error, s.total_ms, s.lookup, s.hit);
     aiq_consumer_done(w->consumer, aiq_task_ref(t));
-    w->inflight--;
-    if (w->draining && w->inflight == 0)
+    /* The slot came back in on_slot_free; a dead letter's task ends after it. */
+    if (w->draining && drained(w))
         finish_drain(w);
-    else
-        pump(w);
+}
+
+static void on_dlq_state(void *opaque, int writable, const char *why)
+{
+    aiq_worker_t *w = opaque;
+    if (!writable)
+        aiq_log_error(w->log, "%s: /readyz reports not ready until a dead letter is written", why);
+    if (w->alerter)
+        aiq_alerter_dlq(w->alerter, !writable, aiq_pipeline_stats(w->pl)->dlq_waiting, why);
 }
 
 static void pump(aiq_worker_t *w)
 {
+    /* A start may free a slot at once (a refused record waits on the DLQ without one) and
+     * call back here: the loop below uses that slot, recursing would not be bounded. */
+    if (w->pumping)
+        return;
+    w->pumping = 1;
     while (!w->draining && w->inflight < w->cfg->max_inflight) {
         aiq_sched_node_t *n = aiq_sched_pop(w->sched, aiq_mono_ms());
         if (!n)
@@ -179,6 +208,7 @@ static void pump(aiq_worker_t *w)
         w->inflight++;
         aiq_pipeline_start(w->pl, aiq_task_of_node(n));
     }
+    w->pumping = 0;
     if (!w->draining)
         refill(w);
 }
@@ -256,7 +286,7 @@ static void on_signal(uv_signal_t *s, int signum)
                  "signal %d: draining %lld in-flight job(s) (up to %lld ms); %zu queued "
                  "job(s) left for redelivery",
                  signum, (long long)w->inflight, (long long)w->cfg->drain_timeout_ms, dropped);
-    if (w->inflight == 0) {
+    if (drained(w)) {
         finish_drain(w);
         return;
     }
@@ -301,8 +331,12 @@ static void on_beat(uv_timer_t *t)
     aiq_metrics_gauges_t g = gauges(w);
     char *text = aiq_metrics_render(w->metrics, &g, w->cfg->worker_id);
     int joined = aiq_consumer_joined(w->consumer);
-    const char *why = w->draining ? "draining" : !joined ? "not yet joined the consumer group" : "";
-    aiq_admin_http_publish(w->admin, text, joined && !w->draining, why);
+    const char *dlq = aiq_pipeline_dlq_error(w->pl);
+    const char *why = w->draining ? "draining"
+                      : !joined   ? "not yet joined the consumer group"
+                      : dlq       ? dlq
+                                  : "";
+    aiq_admin_http_publish(w->admin, text, joined && !w->draining && !dlq, why);
 }
 
 static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
@@ -325,6 +359,9 @@ static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
     g.fallbacks = pls->fallbacks;
     g.requeued = pls->requeued;
     g.coalesced = pls->coalesced;
+    g.dlq_unwritable = aiq_pipeline_dlq_error(w->pl) != NULL;
+    g.dlq_waiting = pls->dlq_waiting;
+    g.dlq_write_failures = pls->dlq_write_failures;
     aiq_cache_stats_t cs;
     aiq_err_t err = {0};
     if (w->cache && aiq_cache_stats(w->cache, &cs, &err) == 0) {
@@ -474,8 +511,13 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
     w->loop = loop;
     w->cfg = cfg;
     w->log = log;
-    aiq_pipeline_deps_t d = {
-        .loop = loop, .cfg = cfg, .log = log, .on_done = on_task_done, .opaque = w};
+    aiq_pipeline_deps_t d = {.loop = loop,
+                             .cfg = cfg,
+                             .log = log,
+                             .on_done = on_task_done,
+                             .on_slot_free = on_slot_free,
+                             .on_dlq_state = on_dlq_state,
+                             .opaque = w};
     aiq_consumer_hooks_t hooks = {.on_record = on_record, .on_revoked = on_revoked, .opaque = w};
     int rc;
     if ((rc = bedrock_conf(w, err)) || (rc = load_operations(w, err)))
