@@ -1,6 +1,7 @@
 #include "pipeline.h"
 #include "cache.h"
 #include "dlq.h"
+#include "reply_policy.h"
 #include "job.h"
 #include "result.h"
 #include "timeutil.h"
@@ -90,9 +91,10 @@ struct aiq_pipeline {
     char dlq_topic[AIQ_TOPIC_MAX];
     aiq_task_t *live;
     aiq_pipeline_stats_t stats;
-    size_t dlq_cap;      /* value bytes one dead letter may carry */
-    int64_t dlq_failing; /* dead letters whose last write failed */
-    char dlq_error[320]; /* the latest such failure */
+    aiq_reply_policy_t *replies; /* where reply_to may point */
+    size_t dlq_cap;              /* value bytes one dead letter may carry */
+    int64_t dlq_failing;         /* dead letters whose last write failed */
+    char dlq_error[320];         /* the latest such failure */
 };
 
 static void task_call(aiq_task_t *t);
@@ -1048,11 +1050,11 @@ static int cache_lookup(aiq_task_t *t)
     return 1;
 }
 
-/* reply_to must not point back into aiq's own input: a job must never create jobs. */
-static int reply_to_allowed(aiq_pipeline_t *pl, const char *topic)
+/* A job must never create jobs or write into aiq's own state (breaker, metrics, alerts,
+ * DLQ): reply_to names only topics worker.reply_topics allows. */
+static int reply_to_allowed(aiq_pipeline_t *pl, const char *topic, aiq_err_t *err)
 {
-    return !topic || (aiq_topic_priority(pl->d.cfg->topic_prefix, topic) < 0 &&
-                      strcmp(topic, pl->dlq_topic) != 0);
+    return !topic || aiq_reply_policy_check(pl->replies, topic, err) == 0;
 }
 
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
@@ -1067,11 +1069,11 @@ void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
         task_reject(t, why, err.msg);
         return;
     }
-    if (!reply_to_allowed(pl, t->job->reply_to)) {
+    if (!reply_to_allowed(pl, t->job->reply_to, &err)) {
         t->id_hint = strdup(t->job->id);
         aiq_job_free(t->job);
         t->job = NULL;
-        task_reject(t, AIQ_JOB_INVALID, "reply_to: must not name a job topic or the DLQ");
+        task_reject(t, AIQ_JOB_INVALID, err.msg);
         return;
     }
     if (pl->d.ops && !aiq_ops_find(pl->d.ops, t->job->operation)) {
@@ -1132,6 +1134,12 @@ int aiq_pipeline_new(aiq_pipeline_t **out, const aiq_pipeline_deps_t *deps, aiq_
         free(pl);
         return aiq_err_set(err, AIQ_EINVAL, "kafka.topic_prefix is too long");
     }
+    int rc =
+        aiq_reply_policy_new(&pl->replies, deps->cfg->topic_prefix, deps->cfg->reply_topics, err);
+    if (rc) {
+        free(pl);
+        return rc;
+    }
     dlq_cap_read(pl);
     *out = pl;
     return 0;
@@ -1154,5 +1162,6 @@ void aiq_pipeline_free(aiq_pipeline_t *pl)
     pl->closing = 1;
     while (pl->live)
         task_release(pl->live);
+    aiq_reply_policy_free(pl->replies);
     free(pl);
 }
