@@ -767,7 +767,7 @@ static void task_requeue(aiq_task_t *t)
     json_object_set_new(root, "attempt", json_integer(t->attempts));
     /* The deadline counts from created_at, else from the record's timestamp, which the
      * new record would reset: pin it. */
-    if (!t->job->created_at_ms)
+    if (!t->job->has_created_at)
         json_object_set_new(
             root, "created_at",
             json_string(aiq_time_format(t->deadline_ms - t->timeout_ms, start, sizeof(start))));
@@ -972,15 +972,11 @@ static void task_call(aiq_task_t *t)
 
 static int64_t deadline_of(aiq_task_t *t)
 {
-    const aiq_job_t *job = t->job;
-    int64_t start = job->created_at_ms;
-    if (!start) {
-        rd_kafka_timestamp_type_t type;
-        int64_t ts = rd_kafka_message_timestamp(t->msg, &type);
-        start = (type == RD_KAFKA_TIMESTAMP_CREATE_TIME && ts > 0) ? ts : t->received_ms;
-    }
-    t->timeout_ms = job->timeout_ms ? job->timeout_ms : t->pl->d.cfg->default_timeout_ms;
-    return start + t->timeout_ms;
+    rd_kafka_timestamp_type_t type;
+    int64_t ts = rd_kafka_message_timestamp(t->msg, &type);
+    /* A producer stamps CreateTime with its own clock: one in the future counts as now. */
+    int64_t record_ts = ts > 0 && ts < t->received_ms ? ts : t->received_ms;
+    return aiq_job_deadline(t->job, record_ts, t->pl->d.cfg->default_timeout_ms, &t->timeout_ms);
 }
 
 bool aiq_task_expired(aiq_task_t *t, int64_t now_ms)
@@ -1070,6 +1066,13 @@ void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
         return;
     }
     if (!reply_to_allowed(pl, t->job->reply_to, &err)) {
+        t->id_hint = strdup(t->job->id);
+        aiq_job_free(t->job);
+        t->job = NULL;
+        task_reject(t, AIQ_JOB_INVALID, err.msg);
+        return;
+    }
+    if (aiq_job_check_time(t->job, aiq_now_ms(), pl->d.cfg->max_clock_skew_ms, &err)) {
         t->id_hint = strdup(t->job->id);
         aiq_job_free(t->job);
         t->job = NULL;
