@@ -40,7 +40,7 @@ static void on_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, con
     aiq_log_t **logp = rd_kafka_opaque(rk);
     aiq_log_t *log = logp ? *logp : NULL;
     aiq_log_level_t lv = level <= 3 ? AIQ_LOG_ERROR : level <= 5 ? AIQ_LOG_WARN : AIQ_LOG_DEBUG;
-    aiq_logj(log, lv, NULL, "librdkafka %s: %s", fac, buf);
+    aiq_logc(log, lv, fac, "librdkafka %s: %s", fac, buf);
 }
 
 rd_kafka_conf_t *aiq__kafka_conf(const aiq_config_t *cfg, aiq_log_t *log, const char *client_id,
