@@ -17,6 +17,13 @@ size_t aiq_dlq_value_cap(int64_t topic_max, int64_t producer_max, int64_t own_ma
     return m > AIQ_DLQ_MINIMAL_BYTES ? (size_t)m : AIQ_DLQ_MINIMAL_BYTES;
 }
 
+size_t aiq_dlq_keep(size_t len, size_t cap, int minimal)
+{
+    if (minimal && cap > AIQ_DLQ_MINIMAL_BYTES)
+        cap = AIQ_DLQ_MINIMAL_BYTES;
+    return len < cap ? len : cap;
+}
+
 int aiq_dlq_sha256_hex(const void *val, size_t len, char out[65])
 {
     unsigned char md[32];

@@ -22,6 +22,10 @@
  * does not compress (the broker checks the compressed batch). At least AIQ_DLQ_MINIMAL_BYTES. */
 size_t aiq_dlq_value_cap(int64_t topic_max, int64_t producer_max, int64_t own_max);
 
+/* How many of len value bytes a dead letter keeps: up to cap, or AIQ_DLQ_MINIMAL_BYTES for
+ * the minimal letter. */
+size_t aiq_dlq_keep(size_t len, size_t cap, int minimal);
+
 /* The hex SHA-256 of len bytes at val (val may be NULL when len is 0) into out. Returns 0, or
  * AIQ_ECRYPTO when libcrypto failed (out is then ""). */
 int aiq_dlq_sha256_hex(const void *val, size_t len, char out[65]);

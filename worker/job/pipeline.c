@@ -554,8 +554,7 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, c
 static rd_kafka_headers_t *dlq_letter(aiq_task_t *t, const void *val, size_t *len)
 {
     size_t full = *len;
-    size_t cap = t->dlq_minimal ? AIQ_DLQ_MINIMAL_BYTES : t->pl->dlq_cap;
-    size_t keep = full < cap ? full : cap;
+    size_t keep = aiq_dlq_keep(full, t->pl->dlq_cap, t->dlq_minimal);
     if (!t->dlq_sha[0] && aiq_dlq_sha256_hex(val, full, t->dlq_sha))
         TLOG(t, AIQ_LOG_WARN, "no SHA-256 of the dead letter's value (libcrypto failed)");
     rd_kafka_headers_t *h = dlq_headers(t);
