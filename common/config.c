@@ -51,6 +51,20 @@ static const cfg_entry_t table[] = {
      "Largest job record accepted; larger ones go to the DLQ"},
     {"worker.default_timeout_ms", CFG_INT, S(default_timeout_ms), 1, 3600000, "45000", AIQ_CFG_ALL,
      "Deadline of a job without timeout_ms, counted from created_at"},
+    {"worker.max_clock_skew_ms", CFG_INT, S(max_clock_skew_ms), 0, 86400000, "300000",
+     AIQ_CFG_WORKER,
+     "A job whose created_at is more than this far in the future is rejected: a clock that "
+     "wrong (or a forged date) would otherwise push its deadline out of reach"},
+    {"worker.reply_topics", CFG_STR, S(reply_topics), 0, 0, "{prefix}results,{prefix}reply.*",
+     AIQ_CFG_WORKER,
+     "Topics a job's reply_to may name: comma-separated names, a trailing * matches any "
+     "rest, {prefix} is kafka.topic_prefix; aiq's own topics (jobs, DLQ, breaker, metrics, "
+     "alerts) and names starting with __ are refused whatever this says; empty = none"},
+    {"dlq.max_record_bytes", CFG_INT, S(dlq_max_record_bytes), 16384, 1073741824, "1000000",
+     AIQ_CFG_WORKER,
+     "Cap on one dead letter; the DLQ topic's max.message.bytes (read at start) and the "
+     "producer's message.max.bytes cap it further. A longer value is cut, with its size and "
+     "SHA-256 in headers"},
     {"worker.drain_timeout_ms", CFG_INT, S(drain_timeout_ms), 0, 3600000, "30000", AIQ_CFG_WORKER,
      "On SIGTERM, how long in-flight jobs may take to finish"},
     {"worker.commit_interval_ms", CFG_INT, S(commit_interval_ms), 1, 60000, "50", AIQ_CFG_WORKER,

@@ -28,6 +28,9 @@ typedef struct aiq_config {
     int64_t backlog;
     int64_t max_job_bytes;
     int64_t default_timeout_ms;
+    int64_t max_clock_skew_ms;
+    char *reply_topics; /* patterns reply_to may name ({prefix}, trailing *) */
+    int64_t dlq_max_record_bytes;
     int64_t drain_timeout_ms;
     int64_t revoke_timeout_ms;
     int64_t commit_interval_ms;

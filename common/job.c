@@ -223,6 +223,7 @@ static int check_strings(json_t *doc, aiq_job_t *j, aiq_err_t *err)
         return AIQ_EINVAL;
     if (created && aiq_time_parse(created, &j->created_at_ms))
         return aiq_err_set(err, AIQ_EINVAL, "created_at: must be an RFC 3339 date-time");
+    j->has_created_at = created != NULL;
     return 0;
 }
 
@@ -256,7 +257,7 @@ static int check_request(json_t *doc, aiq_job_t *j, aiq_err_t *err)
 static int check_numbers(json_t *doc, aiq_job_t *j, aiq_err_t *err)
 {
     int64_t attempt = 0;
-    if (opt_int(doc, "timeout_ms", 1, 3600000, &j->timeout_ms, err) ||
+    if (opt_int(doc, "timeout_ms", 1, AIQ_JOB_TIMEOUT_MAX_MS, &j->timeout_ms, err) ||
         opt_int(doc, "attempt", 0, 100, &attempt, err))
         return AIQ_EINVAL;
     j->attempt = (int)attempt;
@@ -325,6 +326,28 @@ int aiq_job_decode(const void *buf, size_t len, size_t max_len, aiq_job_t **out,
     }
     *out = job;
     return 0;
+}
+
+int aiq_job_check_time(const aiq_job_t *job, int64_t now_ms, int64_t max_skew_ms, aiq_err_t *err)
+{
+    if (!job->has_created_at || job->created_at_ms - now_ms <= max_skew_ms)
+        return 0;
+    return aiq_err_set(err, AIQ_EINVAL,
+                       "created_at: %.3f s in the future, more than the %lld ms clock skew "
+                       "allowed (worker.max_clock_skew_ms)",
+                       (double)(job->created_at_ms - now_ms) / 1000.0, (long long)max_skew_ms);
+}
+
+int64_t aiq_job_deadline(const aiq_job_t *job, int64_t record_ts_ms, int64_t default_timeout_ms,
+                         int64_t *timeout_ms)
+{
+    int64_t timeout = job->timeout_ms ? job->timeout_ms : default_timeout_ms;
+    int64_t start = job->has_created_at ? job->created_at_ms : record_ts_ms;
+    int64_t cap = record_ts_ms + AIQ_JOB_TIMEOUT_MAX_MS;
+    if (timeout_ms)
+        *timeout_ms = timeout;
+    /* created_at is the sender's word; the record's timestamp bounds how far it reaches. */
+    return start > cap - timeout ? cap : start + timeout;
 }
 
 void aiq_job_free(aiq_job_t *job)

@@ -42,8 +42,9 @@ typedef struct aiq_job {
     json_t *inference; /* object or NULL */
     aiq_job_api_t api;
     int priority;          /* aiq_priority_t, or -1 when the job names none */
-    int64_t created_at_ms; /* 0 when absent */
-    int64_t timeout_ms;    /* 0 when absent: the worker's default applies */
+    int64_t created_at_ms; /* valid when has_created_at (0 is the epoch, a valid time) */
+    bool has_created_at;
+    int64_t timeout_ms; /* 0 when absent: the worker's default applies */
     int attempt;
     bool cache_bypass;
     int64_t cache_ttl_s; /* -1 when absent */
@@ -55,6 +56,21 @@ typedef struct aiq_job {
  * copy of it (caller frees) so the refusal can still be answered; else NULL. */
 int aiq_job_decode(const void *buf, size_t len, size_t max_len, aiq_job_t **out,
                    aiq_job_reject_t *reject, char **id_hint, aiq_err_t *err);
+
+/* The longest timeout_ms a job may ask for (1 h). */
+#define AIQ_JOB_TIMEOUT_MAX_MS INT64_C(3600000)
+
+/* Refuses a created_at more than max_skew_ms after now_ms (wall clock): a clock that wrong,
+ * or a forged date, would push the deadline out of reach. Returns 0 or AIQ_EINVAL with err
+ * saying by how much. A job without created_at passes. */
+int aiq_job_check_time(const aiq_job_t *job, int64_t now_ms, int64_t max_skew_ms, aiq_err_t *err);
+
+/* The job's deadline (wall clock ms): created_at (else record_ts_ms, the record's timestamp
+ * or, without one, when it was received) plus timeout_ms (else default_timeout_ms), and never
+ * later than record_ts_ms + AIQ_JOB_TIMEOUT_MAX_MS whatever created_at says. *timeout_ms
+ * (may be NULL) receives the timeout that applies. */
+int64_t aiq_job_deadline(const aiq_job_t *job, int64_t record_ts_ms, int64_t default_timeout_ms,
+                         int64_t *timeout_ms);
 
 /* Checks an already parsed document (used by producers before sending). Borrows doc. */
 int aiq_job_validate(json_t *doc, aiq_err_t *err);

@@ -148,7 +148,7 @@ static void on_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, con
 {
     const aiq_kafka_ctx_t *ctx = rd_kafka_opaque(rk);
     aiq_log_level_t lv = level <= 3 ? AIQ_LOG_ERROR : level <= 5 ? AIQ_LOG_WARN : AIQ_LOG_DEBUG;
-    aiq_logj(ctx ? ctx->log : NULL, lv, NULL, "librdkafka %s: %s", fac, buf);
+    aiq_logc(ctx ? ctx->log : NULL, lv, fac, "librdkafka %s: %s", fac, buf);
 }
 
 void *aiq_kafka_owner(void *opaque)

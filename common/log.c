@@ -2,6 +2,7 @@
 #include "timeutil.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,10 +13,31 @@
 /* Longest PII a scanner can match (an e-mail address); what a truncated message loses. */
 #define LOG_PII_TAIL (RED_LOCAL_MAX + 1 + RED_DOMAIN_MAX)
 
+/* Repeated warnings and errors (not about one job) collapse: the first of a cause is
+ * written, the next ones in the interval are counted, and one line per interval says how
+ * many there were. Causes beyond LOG_CAUSES share the least recently used slot. */
+#define LOG_CAUSES      64
+#define LOG_CAUSE_MAX   64
+#define LOG_COLLAPSE_MS 10000
+
+typedef struct log_cause {
+    uint64_t key;              /* hash of the caller's cause, or of the message, numbers masked */
+    char label[LOG_CAUSE_MAX]; /* what the summary line calls it */
+    int64_t since_ms;          /* start of the current interval; 0 = free slot */
+    uint64_t suppressed;       /* lines not written in it */
+    aiq_log_level_t level;
+    char last[LOG_LINE_MAX / 4]; /* the latest suppressed message, redacted */
+} log_cause_t;
+
 struct aiq_log {
     char component[32];
     char instance[128];
     aiq_log_level_t level;
+    pthread_mutex_t mu; /* the causes: librdkafka's threads log too */
+    int64_t collapse_ms;
+    aiq_log_clock_fn clock;
+    void *clock_ctx;
+    log_cause_t causes[LOG_CAUSES];
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -28,12 +50,31 @@ aiq_log_t *aiq_log_new(const char *component, const char *instance, aiq_log_leve
     snprintf(log->component, sizeof(log->component), "%s", component ? component : "aiq");
     snprintf(log->instance, sizeof(log->instance), "%s", instance ? instance : "");
     log->level = level;
+    log->collapse_ms = LOG_COLLAPSE_MS;
+    pthread_mutex_init(&log->mu, NULL);
     return log;
 }
 
+static void flush_causes(aiq_log_t *log, int64_t now, int all);
+
 void aiq_log_free(aiq_log_t *log)
 {
+    if (!log)
+        return;
+    pthread_mutex_lock(&log->mu);
+    flush_causes(log, log->clock ? log->clock(log->clock_ctx) : aiq_mono_ms(), 1);
+    pthread_mutex_unlock(&log->mu);
+    pthread_mutex_destroy(&log->mu);
     free(log);
+}
+
+void aiq_log_set_collapse(aiq_log_t *log, int64_t interval_ms, aiq_log_clock_fn clock, void *ctx)
+{
+    pthread_mutex_lock(&log->mu);
+    log->collapse_ms = interval_ms;
+    log->clock = clock;
+    log->clock_ctx = ctx;
+    pthread_mutex_unlock(&log->mu);
 }
 
 int aiq_log_level_parse(const char *name)
@@ -442,19 +483,20 @@ static int trace_id(const char *tp, char out[33])
     return 1;
 }
 
-__attribute__((format(printf, 5, 0))) static void vlog(aiq_log_t *log, aiq_log_level_t level,
-                                                       const char *job, const char *trace,
-                                                       const char *fmt, va_list ap)
+/* Copies src into dst (cap bytes), cut at a UTF-8 character boundary. */
+static void copy_text(char *dst, size_t cap, const char *src)
 {
-    char msg[LOG_LINE_MAX / 2];
-    int r = vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (r < 0)
-        msg[0] = '\0';
-    char red[LOG_LINE_MAX / 2];
-    size_t rn = aiq_log_redact(msg, red, sizeof(red));
-    if (r >= (int)sizeof(msg))
-        truncated_tail(red, rn, sizeof(red));
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = utf8_trim(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
 
+/* Writes one line with an already redacted message; repeated > 0 marks a summary line. */
+static void emit(const aiq_log_t *log, aiq_log_level_t level, const char *job, const char *trace,
+                 const char *red, uint64_t repeated)
+{
     char ts[32];
     aiq_time_format(aiq_now_ms(), ts, sizeof(ts));
     json_t *o = json_object();
@@ -473,6 +515,8 @@ __attribute__((format(printf, 5, 0))) static void vlog(aiq_log_t *log, aiq_log_l
     /* json_string rejects invalid UTF-8; a log line must never be dropped for that. */
     json_t *m = json_string(red);
     json_object_set_new(o, "msg", m ? m : json_string("(message was not valid UTF-8)"));
+    if (repeated)
+        json_object_set_new(o, "repeated", json_integer((json_int_t)repeated));
     char line[LOG_LINE_MAX];
     size_t n = json_dumpb(o, line, sizeof(line) - 1, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
@@ -484,13 +528,139 @@ __attribute__((format(printf, 5, 0))) static void vlog(aiq_log_t *log, aiq_log_l
     (void)w;
 }
 
+/* "<label> ×N in S s: <last message>" for a cause's interval. */
+static void emit_summary(const aiq_log_t *log, const log_cause_t *c, uint64_t count, int64_t now)
+{
+    char msg[LOG_LINE_MAX / 2];
+    long long secs = (long long)((now - c->since_ms) / 1000);
+    snprintf(msg, sizeof(msg), "%s%s\u00d7%llu in %lld s: %s", c->label, c->label[0] ? " " : "",
+             (unsigned long long)count, secs, c->last);
+    emit(log, c->level, NULL, NULL, msg, count);
+}
+
+/* Writes the summary of every interval that ended (all: of every cause with lines counted).
+ * log->mu held. */
+static void flush_causes(aiq_log_t *log, int64_t now, int all)
+{
+    for (int i = 0; i < LOG_CAUSES; i++) {
+        log_cause_t *c = &log->causes[i];
+        if (!c->since_ms || !c->suppressed || (!all && now - c->since_ms < log->collapse_ms))
+            continue;
+        emit_summary(log, c, c->suppressed, now);
+        c->suppressed = 0;
+        c->since_ms = now;
+    }
+}
+
+/* FNV-1a of s with every run of digits taken as one '#': "failed for 2/4 partitions" and
+ * "failed for 1/4 partitions" are one cause, "breaker m1 open" and "breaker m2 open" too
+ * (a number is rarely what tells causes apart; names are). */
+static uint64_t cause_key(const char *s)
+{
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (int in_num = 0; *s; s++) {
+        int d = *s >= '0' && *s <= '9';
+        if (d && in_num)
+            continue;
+        in_num = d;
+        h = (h ^ (unsigned char)(d ? '#' : *s)) * UINT64_C(1099511628211);
+    }
+    return h ? h : 1;
+}
+
+static log_cause_t *find_cause(aiq_log_t *log, uint64_t key)
+{
+    log_cause_t *lru = &log->causes[0];
+    for (int i = 0; i < LOG_CAUSES; i++) {
+        log_cause_t *c = &log->causes[i];
+        if (c->since_ms && c->key == key)
+            return c;
+        if (!c->since_ms || (lru->since_ms && c->since_ms < lru->since_ms))
+            lru = c;
+    }
+    memset(lru, 0, sizeof(*lru));
+    lru->key = key;
+    return lru;
+}
+
+/* Whether the line (cause key, redacted message red) is to be written now; counts it when
+ * not. A line ending an interval in which others were counted is written as their summary. */
+static int collapse(aiq_log_t *log, aiq_log_level_t level, uint64_t key, const char *label,
+                    const char *red)
+{
+    pthread_mutex_lock(&log->mu);
+    int64_t now = log->clock ? log->clock(log->clock_ctx) : aiq_mono_ms();
+    if (now <= 0)
+        now = 1; /* 0 marks a free slot */
+    log_cause_t *c = find_cause(log, key);
+    int write_it = 1;
+    if (!c->since_ms) {
+        c->since_ms = now;
+        c->level = level;
+        copy_text(c->label, sizeof(c->label), label);
+    } else if (now - c->since_ms < log->collapse_ms) {
+        c->suppressed++;
+        c->level = level > c->level ? level : c->level;
+        copy_text(c->last, sizeof(c->last), red);
+        write_it = 0;
+    } else if (c->suppressed) {
+        copy_text(c->last, sizeof(c->last), red);
+        emit_summary(log, c, c->suppressed + 1, now);
+        c->suppressed = 0;
+        c->since_ms = now;
+        write_it = 0;
+    } else {
+        c->since_ms = now;
+    }
+    flush_causes(log, now, 0);
+    pthread_mutex_unlock(&log->mu);
+    return write_it;
+}
+
+__attribute__((format(printf, 6, 0))) static void vlog(aiq_log_t *log, aiq_log_level_t level,
+                                                       const char *job, const char *trace,
+                                                       const char *cause, const char *fmt,
+                                                       va_list ap)
+{
+    char msg[LOG_LINE_MAX / 2];
+    int r = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (r < 0)
+        msg[0] = '\0';
+    char red[LOG_LINE_MAX / 2];
+    size_t rn = aiq_log_redact(msg, red, sizeof(red));
+    if (r >= (int)sizeof(msg))
+        truncated_tail(red, rn, sizeof(red));
+    /* Lines about one job are that job's story; the rest may repeat for as long as a
+     * broker is down, once per commit interval. */
+    if (log && log->collapse_ms > 0 && level >= AIQ_LOG_WARN && !job) {
+        if (!collapse(log, level, cause_key(cause ? cause : red), cause ? cause : "", red))
+            return;
+    } else if (log && log->collapse_ms > 0) {
+        /* Any line may end an interval whose counted lines are still to be reported. */
+        pthread_mutex_lock(&log->mu);
+        flush_causes(log, log->clock ? log->clock(log->clock_ctx) : aiq_mono_ms(), 0);
+        pthread_mutex_unlock(&log->mu);
+    }
+    emit(log, level, job, trace, red, 0);
+}
+
 void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *fmt, ...)
 {
     if (!aiq_log_enabled(log, level))
         return;
     va_list ap;
     va_start(ap, fmt);
-    vlog(log, level, job, NULL, fmt, ap);
+    vlog(log, level, job, NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void aiq_logc(aiq_log_t *log, aiq_log_level_t level, const char *cause, const char *fmt, ...)
+{
+    if (!aiq_log_enabled(log, level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(log, level, NULL, NULL, cause, fmt, ap);
     va_end(ap);
 }
 
@@ -501,6 +671,6 @@ void aiq_logjt(aiq_log_t *log, aiq_log_level_t level, const char *job, const cha
         return;
     va_list ap;
     va_start(ap, fmt);
-    vlog(log, level, job, traceparent, fmt, ap);
+    vlog(log, level, job, traceparent, NULL, fmt, ap);
     va_end(ap);
 }

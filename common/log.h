@@ -4,6 +4,7 @@
 #define AIQ_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum aiq_log_level {
     AIQ_LOG_DEBUG = 0,
@@ -19,6 +20,17 @@ typedef struct aiq_log aiq_log_t;
 aiq_log_t *aiq_log_new(const char *component, const char *instance, aiq_log_level_t level);
 void aiq_log_free(aiq_log_t *log);
 
+/* A clock in ms (monotonic), for tests; ctx is passed through. */
+typedef int64_t (*aiq_log_clock_fn)(void *ctx);
+
+/* Warnings and errors without a job id collapse: the first line of a cause (the caller's
+ * cause for aiq_logc, else the message with its numbers masked) is written, the next ones within
+ * interval_ms are counted, and one line per interval then says "<cause> ×N in S s: <latest
+ * message>" (field "repeated": N). Counted lines not yet summarised are summarised by the next line
+ * logged after their interval, or by aiq_log_free. interval_ms 0 turns collapsing off;
+ * the default is 10 s on aiq_mono_ms. clock NULL = aiq_mono_ms. */
+void aiq_log_set_collapse(aiq_log_t *log, int64_t interval_ms, aiq_log_clock_fn clock, void *ctx);
+
 /* "debug"|"info"|"warn"|"error" → level; -1 when unknown. */
 int aiq_log_level_parse(const char *name);
 
@@ -31,6 +43,11 @@ void aiq_logj(aiq_log_t *log, aiq_log_level_t level, const char *job, const char
 /* The same with the job's W3C traceparent (may be NULL): its trace id goes into "trace". */
 void aiq_logjt(aiq_log_t *log, aiq_log_level_t level, const char *job, const char *traceparent,
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* The same as aiq_logj without a job, collapsing by cause (e.g. librdkafka's facility,
+ * "COMMITFAIL") rather than by format string. */
+void aiq_logc(aiq_log_t *log, aiq_log_level_t level, const char *cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #define aiq_log_debug(log, ...) aiq_logj((log), AIQ_LOG_DEBUG, NULL, __VA_ARGS__)
 #define aiq_log_info(log, ...)  aiq_logj((log), AIQ_LOG_INFO, NULL, __VA_ARGS__)

@@ -192,7 +192,8 @@ class Collector:
     def __init__(self, env):
         self.env = env
         self.lock = threading.Lock()
-        self.results = collections.defaultdict(list)  # id -> [(arrival_s, status, result)]
+        # id -> [(arrival_s, status, result, record timestamp ms)]
+        self.results = collections.defaultdict(list)
         self.dlq = {}  # id -> error kind
         self.dlq_unknown = 0  # dead letters without a readable job id
         self.records = 0
@@ -218,7 +219,8 @@ class Collector:
                         self.positions[(m.topic(), m.partition())] = m.offset() + 1
                         if m.topic() == self.env.results_topic:
                             r = json.loads(m.value())
-                            self.results[r["job_id"]].append((now, r["status"], r))
+                            self.results[r["job_id"]].append(
+                                (now, r["status"], r, m.timestamp()[1]))
                         else:
                             self._dead_letter(m)
         finally:
@@ -323,6 +325,12 @@ class Run:
     def answered(self):
         return self.collector.answered(self.sub.acked if self.sub.done.is_set()
                                        else list(self.sub.deadlines))
+
+    def add_submitted(self, ids):
+        """Counts job ids produced outside aiq-submit (raw records) as submitted."""
+        for i in ids:
+            self.sub.deadlines[i] = time.time() + FAR_TIMEOUT_MS / 1000
+            self.sub.acked.add(i)
 
     def check(self, ok, text):
         self.checks.append((bool(ok), text))
@@ -728,6 +736,225 @@ def sc_cache_full(wd, jobs, quick):
     return r
 
 
+def raw_producer(**conf):
+    from confluent_kafka import Producer
+    c = {"bootstrap.servers": BROKERS, "compression.type": "zstd",
+         "message.max.bytes": 32 * 1024 * 1024, "linger.ms": 20}
+    c.update(conf)
+    return Producer(c)
+
+
+def set_topic_config(topic, **conf):
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+        for k, v in conf.items()])
+    for f in admin.incremental_alter_configs([res]).values():
+        f.result(30)
+
+
+DLQ_MAX = 262144  # the DLQ topic's max.message.bytes in the oversized-record scenario
+
+
+def sc_oversized_record(wd, jobs, quick):
+    """Oversized records (issue #17) on every partition of two job topics while normal jobs
+    flow: 10 MB values produced zstd-compressed (the job topics take 16 MB compressed) and
+    jobs of 100,000 messages (4.6 MB); the DLQ topic takes 256 KiB. Two workers with 2 slots
+    each, so on main two such records stopped a worker. Checks: every oversized record is
+    dead-lettered cut to the DLQ's limit with its size and SHA-256; every normal job is
+    answered; the commit of every job partition reaches its end."""
+    import hashlib
+    n = jobs or (1500 if quick else 6000)
+    rounds = 1 if quick else 3
+    r = Run("oversized-record", wd, dict(BASE, AIQ_WORKER_MAX_INFLIGHT=2))
+    for prio in ("high", "normal"):
+        set_topic_config(r.env.job_topic(prio), **{"max.message.bytes": 16 * 1024 * 1024})
+    set_topic_config(r.env.dlq_topic, **{"max.message.bytes": DLQ_MAX})
+    r.env.start_sim(latency_ms=10)
+    for _ in range(2):
+        r.start_worker()
+    r.env.wait_group_stable(2)
+    r.submit(n, rate=200 if quick else 300)
+    blob = os.urandom(5 * 1024 * 1024).hex()
+    many = [{"role": "user", "content": [{"text": "hello there"}]}] * 100000
+    big = {}
+    p = raw_producer()
+    for k in range(rounds):
+        time.sleep(2)
+        for prio in ("high", "normal"):
+            for part in range(r.env.partitions):
+                for kind in ("zstd10mb", "messages100k"):
+                    jid = f"oversized-{r.env.tag}-{k}-{prio}-{part}-{kind}"
+                    doc = {"id": jid, "operation": "vc-analysis", "priority": prio}
+                    if kind == "zstd10mb":
+                        doc["payload"] = {"blob": blob}
+                    else:
+                        doc["messages"] = many
+                    val = json.dumps(doc).encode()
+                    big[jid] = hashlib.sha256(val).hexdigest(), len(val)
+                    p.produce(r.env.job_topic(prio), key=jid, value=val, partition=part)
+        assert p.flush(120) == 0
+    r.add_submitted(big)
+    say(f"oversized-record: {len(big)} oversized records produced "
+        f"({min(v[1] for v in big.values())}-{max(v[1] for v in big.values())} bytes)")
+    r.stall_s = 120
+    letters = {}
+
+    def before_stop():
+        from confluent_kafka import TopicPartition
+        c = r.env.consumer()
+        c.assign([TopicPartition(r.env.dlq_topic, q, 0) for q in range(r.env.partitions)])
+        deadline = time.time() + 60
+        while time.time() < deadline and len(letters) < len(big):
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            h = {k: (v or b"").decode() for k, v in (m.headers() or [])}
+            letters[(m.key() or b"").decode()] = (len(m.value()), h)
+        c.close()
+
+        def committed():
+            return [row for row in r.env.committed_vs_end() if row[3] > 0 and row[2] != row[3]]
+        behind = committed()
+        deadline = time.time() + 30
+        while behind and time.time() < deadline:
+            time.sleep(0.5)
+            behind = committed()
+        r.check(not behind, f"every job partition committed to its end (behind: {behind[:3]})")
+
+    def post():
+        ok = [j for j, (sha, size) in big.items() if j in letters
+              and letters[j][1].get("aiq.dlq.original-sha256") == sha
+              and int(letters[j][1].get("aiq.dlq.original-size", -1)) == size
+              and letters[j][1].get("aiq.dlq.truncated") == "true"
+              and letters[j][0] <= DLQ_MAX]
+        sizes = sorted(v[0] for v in letters.values())
+        say(f"oversized-record: dead letters {len(letters)} of {len(big)}, values "
+            f"{sizes[0] if sizes else '-'}-{sizes[-1] if sizes else '-'} bytes "
+            f"(DLQ max.message.bytes {DLQ_MAX})")
+        r.check(len(ok) == len(big), f"{len(ok)} of {len(big)} oversized records dead-lettered "
+                                     f"within {DLQ_MAX} bytes with their size and SHA-256")
+    r.before_stop = before_stop
+    r.post = post
+    return r
+
+
+INTERNAL_SUFFIXES = ["breaker", "metrics", "alerts", "dlq", "jobs.high", "jobs.low"]
+
+
+def sc_internal_topic(wd, jobs, quick):
+    """Every tenth job names one of aiq's internal topics (or __consumer_offsets) as its
+    reply_to, mixed into a normal flow. Checks: each of them is answered `rejected` on the
+    default results topic with the reason; no result reaches an internal topic."""
+    n = jobs or (2000 if quick else 10000)
+    r = Run("internal-topic", wd, dict(BASE))
+    r.env.start_sim(latency_ms=10)
+    for _ in range(2):
+        r.start_worker()
+    r.env.wait_group_stable(2)
+    targets = [r.env.prefix + s for s in INTERNAL_SUFFIXES] + ["__consumer_offsets"]
+    hostile = {}
+
+    def make(i, now):
+        job = plain_job("internal-topic", r.env.tag, i)
+        if i % 10 == 5:
+            job["reply_to"] = targets[(i // 10) % len(targets)]
+            hostile[job["id"]] = job["reply_to"]
+        return job
+    r.submit(n, make=make, rate=300)
+    r.stall_s = 120
+    leaks = []
+
+    def before_stop():
+        from confluent_kafka import TopicPartition
+        for t in targets[:4]:  # the topics a result could have been written to
+            c = r.env.consumer()
+            parts = 1 if t.endswith("breaker") else r.env.partitions
+            c.assign([TopicPartition(t, q, 0) for q in range(parts)])
+            end = time.time() + 5
+            while time.time() < end:
+                m = c.poll(0.3)
+                if m is None or m.error():
+                    continue
+                try:
+                    jid = json.loads(m.value()).get("job_id")
+                except (ValueError, AttributeError):
+                    jid = None
+                if jid in hostile:
+                    leaks.append((t, jid))
+            c.close()
+
+    def post():
+        res = r.collector.results
+        rejected = [j for j, t in hostile.items() if j in res and res[j][0][1] == "rejected"
+                    and t in res[j][0][2]["error"]["message"]]
+        r.check(hostile and len(rejected) == len(hostile),
+                f"{len(rejected)} of {len(hostile)} jobs with an internal reply_to answered "
+                "rejected with the reason on the default results topic")
+        r.check(not leaks, f"results written into internal topics: {leaks[:5]}")
+    r.before_stop = before_stop
+    r.post = post
+    return r
+
+
+def sc_hung_provider(wd, jobs, quick):
+    """The model endpoint accepts connections and never answers (issue #17); 10,000 jobs of
+    timeout_ms 5000 at once. Check: every job fetched before its deadline is answered within
+    250 ms of it (p99 <= 400 ms, max <= 1 s with slack for a shared machine: the bound is
+    asserted in tests/integration/test_hung_provider.py); one fetched after its deadline within
+    1 s of its receipt. worker.backlog holds them all (AIQ_SYSTEM_HUNG_BACKLOG=500: the
+    default, so that most wait in Kafka instead)."""
+    from test_hung_provider import HungEndpoint
+    n = jobs or 10000
+    backlog = int(os.environ.get("AIQ_SYSTEM_HUNG_BACKLOG", str(4 * n)))
+    hung = HungEndpoint()
+    r = Run("hung-provider", wd, dict(
+        BASE, AIQ_WORKER_MAX_INFLIGHT=10, AIQ_WORKER_BACKLOG=backlog, AIQ_WORKER_REQUEUE=0,
+        AIQ_BREAKER_FAILURES=1000, AIQ_BREAKER_FAILURE_RATE_PCT=0, AIQ_CACHE_ENABLED=0))
+    r.env.start_sim(latency_ms=10)
+    r.start_worker(AIQ_BEDROCK_ENDPOINT=f"http://127.0.0.1:{hung.port}")
+    r.env.wait_group_stable(1)
+    r.submit(n, make=lambda i, now: plain_job("hung-provider", r.env.tag, i, timeout_ms=5000,
+                                              priority="normal",
+                                              created_at=rfc3339_ms(now)))
+    r.stall_s = 60
+
+    def post():
+        hung.close()
+        fetched, after = [], []
+        for jid, got in r.collector.results.items():
+            _, status, res, ts = got[0]
+            dl = int(r.sub.deadlines[jid] * 1000)
+            received = int(datetime.datetime.fromisoformat(
+                res["completed_at"].replace("Z", "+00:00")).timestamp() * 1000) - \
+                res["timings"]["total_ms"]
+            (fetched if received < dl else after).append(
+                (ts - dl) if received < dl else (ts - received))
+        q = lateness_quantiles
+        say(f"hung-provider: backlog {backlog}: {len(fetched)} fetched before their deadline, "
+            f"answered after it by {q(fetched)} ms; {len(after)} fetched after it, answered "
+            f"after receipt by {q(after)} ms; {len(hung.conns)} model connections")
+        r.check(fetched and percentile(fetched, 0.99) <= 400 and max(fetched) <= 1000,
+                f"fetched jobs answered within 250 ms (+slack) of the deadline: {q(fetched)}")
+        r.check(not after or percentile(after, 0.99) <= 1000,
+                f"jobs fetched after their deadline answered on receipt: {q(after)}")
+    r.post = post
+    return r
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else None
+
+
+def lateness_quantiles(xs):
+    if not xs:
+        return "-"
+    return (f"min {min(xs)} p50 {percentile(xs, 0.5)} p90 {percentile(xs, 0.9)} "
+            f"p99 {percentile(xs, 0.99)} max {max(xs)}")
+
+
 SCENARIOS = collections.OrderedDict([
     ("sigkill", sc_sigkill),
     ("broker-restart", sc_broker_restart),
@@ -736,6 +963,9 @@ SCENARIOS = collections.OrderedDict([
     ("latency-spike", sc_latency_spike),
     ("scale", sc_scale),
     ("cache-full", sc_cache_full),
+    ("oversized-record", sc_oversized_record),
+    ("internal-topic", sc_internal_topic),
+    ("hung-provider", sc_hung_provider),
 ])
 
 

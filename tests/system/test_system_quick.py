@@ -11,7 +11,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "run.py")
 SCENARIOS = ["sigkill", "broker-restart", "bedrock-outage", "throttle-storm",
-             "latency-spike", "scale", "cache-full"]
+             "latency-spike", "scale", "cache-full", "oversized-record", "internal-topic",
+             "hung-provider"]
 VERDICT = re.compile(
     r"^verdict: (?P<name>\S+) submitted=(?P<submitted>\d+) answered=(?P<answered>\d+) "
     r"dlq=(?P<dlq>\d+) lost=(?P<lost>\d+) duplicated=(?P<duplicated>\d+) "

@@ -495,6 +495,84 @@ static void job_reject_names(void **state)
     assert_string_equal(aiq_job_reject_name(AIQ_JOB_INVALID), "invalid_job");
 }
 
+/* Issue #17: the epoch counted as "no created_at", so such a job succeeded instead of
+ * expiring. */
+static void job_epoch_is_a_valid_time(void **state)
+{
+    (void)state;
+    decoded_t d = decode("{" BASE ",\"created_at\":\"1970-01-01T00:00:00Z\",\"timeout_ms\":5000,"
+                         "\"payload\":{}}");
+    assert_int_equal(d.rc, 0);
+    assert_true(d.job->has_created_at);
+    assert_int_equal(d.job->created_at_ms, 0);
+    /* received now: the deadline is 5 s after the epoch, long past */
+    assert_int_equal(aiq_job_deadline(d.job, INT64_C(1795831723000), 45000, NULL), 5000);
+    decoded_free(&d);
+    d = decode("{" BASE ",\"payload\":{}}");
+    assert_false(d.job->has_created_at);
+    int64_t timeout = 0;
+    assert_int_equal(aiq_job_deadline(d.job, 1000, 45000, &timeout), 46000);
+    assert_int_equal(timeout, 45000);
+    decoded_free(&d);
+}
+
+static void job_future_created_at_beyond_skew_is_refused(void **state)
+{
+    (void)state;
+    const int64_t now = INT64_C(1795831723000); /* 2026-11-28T02:08:43Z */
+    const int64_t skew = 300000;
+    static const struct {
+        const char *created_at;
+        int ok;
+    } cases[] = {
+        {"2026-11-28T02:13:43Z", 1},     /* exactly the skew ahead */
+        {"2026-11-28T02:13:43.001Z", 0}, /* 1 ms more */
+        {"2026-11-28T02:08:43Z", 1},
+        {"1970-01-01T00:00:00Z", 1}, /* the past is not refused: it expires */
+        {"9999-12-31T23:59:59.999Z", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "{" BASE ",\"created_at\":\"%s\",\"payload\":{}}",
+                 cases[i].created_at);
+        decoded_t d = decode(text);
+        assert_int_equal(d.rc, 0);
+        aiq_err_t err = {0};
+        int rc = aiq_job_check_time(d.job, now, skew, &err);
+        assert_int_equal(rc, cases[i].ok ? 0 : AIQ_EINVAL);
+        if (!cases[i].ok) {
+            assert_non_null(strstr(err.msg, "created_at"));
+            assert_non_null(strstr(err.msg, "worker.max_clock_skew_ms"));
+        }
+        decoded_free(&d);
+    }
+    decoded_t d = decode("{" BASE ",\"payload\":{}}");
+    assert_int_equal(aiq_job_check_time(d.job, now, 0, NULL), 0);
+    decoded_free(&d);
+}
+
+/* Issue #17: a created_at of 9999-12-31 meant the deadline never came. */
+static void job_deadline_capped_by_record_timestamp(void **state)
+{
+    (void)state;
+    const int64_t ts = INT64_C(1795831723000);
+    decoded_t d = decode("{" BASE ",\"created_at\":\"9999-12-31T23:59:59Z\",\"timeout_ms\":3600000,"
+                         "\"payload\":{}}");
+    assert_int_equal(d.rc, 0);
+    assert_int_equal(aiq_job_deadline(d.job, ts, 45000, NULL), ts + AIQ_JOB_TIMEOUT_MAX_MS);
+    decoded_free(&d);
+    /* 4 min ahead (within the skew) with a 1 h timeout: still capped at record + 1 h */
+    d = decode("{" BASE ",\"created_at\":\"2026-11-28T02:12:43Z\",\"timeout_ms\":3600000,"
+               "\"payload\":{}}");
+    assert_int_equal(aiq_job_deadline(d.job, ts, 45000, NULL), ts + AIQ_JOB_TIMEOUT_MAX_MS);
+    decoded_free(&d);
+    /* a short timeout ahead by 4 min: created_at + timeout, below the cap */
+    d = decode("{" BASE ",\"created_at\":\"2026-11-28T02:12:43Z\",\"timeout_ms\":1000,"
+               "\"payload\":{}}");
+    assert_int_equal(aiq_job_deadline(d.job, ts, 45000, NULL), ts + 240000 + 1000);
+    decoded_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +593,9 @@ int main(void)
         cmocka_unit_test(job_id_hint_only_for_usable_id),
         cmocka_unit_test(job_validate_accepts_and_rejects),
         cmocka_unit_test(job_reject_names),
+        cmocka_unit_test(job_epoch_is_a_valid_time),
+        cmocka_unit_test(job_future_created_at_beyond_skew_is_refused),
+        cmocka_unit_test(job_deadline_capped_by_record_timestamp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -304,10 +304,155 @@ static void log_logj_truncated_message_drops_fragment(void **state)
     assert_null(strstr(got, "4111"));
 }
 
+/* ---- collapsing repeated warnings (issue #17: 190 COMMITFAIL lines in 10 s) ---- */
+
+static int64_t fake_now;
+
+static int64_t fake_clock(void *ctx)
+{
+    (void)ctx;
+    return fake_now;
+}
+
+typedef struct capture {
+    FILE *tmp;
+    int saved;
+} capture_t;
+
+static capture_t capture_start(void)
+{
+    capture_t c = {tmpfile(), dup(STDERR_FILENO)};
+    assert_non_null(c.tmp);
+    assert_true(c.saved >= 0);
+    assert_true(dup2(fileno(c.tmp), STDERR_FILENO) >= 0);
+    return c;
+}
+
+/* Restores stderr; returns the lines written meanwhile (count in *lines). */
+static char *capture_end(capture_t *c, int *lines)
+{
+    assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
+    close(c->saved);
+    long n = ftell(c->tmp);
+    char *out = calloc(1, (size_t)n + 1);
+    rewind(c->tmp);
+    assert_int_equal(fread(out, 1, (size_t)n, c->tmp), (size_t)n);
+    fclose(c->tmp);
+    *lines = 0;
+    for (char *p = out; *p; p++)
+        *lines += *p == '\n';
+    return out;
+}
+
+static aiq_log_t *collapsing_log(void)
+{
+    aiq_log_t *log = aiq_log_new("worker", "w-1", AIQ_LOG_INFO);
+    assert_non_null(log);
+    fake_now = 1000;
+    aiq_log_set_collapse(log, 10000, fake_clock, NULL);
+    return log;
+}
+
+static void log_collapses_repeated_cause_per_interval(void **state)
+{
+    (void)state;
+    aiq_log_t *log = collapsing_log();
+    capture_t c = capture_start();
+    /* a broker down for 28 s: one COMMITFAIL per 50 ms commit interval */
+    for (int i = 0; i < 190; i++) {
+        aiq_logc(log, AIQ_LOG_WARN, "COMMITFAIL", "librdkafka COMMITFAIL: commit %d failed", i);
+        fake_now += 52;
+    }
+    int lines;
+    char *out = capture_end(&c, &lines);
+    assert_int_equal(lines, 1); /* the first only, so far */
+    assert_non_null(strstr(out, "commit 0 failed"));
+    free(out);
+    /* the next one after the interval writes the summary of all 190 + itself */
+    fake_now = 1000 + 10000;
+    c = capture_start();
+    aiq_logc(log, AIQ_LOG_WARN, "COMMITFAIL", "librdkafka COMMITFAIL: commit %d failed", 190);
+    out = capture_end(&c, &lines);
+    assert_int_equal(lines, 1);
+    assert_non_null(
+        strstr(out, "COMMITFAIL \u00d7190 in 10 s: librdkafka COMMITFAIL: commit 190 failed"));
+    assert_non_null(strstr(out, "\"repeated\":190"));
+    assert_non_null(strstr(out, "\"level\":\"warn\""));
+    free(out);
+    aiq_log_free(log);
+}
+
+static void log_collapse_keeps_distinct_causes_jobs_and_info(void **state)
+{
+    (void)state;
+    aiq_log_t *log = collapsing_log();
+    capture_t c = capture_start();
+    for (int i = 0; i < 5; i++) {
+        aiq_log_warn(log, "producer: broker %d down", i);       /* one cause: numbers masked */
+        aiq_log_warn(log, "breaker model-a open");              /* another */
+        aiq_log_warn(log, "breaker model-b open");              /* and another: names differ */
+        aiq_logj(log, AIQ_LOG_WARN, "job-1", "publish failed"); /* a job's story: all kept */
+        aiq_log_info(log, "progress: %d", i);                   /* info: all kept */
+        fake_now += 100;
+    }
+    int lines;
+    char *out = capture_end(&c, &lines);
+    assert_int_equal(lines, 3 + 5 + 5);
+    free(out);
+    /* freeing the log summarises what was counted and not yet reported */
+    c = capture_start();
+    aiq_log_free(log);
+    out = capture_end(&c, &lines);
+    assert_int_equal(lines, 3);
+    assert_non_null(strstr(out, "\u00d74 in 0 s: producer: broker 4 down"));
+    assert_non_null(strstr(out, "\u00d74 in 0 s: breaker model-a open"));
+    assert_non_null(strstr(out, "\u00d74 in 0 s: breaker model-b open"));
+    free(out);
+}
+
+static void log_collapse_summary_when_other_lines_follow(void **state)
+{
+    (void)state;
+    aiq_log_t *log = collapsing_log();
+    capture_t c = capture_start();
+    aiq_log_error(log, "dead letters fail: %s", "topic missing");
+    aiq_log_error(log, "dead letters fail: %s", "topic missing");
+    aiq_log_error(log, "dead letters fail: %s", "topic missing");
+    fake_now += 10001;
+    aiq_log_info(log, "progress"); /* another line after the interval reports the 2 counted */
+    fake_now += 1;
+    aiq_log_error(log, "dead letters fail: %s", "topic missing"); /* a new interval: counted */
+    int lines;
+    char *out = capture_end(&c, &lines);
+    assert_int_equal(lines, 3);
+    /* the first error, the summary of the two counted (written before the progress line
+     * that ended their interval), the progress line */
+    char *sum = strstr(out, "\u00d72 in 10 s: dead letters fail: topic missing");
+    assert_non_null(sum);
+    assert_true(sum < strstr(out, "\"msg\":\"progress\""));
+    free(out);
+    /* off: every line written */
+    aiq_log_set_collapse(log, 0, NULL, NULL);
+    c = capture_start();
+    for (int i = 0; i < 4; i++)
+        aiq_log_warn(log, "same");
+    out = capture_end(&c, &lines);
+    assert_int_equal(lines, 4);
+    free(out);
+    c = capture_start();
+    aiq_log_free(log);
+    out = capture_end(&c, &lines);
+    assert_int_equal(lines, 1); /* the error counted in the last interval */
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(log_logjt_carries_the_trace_id),
+        cmocka_unit_test(log_collapses_repeated_cause_per_interval),
+        cmocka_unit_test(log_collapse_keeps_distinct_causes_jobs_and_info),
+        cmocka_unit_test(log_collapse_summary_when_other_lines_follow),
         cmocka_unit_test(log_redacts_email),
         cmocka_unit_test(log_keeps_non_email_at),
         cmocka_unit_test(log_redacts_phone),

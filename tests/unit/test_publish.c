@@ -231,13 +231,13 @@ static void publish_refuses_what_cannot_be_queued(void **state)
     recs[0] = (rec_t){f, 0};
     assert_int_equal(aiq_publisher_send(f->pub, TOPIC, "k", 1, big, sizeof(big), NULL, on_delivered,
                                         &recs[0], &err),
-                     AIQ_EKAFKA);
+                     AIQ_ETOOBIG); /* no retry heals it */
     assert_non_null(strstr(err.msg, TOPIC));
     rd_kafka_headers_t *h = rd_kafka_headers_new(1);
     rd_kafka_header_add(h, "aiq-reason", -1, "x", 1);
     assert_int_equal(aiq_publisher_send(f->pub, TOPIC, "k", 1, big, sizeof(big), h, on_delivered,
                                         &recs[0], &err),
-                     AIQ_EKAFKA);
+                     AIQ_ETOOBIG);
     assert_int_equal(aiq_publisher_flush(f->pub, 2000), 0);
     assert_int_equal(f->per_record[0], 0);
 }

@@ -179,6 +179,18 @@ static void start(aiq_admission_t *a, aiq_sched_node_t *n)
     a->h.start(a->h.opaque, n);
 }
 
+void aiq_admission_run_now(aiq_admission_t *a, aiq_sched_node_t *node, int prio, const char *model,
+                           int64_t mono_ms)
+{
+    node->prio = clamp_prio(prio);
+    node->lane = lane_of(a, model);
+    a->lanes[node->lane].pushed_ms = mono_ms;
+    /* start() takes it out of the counts of queued jobs: count it in first. */
+    a->len++;
+    a->len_prio[node->prio]++;
+    start(a, node);
+}
+
 void aiq_admission_pump(aiq_admission_t *a, int64_t mono_ms)
 {
     if (a->pumping)

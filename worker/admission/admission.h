@@ -48,7 +48,13 @@ void aiq_admission_free(aiq_admission_t *a); /* does not touch queued nodes; NUL
 void aiq_admission_push(aiq_admission_t *a, aiq_sched_node_t *node, int prio, const char *model,
                         int64_t mono_ms);
 
-/* A started job is done (its records acknowledged): frees its slot and starts what may. */
+/* Starts a fetched job at once, slots or not (its deadline passed while it waited in Kafka:
+ * answering "expired" needs no model call). It counts as in flight until done. */
+void aiq_admission_run_now(aiq_admission_t *a, aiq_sched_node_t *node, int prio, const char *model,
+                           int64_t mono_ms);
+
+/* A started job gave its slot back (its answer is out, or it waits on the DLQ without a
+ * slot): starts what may. */
 void aiq_admission_done(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms);
 
 /* Starts jobs while slots are free: of the lanes with room (under the model's cap and its

@@ -1,5 +1,7 @@
 #include "pipeline.h"
 #include "cache.h"
+#include "dlq.h"
+#include "reply_policy.h"
 #include "job.h"
 #include "result.h"
 #include "timeutil.h"
@@ -73,6 +75,14 @@ struct aiq_task {
     size_t out_len;
     char out_topic[AIQ_TOPIC_MAX];
     out_kind_t out_kind;
+    /* dead letter */
+    int slot_freed;      /* on_slot_free ran: the job slot went back to the worker */
+    int dlq_waiting;     /* counted in stats.dlq_waiting until finished */
+    int dlq_failing;     /* the last write failed: counted in pl->dlq_failing */
+    int dlq_minimal;     /* the fitted letter was refused for good: headers + first bytes */
+    int64_t dlq_backoff; /* ms before the next write after a failure */
+    char dlq_sha[65];    /* of the whole value, computed once */
+    char dlq_refused[256];
 };
 
 #define SF_BUCKETS 1024
@@ -85,6 +95,10 @@ struct aiq_pipeline {
     char dlq_topic[AIQ_TOPIC_MAX];
     aiq_task_t *live;
     aiq_pipeline_stats_t stats;
+    aiq_reply_policy_t *replies; /* where reply_to may point */
+    size_t dlq_cap;              /* value bytes one dead letter may carry */
+    int64_t dlq_failing;         /* dead letters whose last write failed */
+    char dlq_error[320];         /* the latest such failure */
 };
 
 static void task_call(aiq_task_t *t);
@@ -225,9 +239,14 @@ static void sf_promote(aiq_task_t *t)
     task_call(heir);
 }
 
+static void dlq_unfail(aiq_task_t *t);
+
 static void task_release(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
+    dlq_unfail(t);
+    if (t->dlq_waiting)
+        pl->stats.dlq_waiting--;
     sf_unregister(t);
     follower_unlink(t);
     sf_promote(t);
@@ -336,6 +355,36 @@ static const char *op_label(const aiq_task_t *t)
     return op && strcmp(aiq_op_name(op), "*") != 0 ? aiq_op_name(op) : "other";
 }
 
+/* Gives the job slot back once: when the task waits on the DLQ, else when it finishes. */
+static void slot_free(aiq_task_t *t)
+{
+    if (t->slot_freed)
+        return;
+    t->slot_freed = 1;
+    if (t->pl->d.on_slot_free)
+        t->pl->d.on_slot_free(t->pl->d.opaque, t);
+}
+
+static void dlq_state(aiq_pipeline_t *pl)
+{
+    if (pl->d.on_dlq_state)
+        pl->d.on_dlq_state(pl->d.opaque, pl->dlq_failing == 0, pl->dlq_error);
+}
+
+/* A failed dead-letter write was followed by a delivered one, or the task went away. */
+static void dlq_unfail(aiq_task_t *t)
+{
+    if (!t->dlq_failing)
+        return;
+    t->dlq_failing = 0;
+    if (--t->pl->dlq_failing == 0 && !t->pl->closing) {
+        aiq_logj(t->pl->d.log, AIQ_LOG_INFO, NULL, "dead-letter topic %s writable again",
+                 t->pl->dlq_topic);
+        t->pl->dlq_error[0] = '\0';
+        dlq_state(t->pl);
+    }
+}
+
 static void task_finish(aiq_task_t *t)
 {
     /* A re-enqueued job is not answered yet: its second round counts. */
@@ -353,6 +402,11 @@ static void task_finish(aiq_task_t *t)
                               in, out, called ? cost_of(t->pl, t) : 0);
     }
     set_state(t, TASK_DONE);
+    if (t->dlq_waiting) {
+        t->dlq_waiting = 0;
+        t->pl->stats.dlq_waiting--;
+    }
+    slot_free(t);
     t->pl->d.on_done(t->pl->d.opaque, t);
     task_release(t);
 }
@@ -436,17 +490,58 @@ static void on_send_retry(uv_timer_t *timer)
     task_send(timer->data);
 }
 
-static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, const char *errstr)
+static int is_dlq(const aiq_task_t *t)
 {
-    aiq_task_t *t = opaque;
+    return t->out_kind == OUT_DLQ_RECORD || t->out_kind == OUT_DLQ_RESULT;
+}
+
+#define DLQ_BACKOFF_FIRST_MS 1000
+#define DLQ_BACKOFF_MAX_MS   30000
+
+/* A dead letter that could not be written. One refused for good (too large, say) is sent
+ * again at once as headers plus its first bytes; otherwise, and when even that is refused
+ * (a missing or forbidden topic, which an operator must fix), it is retried with a backoff
+ * up to 30 s while /readyz, a metric and an alert say the DLQ cannot be written. It holds
+ * no job slot meanwhile, and its offset stays uncommitted, so nothing is lost. */
+static void dlq_failed(aiq_task_t *t, int permanent, const char *errstr)
+{
     aiq_pipeline_t *pl = t->pl;
-    t->pending--;
-    if (!err) {
-        if (t->pending == 0)
-            task_finish(t);
+    pl->stats.dlq_write_failures++;
+    snprintf(pl->dlq_error, sizeof(pl->dlq_error), "dead letters to %s fail: %s", pl->dlq_topic,
+             errstr);
+    if (!t->dlq_failing) {
+        t->dlq_failing = 1;
+        if (pl->dlq_failing++ == 0)
+            dlq_state(pl);
+    }
+    if (permanent && !t->dlq_minimal) {
+        t->dlq_minimal = 1;
+        snprintf(t->dlq_refused, sizeof(t->dlq_refused), "%s", errstr);
+        TLOG(t, AIQ_LOG_WARN,
+             "dead letter refused by %s (%s); sending its headers and first %d bytes", t->out_topic,
+             errstr, AIQ_DLQ_MINIMAL_BYTES);
+        task_send(t);
         return;
     }
+    t->dlq_backoff = t->dlq_backoff ? t->dlq_backoff * 2 : DLQ_BACKOFF_FIRST_MS;
+    if (t->dlq_backoff > DLQ_BACKOFF_MAX_MS)
+        t->dlq_backoff = DLQ_BACKOFF_MAX_MS;
+    TLOG(t, AIQ_LOG_WARN, "dead letter to %s failed (%s); again in %lld ms", t->out_topic, errstr,
+         (long long)t->dlq_backoff);
+    timer_start(t, (uint64_t)t->dlq_backoff, on_send_retry);
+}
+
+static void enter_dlq(aiq_task_t *t);
+
+/* A record that could not be written (delivery report or refused at once). */
+static void send_failed(aiq_task_t *t, int permanent, const char *errstr)
+{
+    aiq_pipeline_t *pl = t->pl;
     pl->stats.publish_retries++;
+    if (is_dlq(t)) {
+        dlq_failed(t, permanent, errstr);
+        return;
+    }
     if (permanent && t->out_kind == OUT_REQUEUE) {
         TLOG(t, AIQ_LOG_WARN, "re-enqueue to %s failed for good (%s)", t->out_topic, errstr);
         task_fallback(t);
@@ -463,12 +558,42 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, c
                  t->out_topic, errstr);
         snprintf(t->out_topic, sizeof(t->out_topic), "%s", pl->dlq_topic);
         t->out_kind = OUT_DLQ_RESULT;
+        enter_dlq(t);
         task_send(t);
         return;
     }
-    /* Never drop a record: retry (loudly) until the broker takes it. */
+    /* Never drop a result: retry (loudly) until the broker takes it. */
     TLOG(t, AIQ_LOG_WARN, "publish to %s failed (%s), retrying", t->out_topic, errstr);
-    timer_start(t, permanent ? 5000 : 1000, on_send_retry);
+    timer_start(t, 1000, on_send_retry);
+}
+
+static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent, const char *errstr)
+{
+    aiq_task_t *t = opaque;
+    t->pending--;
+    if (!err) {
+        dlq_unfail(t);
+        if (t->pending == 0)
+            task_finish(t);
+        return;
+    }
+    send_failed(t, permanent, errstr);
+}
+
+/* The dead letter's headers, and how much of the value (full length *len) it carries. */
+static rd_kafka_headers_t *dlq_letter(aiq_task_t *t, const void *val, size_t *len)
+{
+    size_t full = *len;
+    size_t keep = aiq_dlq_keep(full, t->pl->dlq_cap, t->dlq_minimal);
+    if (!t->dlq_sha[0] && aiq_dlq_sha256_hex(val, full, t->dlq_sha))
+        TLOG(t, AIQ_LOG_WARN, "no SHA-256 of the dead letter's value (libcrypto failed)");
+    rd_kafka_headers_t *h = dlq_headers(t);
+    aiq_dlq_add_size_headers(h, full, keep, t->dlq_sha, t->dlq_minimal, t->dlq_refused);
+    if (keep < full && !t->dlq_minimal)
+        TLOG(t, AIQ_LOG_WARN, "dead letter cut from %zu to %zu bytes (what %s accepts)", full, keep,
+             t->out_topic);
+    *len = keep;
+    return h;
 }
 
 static void task_send(aiq_task_t *t)
@@ -479,19 +604,29 @@ static void task_send(aiq_task_t *t)
     size_t klen = task_id(t) ? strlen(task_id(t)) : t->msg->key_len;
     const void *val = t->out_kind == OUT_DLQ_RECORD ? t->msg->payload : t->out_val;
     size_t vlen = t->out_kind == OUT_DLQ_RECORD ? t->msg->len : t->out_len;
-    rd_kafka_headers_t *h = t->out_kind == OUT_DLQ_RECORD || t->out_kind == OUT_DLQ_RESULT
-                                ? dlq_headers(t)
+    if (klen > 1024)
+        klen = 1024; /* a producer's key, in a dead letter: bounded like the value */
+    rd_kafka_headers_t *h = is_dlq(t)                    ? dlq_letter(t, val, &vlen)
                             : t->out_kind == OUT_REQUEUE ? requeue_headers(t)
                                                          : result_headers(t);
     set_state(t, TASK_PUBLISHING);
     t->pending++;
-    if (aiq_publisher_send(pl->d.pub, t->out_topic, key, klen, val, vlen, h, on_delivered, t,
-                           &err)) {
+    int rc =
+        aiq_publisher_send(pl->d.pub, t->out_topic, key, klen, val, vlen, h, on_delivered, t, &err);
+    if (rc) {
         t->pending--;
-        pl->stats.publish_retries++;
-        TLOG(t, AIQ_LOG_WARN, "%s; retrying", err.msg);
-        timer_start(t, 500, on_send_retry);
+        send_failed(t, rc == AIQ_ETOOBIG || rc == AIQ_ENOTFOUND, err.msg);
     }
+}
+
+/* The record waits on the DLQ from now on, without its job slot. */
+static void enter_dlq(aiq_task_t *t)
+{
+    if (t->dlq_waiting)
+        return;
+    t->dlq_waiting = 1;
+    t->pl->stats.dlq_waiting++;
+    slot_free(t);
 }
 
 static void publish_to_dlq(aiq_task_t *t)
@@ -500,6 +635,7 @@ static void publish_to_dlq(aiq_task_t *t)
     aiq_metrics_dlq(t->pl->d.metrics, t->error_kind);
     t->out_kind = OUT_DLQ_RECORD;
     snprintf(t->out_topic, sizeof(t->out_topic), "%s", t->pl->dlq_topic);
+    enter_dlq(t);
     task_send(t);
 }
 
@@ -660,7 +796,7 @@ static void task_requeue(aiq_task_t *t)
     json_object_set_new(root, "attempt", json_integer(t->attempts));
     /* The deadline counts from created_at, else from the record's timestamp, which the
      * new record would reset: pin it. */
-    if (!t->job->created_at_ms)
+    if (!t->job->has_created_at)
         json_object_set_new(
             root, "created_at",
             json_string(aiq_time_format(t->deadline_ms - t->timeout_ms, start, sizeof(start))));
@@ -864,15 +1000,11 @@ static void task_call(aiq_task_t *t)
 
 static int64_t deadline_of(aiq_task_t *t)
 {
-    const aiq_job_t *job = t->job;
-    int64_t start = job->created_at_ms;
-    if (!start) {
-        rd_kafka_timestamp_type_t type;
-        int64_t ts = rd_kafka_message_timestamp(t->msg, &type);
-        start = (type == RD_KAFKA_TIMESTAMP_CREATE_TIME && ts > 0) ? ts : t->received_ms;
-    }
-    t->timeout_ms = job->timeout_ms ? job->timeout_ms : t->pl->d.cfg->default_timeout_ms;
-    return start + t->timeout_ms;
+    rd_kafka_timestamp_type_t type;
+    int64_t ts = rd_kafka_message_timestamp(t->msg, &type);
+    /* A producer stamps CreateTime with its own clock: one in the future counts as now. */
+    int64_t record_ts = ts > 0 && ts < t->received_ms ? ts : t->received_ms;
+    return aiq_job_deadline(t->job, record_ts, t->pl->d.cfg->default_timeout_ms, &t->timeout_ms);
 }
 
 bool aiq_task_expired(const aiq_task_t *t, int64_t now_ms)
@@ -941,23 +1073,28 @@ static void task_refuse(aiq_task_t *t, const char *reason)
     task_reject(t, AIQ_JOB_INVALID, reason);
 }
 
-/* reply_to must not point back into aiq's own input: a job must never create jobs. */
-static int reply_to_allowed(aiq_pipeline_t *pl, const char *topic)
+/* A job must never create jobs or write into aiq's own state (breaker, metrics, alerts,
+ * DLQ): reply_to names only topics worker.reply_topics allows. */
+static int reply_to_allowed(aiq_pipeline_t *pl, const char *topic, aiq_err_t *err)
 {
-    return !topic || (aiq_topic_priority(pl->d.cfg->topic_prefix, topic) < 0 &&
-                      strcmp(topic, pl->dlq_topic) != 0);
+    return !topic || aiq_reply_policy_check(pl->replies, topic, err) == 0;
 }
 
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
 {
+    aiq_err_t err = {0};
     t->started_ms = aiq_now_ms();
     pl->stats.started++;
     if (!t->job) {
         task_reject(t, t->why, t->why_msg ? t->why_msg : "out of memory");
         return;
     }
-    if (!reply_to_allowed(pl, t->job->reply_to)) {
-        task_refuse(t, "reply_to: must not name a job topic or the DLQ");
+    if (!reply_to_allowed(pl, t->job->reply_to, &err)) {
+        task_refuse(t, err.msg);
+        return;
+    }
+    if (aiq_job_check_time(t->job, aiq_now_ms(), pl->d.cfg->max_clock_skew_ms, &err)) {
+        task_refuse(t, err.msg);
         return;
     }
     if (pl->d.ops && !t->op) {
@@ -977,6 +1114,32 @@ void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
 
 /* ---- lifecycle --------------------------------------------------------------------- */
 
+#define DLQ_DESCRIBE_TIMEOUT_MS 3000
+
+/* A dead letter is at most what the DLQ topic accepts (the broker refuses a larger one for
+ * good): read its limit once, at the start. */
+static void dlq_cap_read(aiq_pipeline_t *pl)
+{
+    const aiq_config_t *cfg = pl->d.cfg;
+    int64_t topic_max = -1, producer_max = -1;
+    aiq_err_t e2 = {0};
+    if (pl->d.pub) {
+        producer_max = aiq_publisher_max_message_bytes(pl->d.pub);
+        if (aiq_publisher_topic_max_bytes(pl->d.pub, pl->dlq_topic, DLQ_DESCRIBE_TIMEOUT_MS,
+                                          &topic_max, &e2))
+            aiq_log_warn(pl->d.log,
+                         "dead-letter topic %s: max.message.bytes unknown (%s); dead letters "
+                         "are cut to what dlq.max_record_bytes and the producer allow",
+                         pl->dlq_topic, e2.msg);
+    }
+    pl->dlq_cap = aiq_dlq_value_cap(topic_max, producer_max, cfg->dlq_max_record_bytes);
+    aiq_log_info(pl->d.log,
+                 "dead letters carry at most %zu value bytes (%s max.message.bytes %lld, "
+                 "producer message.max.bytes %lld, dlq.max_record_bytes %lld)",
+                 pl->dlq_cap, pl->dlq_topic, (long long)topic_max, (long long)producer_max,
+                 (long long)cfg->dlq_max_record_bytes);
+}
+
 int aiq_pipeline_new(aiq_pipeline_t **out, const aiq_pipeline_deps_t *deps, aiq_err_t *err)
 {
     aiq_pipeline_t *pl = calloc(1, sizeof(*pl));
@@ -988,8 +1151,25 @@ int aiq_pipeline_new(aiq_pipeline_t **out, const aiq_pipeline_deps_t *deps, aiq_
         free(pl);
         return aiq_err_set(err, AIQ_EINVAL, "kafka.topic_prefix is too long");
     }
+    int rc =
+        aiq_reply_policy_new(&pl->replies, deps->cfg->topic_prefix, deps->cfg->reply_topics, err);
+    if (rc) {
+        free(pl);
+        return rc;
+    }
+    dlq_cap_read(pl);
     *out = pl;
     return 0;
+}
+
+const char *aiq_pipeline_dlq_error(const aiq_pipeline_t *pl)
+{
+    return pl->dlq_failing ? pl->dlq_error : NULL;
+}
+
+size_t aiq_pipeline_dlq_cap(const aiq_pipeline_t *pl)
+{
+    return pl->dlq_cap;
 }
 
 void aiq_pipeline_free(aiq_pipeline_t *pl)
@@ -999,5 +1179,6 @@ void aiq_pipeline_free(aiq_pipeline_t *pl)
     pl->closing = 1;
     while (pl->live)
         task_release(pl->live);
+    aiq_reply_policy_free(pl->replies);
     free(pl);
 }

@@ -27,13 +27,23 @@ typedef struct aiq_task aiq_task_t;
 typedef struct aiq_pipeline_stats {
     uint64_t started, succeeded, failed, expired, rejected, dlq, model_calls;
     uint64_t publish_retries, requeued, fallbacks;
-    uint64_t cache_hits; /* answered from a fresh cache entry */
-    uint64_t coalesced;  /* model calls saved: identical jobs that joined one in flight */
+    uint64_t cache_hits;         /* answered from a fresh cache entry */
+    uint64_t coalesced;          /* model calls saved: identical jobs that joined one in flight */
+    uint64_t dlq_write_failures; /* dead-letter writes that failed (each is retried) */
+    int64_t dlq_waiting;         /* records waiting on the DLQ (they hold no job slot) */
 } aiq_pipeline_stats_t;
 
 /* Called when a task is finished: every record it produced was acknowledged. The task is
  * freed by the pipeline after the callback returns. */
 typedef void (*aiq_task_done_cb)(void *opaque, aiq_task_t *task);
+
+/* Called exactly once per started task, before its on_done or when it begins waiting on the
+ * DLQ (a dead letter may take long to write and must not hold a job slot meanwhile). */
+typedef void (*aiq_task_slot_cb)(void *opaque, aiq_task_t *task);
+
+/* Called when the DLQ stops (writable = 0, why says the latest failure) or starts again
+ * (writable = 1) taking dead letters. */
+typedef void (*aiq_dlq_state_cb)(void *opaque, int writable, const char *why);
 
 typedef struct aiq_pipeline_deps {
     uv_loop_t *loop;
@@ -45,10 +55,21 @@ typedef struct aiq_pipeline_deps {
     const aiq_ops_t *ops; /* NULL: no operations (no canned fallbacks, no prices) */
     aiq_cache_t *cache;   /* NULL: cache off (single-flight still coalesces) */
     aiq_task_done_cb on_done;
+    aiq_task_slot_cb on_slot_free; /* NULL: not told */
+    aiq_dlq_state_cb on_dlq_state; /* NULL: not told */
     void *opaque;
 } aiq_pipeline_deps_t;
 
+/* Reads the DLQ topic's max.message.bytes through deps->pub (blocking a few seconds at most:
+ * call it before the loop runs); when it cannot, dead letters are cut to what
+ * dlq.max_record_bytes and the producer allow, and a warning says why. */
 int aiq_pipeline_new(aiq_pipeline_t **out, const aiq_pipeline_deps_t *deps, aiq_err_t *err);
+
+/* NULL while dead letters are written; else why they are not (for /readyz). */
+const char *aiq_pipeline_dlq_error(const aiq_pipeline_t *pl);
+
+/* Value bytes a dead letter carries at most. */
+size_t aiq_pipeline_dlq_cap(const aiq_pipeline_t *pl);
 
 /* Frees every live task (in-flight ones are abandoned: their records are redelivered after
  * a restart) and the pipeline. NULL is a no-op. */

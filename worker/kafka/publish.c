@@ -183,9 +183,80 @@ int aiq_publisher_send(aiq_publisher_t *p, const char *topic, const void *key, s
         if (hdrs)
             rd_kafka_headers_destroy(hdrs);
         free(pd);
-        return aiq_err_set(err, AIQ_EKAFKA, "produce to %s: %s", topic, rd_kafka_err2str(e));
+        /* Refused before it left: too large for message.max.bytes or a topic known to be
+         * missing never succeeds on a retry; a full queue does. */
+        int code = e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? AIQ_ETOOBIG
+                   : permanent_error(e)                      ? AIQ_ENOTFOUND
+                                                             : AIQ_EKAFKA;
+        return aiq_err_set(err, code, "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
     return 0;
+}
+
+int64_t aiq_publisher_max_message_bytes(const aiq_publisher_t *p)
+{
+    char buf[32];
+    size_t n = sizeof(buf);
+    const rd_kafka_conf_t *conf = rd_kafka_conf(p->rk);
+    if (rd_kafka_conf_get(conf, "message.max.bytes", buf, &n) != RD_KAFKA_CONF_OK)
+        return 1000000; /* librdkafka's default */
+    return strtoll(buf, NULL, 10);
+}
+
+/* The value of max.message.bytes in one DescribeConfigs result, or -1. */
+static int64_t max_bytes_of(rd_kafka_event_t *ev, aiq_err_t *err)
+{
+    size_t rn = 0;
+    const rd_kafka_ConfigResource_t **rr =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &rn);
+    if (rn < 1)
+        return aiq_err_set(err, AIQ_EKAFKA, "no result");
+    if (rd_kafka_ConfigResource_error(rr[0]))
+        return aiq_err_set(err,
+                           rd_kafka_ConfigResource_error(rr[0]) ==
+                                   RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+                               ? AIQ_ENOTFOUND
+                               : AIQ_EKAFKA,
+                           "%s", rd_kafka_ConfigResource_error_string(rr[0]));
+    size_t cn = 0;
+    const rd_kafka_ConfigEntry_t **ce = rd_kafka_ConfigResource_configs(rr[0], &cn);
+    for (size_t c = 0; c < cn; c++) {
+        const char *v = rd_kafka_ConfigEntry_value(ce[c]);
+        if (strcmp(rd_kafka_ConfigEntry_name(ce[c]), "max.message.bytes") == 0 && v)
+            return strtoll(v, NULL, 10);
+    }
+    return aiq_err_set(err, AIQ_ENOTFOUND, "max.message.bytes not reported");
+}
+
+int aiq_publisher_topic_max_bytes(aiq_publisher_t *p, const char *topic, int timeout_ms,
+                                  int64_t *out, aiq_err_t *err)
+{
+    char errstr[256];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(p->rk);
+    rd_kafka_AdminOptions_t *ao =
+        rd_kafka_AdminOptions_new(p->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, errstr, sizeof(errstr));
+    rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_DescribeConfigs(p->rk, &res, 1, ao, q);
+    /* The request timeout ends the wait; the margin covers the result's hand-over. */
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+    int rc;
+    if (!ev)
+        rc = aiq_err_set(err, AIQ_ETIMEDOUT, "describe %s: no answer in %d ms", topic, timeout_ms);
+    else if (rd_kafka_event_error(ev))
+        rc =
+            aiq_err_set(err, AIQ_EKAFKA, "describe %s: %s", topic, rd_kafka_event_error_string(ev));
+    else {
+        int64_t v = max_bytes_of(ev, err);
+        rc = v < 0 ? (int)v : 0;
+        if (v > 0)
+            *out = v;
+    }
+    rd_kafka_event_destroy(ev);
+    rd_kafka_ConfigResource_destroy(res);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+    return rc;
 }
 
 int aiq_publisher_outq(const aiq_publisher_t *p)

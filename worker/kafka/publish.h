@@ -26,11 +26,23 @@ int aiq_publisher_new(aiq_publisher_t **out, uv_loop_t *loop, const aiq_config_t
                       aiq_err_t *err);
 
 /* Queues one record; copies key and value; takes hdrs (also when it fails; may be NULL).
- * cb runs exactly once per successful call. Returns AIQ_EKAFKA when the record could not
- * be queued (then cb does not run). Loop thread. */
+ * cb runs exactly once per successful call. When the record could not be queued (then cb
+ * does not run) returns AIQ_ETOOBIG (larger than the producer's message.max.bytes) or
+ * AIQ_ENOTFOUND (a topic known to be missing or refused), which no retry heals, or
+ * AIQ_EKAFKA (the local queue is full, ...), which a later retry may. Loop thread. */
 int aiq_publisher_send(aiq_publisher_t *p, const char *topic, const void *key, size_t klen,
                        const void *val, size_t vlen, rd_kafka_headers_t *hdrs, aiq_publish_cb cb,
                        void *opaque, aiq_err_t *err);
+
+/* The producer's message.max.bytes: no record larger than this (key, value, headers) is
+ * queued. */
+int64_t aiq_publisher_max_message_bytes(const aiq_publisher_t *p);
+
+/* Reads topic's max.message.bytes (admin DescribeConfigs) into *out, blocking up to
+ * timeout_ms: for the start only, before the loop runs. Returns 0, AIQ_ENOTFOUND (no such
+ * topic), AIQ_ETIMEDOUT or AIQ_EKAFKA (e.g. not authorised to describe it). */
+int aiq_publisher_topic_max_bytes(aiq_publisher_t *p, const char *topic, int timeout_ms,
+                                  int64_t *out, aiq_err_t *err);
 
 /* Records queued or in flight. */
 int aiq_publisher_outq(const aiq_publisher_t *p);

@@ -20,6 +20,8 @@ struct aiq_alerter {
     aiq_alert_rules_t *rules;
     char topic[AIQ_TOPIC_MAX];
     uint64_t events;
+    int dlq_failing;
+    int64_t dlq_since_ms;
 };
 
 static const char *const units[AIQ_ALERT_RULES] = {"ms", "share", "jobs", "share"};
@@ -160,9 +162,45 @@ void aiq_alerter_job(aiq_alerter_t *a, bool error, int64_t total_ms, bool lookup
     aiq_alert_rules_job(a->rules, aiq_now_ms(), error, total_ms, lookup, hit);
 }
 
+void aiq_alerter_dlq(aiq_alerter_t *a, bool failing, int64_t waiting, const char *why)
+{
+    if (!a || (int)failing == a->dlq_failing)
+        return;
+    a->dlq_failing = failing;
+    int64_t now = aiq_now_ms();
+    if (failing)
+        a->dlq_since_ms = now;
+    char ts[40], started[40], msg[400], key[320];
+    snprintf(msg, sizeof(msg), "dlq_unwritable %s: %s", failing ? "critical" : "resolved",
+             failing ? why : "dead letters are written again");
+    aiq_logj(a->log, failing ? AIQ_LOG_ERROR : AIQ_LOG_WARN, NULL, "alert %s", msg);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:I, s:f, s:s, s:b, s:I, s:s, s:s, s:s, s:s}", "alert",
+                  "dlq_unwritable", "severity", failing ? "critical" : "resolved", "previous",
+                  failing ? "resolved" : "critical", "value",
+                  (json_int_t)(waiting > 0 ? waiting : 0), "threshold", 1.0, "unit", "records",
+                  "no_data", 0, "window_ms", (json_int_t)a->cfg->alerts_window_ms, "worker",
+                  a->cfg->worker_id, "ts", aiq_time_format(now, ts, sizeof(ts)), "started_at",
+                  aiq_time_format(a->dlq_since_ms, started, sizeof(started)), "message", msg);
+    char *val = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    if (!val) {
+        aiq_log_warn(a->log, "alert event not built: out of memory");
+        return;
+    }
+    snprintf(key, sizeof(key), "%s/dlq_unwritable", a->cfg->worker_id);
+    aiq_err_t err = {0};
+    if (aiq_publisher_send(a->pub, a->topic, key, strlen(key), val, strlen(val), NULL, on_sent,
+                           a->log, &err))
+        aiq_log_warn(a->log, "alert event not sent: %s", err.msg);
+    else
+        a->events++;
+    free(val);
+}
+
 int aiq_alerter_active(const aiq_alerter_t *a)
 {
-    int n = 0;
+    int n = a->dlq_failing;
     for (int i = 0; i < AIQ_ALERT_RULES; i++)
         n += aiq_alert_rules_level(a->rules, (aiq_alert_rule_t)i) != AIQ_ALERT_OK;
     return n;

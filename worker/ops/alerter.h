@@ -32,6 +32,12 @@ void aiq_alerter_free(aiq_alerter_t *a);
  * lookup = it looked the cache up, hit = the cache answered it. */
 void aiq_alerter_job(aiq_alerter_t *a, bool error, int64_t total_ms, bool lookup, bool hit);
 
+/* The dead-letter topic stopped (failing = true, why says how) or started again taking
+ * dead letters: raises, or resolves, the critical alert "dlq_unwritable" (logged and
+ * published like the rules' events; value = records waiting on the DLQ). Repeating the
+ * current state does nothing. NULL a is a no-op. */
+void aiq_alerter_dlq(aiq_alerter_t *a, bool failing, int64_t waiting, const char *why);
+
 /* Rules raised now (warning or critical), and events queued for publishing since start. */
 int aiq_alerter_active(const aiq_alerter_t *a);
 uint64_t aiq_alerter_events(const aiq_alerter_t *a);

@@ -415,6 +415,17 @@ static void render_consumer(buf_t *b, const aiq_metrics_gauges_t *g, const char 
         "# TYPE aiq_alerts_active gauge\naiq_alerts_active{worker=\"%s\"} %lld\n",
         w, (long long)g->alerts_active);
     put(b,
+        "# HELP aiq_dlq_writable 1 while dead letters are written, 0 while the dead-letter "
+        "topic refuses them (see /readyz).\n"
+        "# TYPE aiq_dlq_writable gauge\naiq_dlq_writable{worker=\"%s\"} %d\n"
+        "# HELP aiq_dlq_waiting Records waiting for their dead letter to be written.\n"
+        "# TYPE aiq_dlq_waiting gauge\naiq_dlq_waiting{worker=\"%s\"} %lld\n"
+        "# HELP aiq_dlq_write_failures_total Dead-letter writes that failed (each is retried).\n"
+        "# TYPE aiq_dlq_write_failures_total counter\n"
+        "aiq_dlq_write_failures_total{worker=\"%s\"} %llu\n",
+        w, g->dlq_unwritable ? 0 : 1, w, (long long)g->dlq_waiting, w,
+        (unsigned long long)g->dlq_write_failures);
+    put(b,
         "# HELP aiq_rebalances_total Partition assignments and revocations served.\n"
         "# TYPE aiq_rebalances_total counter\naiq_rebalances_total{worker=\"%s\"} %llu\n",
         w, (unsigned long long)g->rebalances);

@@ -31,7 +31,10 @@ typedef struct aiq_metrics_gauges {
         const char *model; /* borrowed for the render */
         int state;         /* aiq_breaker_state_t */
     } breakers[AIQ_METRICS_BREAKERS];
-    int64_t alerts_active; /* alert rules raised now (warning or critical) */
+    int64_t alerts_active;       /* alert rules raised now (warning or critical) */
+    int dlq_unwritable;          /* the DLQ refuses dead letters now */
+    int64_t dlq_waiting;         /* records waiting for their dead letter */
+    uint64_t dlq_write_failures; /* failed dead-letter writes since start */
     /* the consumer */
     int64_t lag[4];
     uint64_t rebalances;
