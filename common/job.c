@@ -1,4 +1,5 @@
 #include "job.h"
+#include "converse.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -8,8 +9,6 @@
 
 #define TEXT_MAX     (1 << 20)
 #define NAME_MAX_LEN 256
-#define MESSAGES_MAX 200
-#define CONTENT_MAX  50
 #define STOP_SEQ_MAX 4
 
 const char *aiq_job_reject_name(aiq_job_reject_t r)
@@ -89,42 +88,44 @@ static int opt_number(json_t *obj, const char *key, double min, double max, aiq_
     return 0;
 }
 
-static int check_content(json_t *content, size_t i, aiq_err_t *err)
+/* The Converse fields a job passes through, checked by their botocore shapes; tenant and
+ * user_id go out as requestMetadata too, so they must fit its pattern and agree with it. */
+static int check_converse(json_t *doc, aiq_job_t *j, aiq_err_t *err)
 {
-    if (!json_is_array(content) || json_array_size(content) == 0 ||
-        json_array_size(content) > CONTENT_MAX)
-        return aiq_err_set(err, AIQ_EINVAL, "messages[%zu].content: must be an array of 1..%d", i,
-                           CONTENT_MAX);
-    size_t j;
-    json_t *block;
-    json_array_foreach(content, j, block)
-    {
-        json_t *text = json_object_get(block, "text");
-        if (!json_is_object(block) || !json_is_string(text))
-            return aiq_err_set(err, AIQ_EINVAL,
-                               "messages[%zu].content[%zu]: must be an object with a string "
-                               "'text'",
-                               i, j);
-    }
-    return 0;
-}
-
-static int check_messages(json_t *msgs, aiq_err_t *err)
-{
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0 || json_array_size(msgs) > MESSAGES_MAX)
-        return aiq_err_set(err, AIQ_EINVAL, "messages: must be an array of 1..%d messages",
-                           MESSAGES_MAX);
-    size_t i;
-    json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        if (!json_is_object(m) || !role || (strcmp(role, "user") && strcmp(role, "assistant")))
-            return aiq_err_set(err, AIQ_EINVAL,
-                               "messages[%zu].role: must be \"user\" or \"assistant\"", i);
-        if (check_content(json_object_get(m, "content"), i, err))
+    for (size_t i = 0; aiq_converse_fields[i]; i++) {
+        json_t *v = json_object_get(doc, aiq_converse_fields[i]);
+        if (v && !json_is_null(v) && aiq_converse_check_field(aiq_converse_fields[i], v, err))
             return AIQ_EINVAL;
     }
+    json_t *meta = json_object_get(doc, "requestMetadata");
+    const char *const names[] = {"tenant", "user_id"};
+    const char *const vals[] = {j->tenant, j->user_id};
+    size_t extra = 0;
+    for (size_t i = 0; i < 2; i++) {
+        if (!vals[i])
+            continue;
+        if (!aiq_converse_metadata_ok(vals[i], false))
+            return aiq_err_set(err, AIQ_EINVAL,
+                               "%s: sent as requestMetadata, so only letters, digits, "
+                               "whitespace and :_@$#=/+,-. are allowed",
+                               names[i]);
+        const char *mine = json_string_value(json_object_get(meta, names[i]));
+        if (mine && strcmp(mine, vals[i]) != 0)
+            return aiq_err_set(err, AIQ_EINVAL,
+                               "requestMetadata.%s: differs from the job's %s, which aiq sends "
+                               "under that key",
+                               names[i], names[i]);
+        if (!mine)
+            extra++;
+    }
+    if (json_object_size(meta) + extra > 16)
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "requestMetadata: with tenant and user_id added it has more than "
+                           "the 16 entries Bedrock allows");
+    json_t *stream = json_object_get(doc, "stream");
+    if (stream && !json_is_null(stream) && !json_is_boolean(stream))
+        return aiq_err_set(err, AIQ_EINVAL, "stream: must be a boolean");
+    j->stream = json_is_true(stream);
     return 0;
 }
 
@@ -211,9 +212,18 @@ static int check_strings(json_t *doc, aiq_job_t *j, aiq_err_t *err)
         opt_string(doc, "correlation_id", NAME_MAX_LEN, &j->correlation_id, err) ||
         opt_string(doc, "tenant", NAME_MAX_LEN, &j->tenant, err) ||
         opt_string(doc, "user_id", NAME_MAX_LEN, &j->user_id, err) ||
-        opt_string(doc, "traceparent", 55, &j->traceparent, err) ||
-        opt_string(doc, "system", TEXT_MAX, &j->system, err))
+        opt_string(doc, "traceparent", 55, &j->traceparent, err))
         return AIQ_EINVAL;
+    /* system: one text, or Converse system blocks (cachePoint, guardContent). */
+    json_t *sys = json_object_get(doc, "system");
+    if (json_is_array(sys))
+        j->system_blocks = sys;
+    else if (opt_string(doc, "system", TEXT_MAX, &j->system, err))
+        return AIQ_EINVAL;
+    if (j->model && !aiq_model_id_valid(j->model))
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "model: not a Bedrock model id (botocore's modelId pattern; \".\" "
+                           "and \"..\" are path segments, not ids)");
     if (j->reply_to && !aiq_topic_name_valid(j->reply_to))
         return aiq_err_set(err, AIQ_EINVAL, "reply_to: not a valid Kafka topic name");
     if (j->traceparent && strlen(j->traceparent) != 55)
@@ -245,7 +255,11 @@ static int check_request(json_t *doc, aiq_job_t *j, aiq_err_t *err)
         return aiq_err_set(err, AIQ_EINVAL, "payload: must be an object");
     if (j->body && !json_is_object(j->body))
         return aiq_err_set(err, AIQ_EINVAL, "body: must be an object");
-    if (j->messages && check_messages(j->messages, err))
+    if (j->messages && aiq_converse_check_messages(j->messages, err))
+        return AIQ_EINVAL;
+    if (j->system_blocks && aiq_converse_check_system(j->system_blocks, err))
+        return AIQ_EINVAL;
+    if (check_converse(doc, j, err))
         return AIQ_EINVAL;
     if (!j->payload && !j->messages && !j->body)
         return aiq_err_set(err, AIQ_EINVAL, "one of payload, messages or body is required");

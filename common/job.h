@@ -35,7 +35,8 @@ typedef struct aiq_job {
     const char *tenant;
     const char *user_id;
     const char *traceparent;
-    const char *system;
+    const char *system;    /* the text form of "system" */
+    json_t *system_blocks; /* the array form (Converse SystemContentBlocks), or NULL */
     json_t *payload;   /* object or NULL */
     json_t *messages;  /* array or NULL */
     json_t *body;      /* object or NULL (InvokeModel body) */
@@ -46,6 +47,7 @@ typedef struct aiq_job {
     bool has_created_at;
     int64_t timeout_ms; /* 0 when absent: the worker's default applies */
     int attempt;
+    bool stream; /* "stream": true: ConverseStream, partial results */
     bool cache_bypass;
     int64_t cache_ttl_s; /* -1 when absent */
 } aiq_job_t;

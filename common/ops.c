@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@ struct aiq_op {
     size_t n_volatile;
     bool has_volatile;
     int on_missing;
+    int cache_point; /* 1: a cachePoint after the system prompt; 0: none; -1: not set */
     const json_t *example;
     texts_t texts;
     persona_t *personas;
@@ -62,6 +64,7 @@ struct aiq_op {
 typedef struct price {
     const char *model;
     double in, out;
+    double cache_read, cache_write; /* < 0: not listed */
 } price_t;
 
 struct aiq_ops {
@@ -308,10 +311,10 @@ static int get_num(const load_ctx_t *c, json_t *obj, const char *key, double min
 
 static const char *const FALLBACK_KEYS[] = {"template", "simplified", "support", NULL};
 static const char *const PERSONA_KEYS[] = {"description", "system", "template", "fallback", NULL};
-static const char *const OP_KEYS[] = {
-    "description", "model",       "api",      "system",      "template",
-    "max_tokens",  "temperature", "personas", "cache_ttl_s", "volatile_fields",
-    "fallback",    "on_missing",  "example",  NULL};
+static const char *const OP_KEYS[] = {"description", "model",           "api",         "system",
+                                      "template",    "max_tokens",      "temperature", "personas",
+                                      "cache_ttl_s", "volatile_fields", "fallback",    "on_missing",
+                                      "example",     "cache_point",     NULL};
 
 static int load_fallback(load_ctx_t *c, json_t *obj, texts_t *t)
 {
@@ -446,6 +449,11 @@ static int load_scalars(load_ctx_t *c, json_t *obj, aiq_op_t *op)
     if (!rc && ex && !json_is_object(ex))
         rc = fail(c, AIQ_EINVAL, "example", "must be an object (an example payload)");
     op->example = ex;
+    json_t *cp = json_object_get(obj, "cache_point");
+    if (!rc && cp && !json_is_boolean(cp))
+        rc = fail(c, AIQ_EINVAL, "cache_point", "must be true or false");
+    if (cp)
+        op->cache_point = json_is_true(cp);
     return rc;
 }
 
@@ -467,6 +475,7 @@ static int load_op(load_ctx_t *c, const char *name, json_t *def, aiq_op_t *op)
     op->name = name;
     op->api = -1;
     op->cache_ttl_s = -1;
+    op->cache_point = -1;
     op->on_missing = MISSING_UNSET;
     if (!op_name_valid(name))
         return fail(c, AIQ_EINVAL, name,
@@ -510,6 +519,8 @@ static void inherit(aiq_op_t *op, const aiq_op_t *d)
     }
     if (op->on_missing == MISSING_UNSET)
         op->on_missing = d->on_missing;
+    if (op->cache_point < 0)
+        op->cache_point = d->cache_point;
 }
 
 static int cmp_op(const void *a, const void *b)
@@ -520,7 +531,8 @@ static int cmp_op(const void *a, const void *b)
 static int load_operations(load_ctx_t *c, aiq_ops_t *ops)
 {
     json_t *all = json_object_get(ops->root, "operations"), *v;
-    ops->deflt = (aiq_op_t){.name = "*", .api = -1, .cache_ttl_s = -1, .on_missing = -1};
+    ops->deflt =
+        (aiq_op_t){.name = "*", .api = -1, .cache_ttl_s = -1, .on_missing = -1, .cache_point = -1};
     if (!all)
         return 0;
     if (!json_is_object(all))
@@ -550,8 +562,9 @@ static int load_operations(load_ctx_t *c, aiq_ops_t *ops)
 
 /* ---- prices -------------------------------------------------------------------------- */
 
-static const char *const PRICE_KEYS[] = {"description", "usd_per_1k_input", "usd_per_1k_output",
-                                         NULL};
+static const char *const PRICE_KEYS[] = {
+    "description",           "usd_per_1k_input",       "usd_per_1k_output",
+    "usd_per_1k_cache_read", "usd_per_1k_cache_write", NULL};
 
 static int cmp_price(const void *a, const void *b)
 {
@@ -572,6 +585,11 @@ static int load_price(load_ctx_t *c, const char *model, json_t *v, price_t *p)
         rc = get_num(c, v, "usd_per_1k_input", 0.0, 1000.0, &p->in);
     if (!rc)
         rc = get_num(c, v, "usd_per_1k_output", 0.0, 1000.0, &p->out);
+    p->cache_read = p->cache_write = -1;
+    if (!rc && json_object_get(v, "usd_per_1k_cache_read"))
+        rc = get_num(c, v, "usd_per_1k_cache_read", 0.0, 1000.0, &p->cache_read);
+    if (!rc && json_object_get(v, "usd_per_1k_cache_write"))
+        rc = get_num(c, v, "usd_per_1k_cache_write", 0.0, 1000.0, &p->cache_write);
     pop(c);
     return rc;
 }
@@ -719,20 +737,80 @@ static const price_t *price_find(const aiq_ops_t *ops, const char *model)
     return bsearch(&key, ops->prices, ops->n_prices, sizeof(*ops->prices), cmp_price);
 }
 
+/* Cross-region inference profiles put a geography before the model id. */
+static const char *const GEO_PREFIXES[] = {"us.", "eu.", "apac.", "global.", "us-gov.",
+                                           "jp.", "au.", "ca.",   NULL};
+
+static const char *strip_geo(const char *id)
+{
+    for (size_t i = 0; GEO_PREFIXES[i]; i++)
+        if (strncmp(id, GEO_PREFIXES[i], strlen(GEO_PREFIXES[i])) == 0)
+            return id + strlen(GEO_PREFIXES[i]);
+    return id;
+}
+
+const char *aiq_ops_base_model(const char *model)
+{
+    if (!model)
+        return NULL;
+    if (strncmp(model, "arn:", 4) == 0) {
+        /* arn:<partition>:bedrock:<region>:<account>:<type>/<id> */
+        const char *p = model;
+        for (int colons = 0; *p && colons < 5; p++)
+            if (*p == ':')
+                colons++;
+        const char *slash = strchr(p, '/');
+        if (!slash)
+            return model;
+        size_t tlen = (size_t)(slash - p);
+        if (tlen == 16 && strncmp(p, "foundation-model", tlen) == 0)
+            return slash + 1;
+        if (tlen == 17 && strncmp(p, "inference-profile", tlen) == 0)
+            return strip_geo(slash + 1);
+        /* Application inference profiles, provisioned and custom models are opaque ids: only
+         * an entry under their full ARN prices them. */
+        return model;
+    }
+    return strip_geo(model);
+}
+
+static const price_t *price_of(const aiq_ops_t *ops, const char *model)
+{
+    if (!model || !ops)
+        return NULL;
+    const price_t *p = price_find(ops, model);
+    return p ? p : price_find(ops, aiq_ops_base_model(model));
+}
+
 int aiq_ops_price(const aiq_ops_t *ops, const char *model, double *usd_per_1k_in,
                   double *usd_per_1k_out)
 {
-    if (!model)
-        return AIQ_ENOTFOUND;
-    const price_t *p = price_find(ops, model);
-    const char *dot = strchr(model, '.');
-    if (!p && dot)
-        p = price_find(ops, dot + 1);
+    const price_t *p = price_of(ops, model);
     if (!p)
         return AIQ_ENOTFOUND;
     *usd_per_1k_in = p->in;
     *usd_per_1k_out = p->out;
     return 0;
+}
+
+int aiq_ops_cost(const aiq_ops_t *ops, const char *model, const aiq_usage_t *u, double *usd)
+{
+    const price_t *p = price_of(ops, model);
+    if (!p || (u->cache_read > 0 && p->cache_read < 0) ||
+        (u->cache_write > 0 && p->cache_write < 0))
+        return AIQ_ENOTFOUND;
+    double sum = (double)u->input * p->in + (double)u->output * p->out;
+    if (u->cache_read > 0)
+        sum += (double)u->cache_read * p->cache_read;
+    if (u->cache_write > 0)
+        sum += (double)u->cache_write * p->cache_write;
+    *usd = sum / 1000.0;
+    return 0;
+}
+
+bool aiq_op_cache_point(const aiq_op_t *op)
+{
+    return op->cache_point > 0;
 }
 
 const char *aiq_op_name(const aiq_op_t *op)
@@ -809,16 +887,135 @@ static int buf_add(buf_t *b, const char *s, size_t n)
     return aiq_strbuf_add(b, s, n);
 }
 
+/* Shortest "%.*g" spelling that reads back as d, so 4.1 stays "4.1" (jansson writes 17
+ * digits: "4.0999999999999996"); ".0" is kept on integral values, as they were written. */
+static int put_real(buf_t *b, double d)
+{
+    char tmp[40];
+    if (!isfinite(d))
+        return buf_add(b, "null", 4); /* jansson never parses these; a built value may hold them */
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d)
+            break;
+    }
+    if (!strpbrk(tmp, ".eE"))
+        strncat(tmp, ".0", sizeof(tmp) - strlen(tmp) - 1);
+    return buf_add(b, tmp, strlen(tmp));
+}
+
+static int put_string(buf_t *b, const char *s, size_t n)
+{
+    int rc = buf_add(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        char esc[8];
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof(esc), "\\%c", c);
+        else if (c == '\n')
+            snprintf(esc, sizeof(esc), "\\n");
+        else if (c == '\t')
+            snprintf(esc, sizeof(esc), "\\t");
+        else
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+        rc = buf_add(b, s + run, i - run);
+        if (!rc)
+            rc = buf_add(b, esc, strlen(esc));
+        run = i + 1;
+    }
+    if (!rc)
+        rc = buf_add(b, s + run, n - run);
+    return rc ? rc : buf_add(b, "\"", 1);
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int put_json(buf_t *b, const json_t *v, int depth);
+
+static int put_object(buf_t *b, const json_t *v, int depth)
+{
+    size_t n = json_object_size(v), i = 0;
+    const char **keys = n ? malloc(n * sizeof(*keys)) : NULL;
+    if (n && !keys)
+        return AIQ_ENOMEM;
+    const char *k;
+    json_t *val;
+    json_object_foreach((json_t *)v, k, val) keys[i++] = k;
+    qsort(keys, n, sizeof(*keys), cmp_key);
+    int rc = buf_add(b, "{", 1);
+    for (i = 0; !rc && i < n; i++) {
+        if (i)
+            rc = buf_add(b, ",", 1);
+        if (!rc)
+            rc = put_string(b, keys[i], strlen(keys[i]));
+        if (!rc)
+            rc = buf_add(b, ":", 1);
+        if (!rc)
+            rc = put_json(b, json_object_get(v, keys[i]), depth + 1);
+    }
+    free(keys);
+    return rc ? rc : buf_add(b, "}", 1);
+}
+
+static int put_json(buf_t *b, const json_t *v, int depth)
+{
+    char tmp[32];
+    if (depth > 1024)
+        return AIQ_ETOOBIG;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return put_object(b, v, depth);
+    case JSON_ARRAY: {
+        int rc = buf_add(b, "[", 1);
+        for (size_t i = 0; !rc && i < json_array_size(v); i++) {
+            if (i)
+                rc = buf_add(b, ",", 1);
+            if (!rc)
+                rc = put_json(b, json_array_get(v, i), depth + 1);
+        }
+        return rc ? rc : buf_add(b, "]", 1);
+    }
+    case JSON_STRING:
+        return put_string(b, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return buf_add(b, tmp, strlen(tmp));
+    case JSON_REAL:
+        return put_real(b, json_real_value(v));
+    case JSON_TRUE:
+        return buf_add(b, "true", 4);
+    case JSON_FALSE:
+        return buf_add(b, "false", 5);
+    default:
+        return buf_add(b, "null", 4);
+    }
+}
+
+int aiq_ops_json_text(const json_t *v, size_t max, char **out)
+{
+    buf_t b = {.max = max};
+    int rc = buf_add(&b, "", 0);
+    if (!rc)
+        rc = put_json(&b, v, 0);
+    if (rc) {
+        free(b.p);
+        return rc;
+    }
+    *out = b.p;
+    return 0;
+}
+
 static int buf_add_json(buf_t *b, const json_t *v)
 {
     if (json_is_string(v))
         return buf_add(b, json_string_value(v), strlen(json_string_value(v)));
-    char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-    if (!s)
-        return AIQ_ENOMEM;
-    int rc = buf_add(b, s, strlen(s));
-    free(s);
-    return rc;
+    return put_json(b, v, 0);
 }
 
 /* Walks a dotted path through objects (and arrays, by decimal index); JSON null counts as

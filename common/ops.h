@@ -59,11 +59,33 @@ size_t aiq_ops_count(const aiq_ops_t *ops);
  * invalid_job. The result is borrowed from ops. */
 const aiq_op_t *aiq_ops_find(const aiq_ops_t *ops, const char *operation);
 
-/* Price in USD per 1,000 input and output tokens of a model id. An id not listed is also
- * tried without a leading "<geo>." inference-profile prefix ("us.anthropic..." →
- * "anthropic..."). Returns 0, or AIQ_ENOTFOUND (outputs untouched). */
+/* Price in USD per 1,000 input and output tokens of a model id. An id not listed is priced
+ * as its base model (aiq_ops_base_model). Returns 0, or AIQ_ENOTFOUND (outputs untouched). */
 int aiq_ops_price(const aiq_ops_t *ops, const char *model, double *usd_per_1k_in,
                   double *usd_per_1k_out);
+
+/* The base model id a model id is priced as: a cross-region inference profile id without its
+ * geography ("us.", "eu.", "apac.", "global.", ...), a foundation-model ARN's model id, an
+ * inference-profile ARN's profile id without its geography. Other ARNs (application
+ * inference profiles, provisioned or custom models) name no model: they are returned as they
+ * are, priced only by an entry under the full ARN. Borrowed from model. */
+const char *aiq_ops_base_model(const char *model);
+
+/* Token counts of one model call; cache_read and cache_write are input tokens read from and
+ * written to the prompt cache, not included in input. */
+typedef struct aiq_usage {
+    int64_t input, output, cache_read, cache_write;
+} aiq_usage_t;
+
+/* Cost in USD of usage u on model: input, output, cache read and cache write tokens at their
+ * prices. Returns 0, or AIQ_ENOTFOUND when the model has no price, or used the cache and
+ * lists no price for that (*usd untouched): an unknown cost, never a guessed one. */
+int aiq_ops_cost(const aiq_ops_t *ops, const char *model, const aiq_usage_t *u, double *usd);
+
+/* Renders v as compact JSON text for prompts: keys sorted, numbers in their shortest
+ * round-trip form (4.1, not 4.0999999999999996). *out is malloc'd (caller frees). Returns 0,
+ * AIQ_ETOOBIG past max bytes (0 = no limit) or deeper than 1024, AIQ_ENOMEM. Any thread. */
+int aiq_ops_json_text(const json_t *v, size_t max, char **out);
 
 /* Accessors; every pointer is borrowed from the set. Fields an operation leaves out come from
  * the "*" operation. */
@@ -73,7 +95,10 @@ aiq_job_api_t aiq_op_api(const aiq_op_t *op);             /* AIQ_API_CONVERSE wh
 int64_t aiq_op_max_tokens(const aiq_op_t *op);            /* 0: bedrock.default_max_tokens */
 bool aiq_op_temperature(const aiq_op_t *op, double *out); /* false: not set */
 int64_t aiq_op_cache_ttl_s(const aiq_op_t *op);           /* -1: the cache's default */
-const json_t *aiq_op_example(const aiq_op_t *op); /* example payload, or NULL (warm-up, docs) */
+const json_t *aiq_op_example(const aiq_op_t *op);
+/* True when the operation puts a cachePoint after its system prompt ("cache_point": true),
+ * so Bedrock can cache the static prefix of every job of it. */
+bool aiq_op_cache_point(const aiq_op_t *op); /* example payload, or NULL (warm-up, docs) */
 
 /* Field names / dotted paths of the payload the cache key ignores; *n receives the count
  * (0 with a non-NULL empty array when none). */
