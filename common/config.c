@@ -126,7 +126,12 @@ static const cfg_entry_t table[] = {
      "A job whose operation the operations file does not list: allow = use its \"*\" "
      "operation, reject = refuse the job as invalid_job (to the DLQ)"},
     {"bedrock.endpoint", CFG_STR, S(bedrock_endpoint), 0, 0, "", AIQ_CFG_WORKER,
-     "Bedrock Runtime base URL; empty = https://bedrock-runtime.<region>.amazonaws.com"},
+     "Bedrock Runtime base URL (a VPC endpoint URL works); empty = "
+     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME, else AWS_ENDPOINT_URL, else the region's: "
+     "https://bedrock-runtime.<region>.<partition suffix> (amazonaws.com, amazonaws.com.cn, ...)"},
+    {"bedrock.fips", CFG_INT, S(fips), 0, 1, "0", AIQ_CFG_WORKER,
+     "1 = the region's FIPS endpoint, bedrock-runtime-fips.<region>... (so does "
+     "AWS_USE_FIPS_ENDPOINT=true); only when no endpoint URL is set"},
     {"bedrock.region", CFG_STR, S(region), 1, 0, "us-east-1", AIQ_CFG_WORKER,
      "AWS region for signing (AWS_REGION is used when this is not set explicitly)"},
     {"bedrock.default_model", CFG_STR, S(default_model), 1, 0,

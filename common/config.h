@@ -61,6 +61,7 @@ typedef struct aiq_config {
     int64_t min_concurrency;
     int64_t max_concurrency;
     int64_t adaptive;
+    int64_t fips; /* bedrock.fips */
     char *sts_endpoint;
     int64_t credentials_refresh_s;
     /* response cache (common/cache.h) */

@@ -37,10 +37,10 @@ typedef struct aiq_job {
     const char *traceparent;
     const char *system;    /* the text form of "system" */
     json_t *system_blocks; /* the array form (Converse SystemContentBlocks), or NULL */
-    json_t *payload;   /* object or NULL */
-    json_t *messages;  /* array or NULL */
-    json_t *body;      /* object or NULL (InvokeModel body) */
-    json_t *inference; /* object or NULL */
+    json_t *payload;       /* object or NULL */
+    json_t *messages;      /* array or NULL */
+    json_t *body;          /* object or NULL (InvokeModel body) */
+    json_t *inference;     /* object or NULL */
     aiq_job_api_t api;
     int priority;          /* aiq_priority_t, or -1 when the job names none */
     int64_t created_at_ms; /* valid when has_created_at (0 is the epoch, a valid time) */

@@ -899,9 +899,8 @@ static int put_real(buf_t *b, double d)
         if (strtod(tmp, NULL) == d)
             break;
     }
-    if (!strpbrk(tmp, ".eE"))
-        strncat(tmp, ".0", sizeof(tmp) - strlen(tmp) - 1);
-    return buf_add(b, tmp, strlen(tmp));
+    int rc = buf_add(b, tmp, strlen(tmp));
+    return rc || strpbrk(tmp, ".eEn") ? rc : buf_add(b, ".0", 2);
 }
 
 static int put_string(buf_t *b, const char *s, size_t n)

@@ -41,7 +41,9 @@ static json_t *usage_obj(const aiq_result_t *r)
     json_t *u = json_object();
     json_object_set_new(u, "input_tokens", json_integer(r->input_tokens));
     json_object_set_new(u, "output_tokens", json_integer(r->output_tokens));
-    json_object_set_new(u, "total_tokens", json_integer(r->input_tokens + r->output_tokens));
+    json_object_set_new(u, "cache_read_input_tokens", json_integer(r->cache_read_tokens));
+    json_object_set_new(u, "cache_write_input_tokens", json_integer(r->cache_write_tokens));
+    json_object_set_new(u, "total_tokens", json_integer(r->total_tokens));
     /* Unknown (negative) or non-finite cost is null, never a silently missing key. */
     json_object_set_new(u, "cost_usd",
                         r->cost_usd >= 0 && isfinite(r->cost_usd) ? json_real(r->cost_usd)
@@ -69,6 +71,8 @@ static json_t *error_obj(const aiq_result_t *r, int *bad)
         json_object_set_new(e, "http_status", json_integer(r->http_status));
     if (r->error_support)
         put_str(e, "support", r->error_support, bad);
+    if (r->request_id && r->request_id[0])
+        put_str(e, "request_id", r->request_id, bad);
     return e;
 }
 
@@ -90,6 +94,13 @@ static json_t *output_obj(const aiq_result_t *r, int *bad)
         return json_null();
     json_t *o = json_object();
     put_str(o, "text", r->output_text, bad);
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)r->output_extra, k, v)
+    {
+        if (strcmp(k, "text") != 0)
+            json_object_set(o, k, v);
+    }
     return o;
 }
 

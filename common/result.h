@@ -5,6 +5,7 @@
 
 #include "aiq_err.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,9 +27,14 @@ typedef struct aiq_result {
     const char *priority;
     aiq_result_status_t status;
     const char *output_text; /* NULL → "output": null */
+    /* Borrowed object whose members join "output" (content, trace, raw, unparsed, ...);
+     * NULL → none. Ignored when output_text is NULL. */
+    const json_t *output_extra;
     const char *stop_reason;
     int64_t input_tokens, output_tokens;
-    double cost_usd; /* < 0 → unknown */
+    int64_t cache_read_tokens, cache_write_tokens; /* prompt-cache input tokens */
+    int64_t total_tokens; /* written as given: the model's own total, never recomputed here */
+    double cost_usd;      /* < 0 → unknown */
     const char *model;
     bool cache_hit;        /* answered from the cache */
     bool cache_stale;      /* ... by an expired entry, as the stale-if-error fallback */
@@ -42,6 +48,7 @@ typedef struct aiq_result {
     const char *error_message;
     const char *error_support; /* support information of an error answer; NULL → omitted */
     int http_status;           /* 0 → omitted */
+    const char *request_id;    /* x-amzn-RequestId of the failed call; NULL or "" → omitted */
     int64_t completed_at_ms;
     const char *traceparent;
 } aiq_result_t;

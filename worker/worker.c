@@ -391,18 +391,19 @@ static int open_credentials(aiq_worker_t *w, aiq_err_t *err)
     return aiq_creds_new(&w->creds, w->loop, w->http, w->log, &cc, err);
 }
 
+static const char *env_of(void *ctx, const char *name)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
 static int bedrock_conf(aiq_worker_t *w, aiq_err_t *err)
 {
-    (void)err;
     const aiq_config_t *cfg = w->cfg;
-    if (cfg->bedrock_endpoint[0])
-        snprintf(w->endpoint, sizeof(w->endpoint), "%s", cfg->bedrock_endpoint);
-    else
-        snprintf(w->endpoint, sizeof(w->endpoint), "https://bedrock-runtime.%s.amazonaws.com",
-                 cfg->region);
-    size_t n = strlen(w->endpoint);
-    while (n > 0 && w->endpoint[n - 1] == '/')
-        w->endpoint[--n] = '\0';
+    int rc = aiq_bedrock_endpoint(cfg->bedrock_endpoint, cfg->region, cfg->fips != 0, env_of, NULL,
+                                  w->endpoint, sizeof(w->endpoint), err);
+    if (rc)
+        return rc;
     w->bedrock = (aiq_bedrock_conf_t){
         .endpoint = w->endpoint,
         .region = cfg->region,

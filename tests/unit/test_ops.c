@@ -475,7 +475,8 @@ static const char OPS_FOR_BEDROCK[] =
     " 'summarize': {'model': 'op.model-v1:0', 'system': 'You summarize for {{audience}}.',"
     "   'template': 'Summarize {{doc.title}} in {{n}} words.', 'max_tokens': 321,"
     "   'temperature': 0.5},"
-    " 'inv': {'api': 'invoke', 'template': 'Invoke {{x}}', 'max_tokens': 77}}}";
+    " 'inv': {'api': 'invoke', 'model': 'anthropic.claude-v2', 'template': 'Invoke {{x}}',"
+    "  'max_tokens': 77}}}";
 
 typedef struct built {
     int rc;
@@ -539,7 +540,7 @@ static void ops_bedrock_converse_from_operation(void **state)
     built_t b = build(ops, "{'id': 'j1', 'operation': 'summarize', 'payload': {'audience': "
                            "'CFOs', 'doc': {'title': 'Q3 report'}, 'n': 50}}");
     assert_int_equal(b.rc, 0);
-    assert_int_equal(b.call.api, AIQ_API_CONVERSE);
+    assert_int_equal(b.call.wire.api, AIQ_API_CONVERSE);
     assert_string_equal(b.call.model, "op.model-v1:0");
     assert_non_null(strstr(b.call.url, "/model/op.model-v1%3A0/converse"));
     assert_string_equal(jstr(b.body, "system/0/text"), "You summarize for CFOs.");
@@ -592,11 +593,11 @@ static void ops_bedrock_invoke_and_reject(void **state)
     aiq_ops_t *ops = must_load(OPS_FOR_BEDROCK, AIQ_OPS_UNKNOWN_REJECT);
     built_t b = build(ops, "{'id': 'j5', 'operation': 'inv', 'payload': {'x': 'it'}}");
     assert_int_equal(b.rc, 0);
-    assert_int_equal(b.call.api, AIQ_API_INVOKE);
-    assert_non_null(strstr(b.call.url, "/model/conf.default-v1%3A0/invoke"));
+    assert_int_equal(b.call.wire.api, AIQ_API_INVOKE);
+    assert_non_null(strstr(b.call.url, "/model/anthropic.claude-v2/invoke"));
     assert_string_equal(jstr(b.body, "anthropic_version"), "bedrock-2023-05-31");
     assert_int_equal(json_integer_value(json_object_get(b.body, "max_tokens")), 77);
-    assert_string_equal(jstr(b.body, "system"), "Default system.");
+    assert_string_equal(jstr(b.body, "system/0/text"), "Default system.");
     assert_string_equal(jstr(b.body, "messages/0/content/0/type"), "text");
     assert_string_equal(jstr(b.body, "messages/0/content/0/text"), "Invoke it");
     built_free(&b);
@@ -604,7 +605,7 @@ static void ops_bedrock_invoke_and_reject(void **state)
     /* An explicit "api" in the job beats the operation's. */
     b = build(ops, "{'id': 'j6', 'operation': 'inv', 'api': 'converse', 'payload': {'x': 1}}");
     assert_int_equal(b.rc, 0);
-    assert_int_equal(b.call.api, AIQ_API_CONVERSE);
+    assert_int_equal(b.call.wire.api, AIQ_API_CONVERSE);
     assert_string_equal(jstr(b.body, "messages/0/content/0/text"), "Invoke 1");
     built_free(&b);
 
@@ -632,7 +633,9 @@ static void ops_bedrock_parse_invoke_usage(void **state)
                        "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":12,"
                        "\"output_tokens\":34}}";
     aiq_bedrock_reply_t r;
-    assert_int_equal(aiq_bedrock_parse(AIQ_API_INVOKE, body, strlen(body), &r, NULL), 0);
+    aiq_bedrock_wire_t w = {AIQ_API_INVOKE, AIQ_FAMILY_ANTHROPIC, false};
+    aiq_bedrock_resp_t resp = {body, strlen(body), NULL, NULL, NULL, NULL};
+    assert_int_equal(aiq_bedrock_parse(&w, &resp, &r, NULL), 0);
     assert_string_equal(r.text, "hi there");
     assert_string_equal(r.stop_reason, "max_tokens");
     assert_int_equal(r.input_tokens, 12);

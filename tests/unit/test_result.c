@@ -71,6 +71,9 @@ static aiq_result_t succeeded(void)
                           .stop_reason = "end_turn",
                           .input_tokens = 120,
                           .output_tokens = 34,
+                          .cache_read_tokens = 1500,
+                          .cache_write_tokens = 500,
+                          .total_tokens = 2154,
                           .cost_usd = 0.25,
                           .model = "anthropic.claude-3-haiku-20240307-v1:0",
                           .cache_hit = true,
@@ -103,7 +106,10 @@ static void result_encodes_succeeded(void **state)
     assert_true(json_is_object(usage));
     assert_int_equal(int_at(usage, "input_tokens"), 120);
     assert_int_equal(int_at(usage, "output_tokens"), 34);
-    assert_int_equal(int_at(usage, "total_tokens"), 154);
+    /* Regression: the total was recomputed as input + output (154), dropping cache tokens. */
+    assert_int_equal(int_at(usage, "total_tokens"), 2154);
+    assert_int_equal(int_at(usage, "cache_read_input_tokens"), 1500);
+    assert_int_equal(int_at(usage, "cache_write_input_tokens"), 500);
     assert_true(json_is_real(json_object_get(usage, "cost_usd")));
     assert_true(json_real_value(json_object_get(usage, "cost_usd")) == 0.25);
 
@@ -139,11 +145,13 @@ static void result_encodes_failed_with_error(void **state)
                       .error_kind = "throttled",
                       .error_message = "Too many requests",
                       .http_status = 429,
+                      .request_id = "8c1d7f3e-5b2a-4c9d-9e0f-1a2b3c4d5e6f",
                       .completed_at_ms = INT64_C(1795826323005)};
     json_t *o = encode_parse(&r);
     assert_string_equal(str_at(o, "status"), "failed");
     json_t *e = json_object_get(o, "error");
     assert_true(json_is_object(e));
+    assert_string_equal(str_at(e, "request_id"), "8c1d7f3e-5b2a-4c9d-9e0f-1a2b3c4d5e6f");
     assert_string_equal(str_at(e, "kind"), "throttled");
     assert_string_equal(str_at(e, "message"), "Too many requests");
     assert_int_equal(int_at(e, "http_status"), 429);
@@ -158,12 +166,31 @@ static void result_encodes_failed_with_error(void **state)
     /* Without a message or an HTTP status: message is "", http_status is omitted. */
     r.error_message = NULL;
     r.http_status = 0;
+    r.request_id = "";
     o = encode_parse(&r);
     e = json_object_get(o, "error");
+    assert_null(json_object_get(e, "request_id"));
     assert_string_equal(str_at(e, "kind"), "throttled");
     assert_string_equal(str_at(e, "message"), "");
     assert_null(json_object_get(e, "http_status"));
     json_decref(o);
+}
+
+/* Tool calls, traces and raw bodies join "output" beside the text. */
+static void result_output_extra(void **state)
+{
+    (void)state;
+    aiq_result_t r = succeeded();
+    json_t *extra = json_pack("{s:[{s:{s:s}}], s:b, s:s}", "content", "toolUse", "name", "get",
+                              "unparsed", 1, "text", "must not replace the text");
+    r.output_extra = extra;
+    json_t *o = encode_parse(&r);
+    json_t *out = json_object_get(o, "output");
+    assert_string_equal(str_at(out, "text"), "Acme looks \"fine\"\n\xe2\x9c\x93");
+    assert_true(json_is_true(json_object_get(out, "unparsed")));
+    assert_true(json_is_array(json_object_get(out, "content")));
+    json_decref(o);
+    json_decref(extra);
 }
 
 static void result_optional_fields(void **state)
@@ -174,6 +201,7 @@ static void result_optional_fields(void **state)
                       .output_text = "",
                       .input_tokens = 7,
                       .output_tokens = 8,
+                      .total_tokens = 15,
                       .cost_usd = -1.0,
                       .fallback = "template",
                       .completed_at_ms = 0};
@@ -290,6 +318,7 @@ int main(void)
         cmocka_unit_test(result_encodes_succeeded),
         cmocka_unit_test(result_encodes_failed_with_error),
         cmocka_unit_test(result_optional_fields),
+        cmocka_unit_test(result_output_extra),
         cmocka_unit_test(result_rejects_missing_job_id),
         cmocka_unit_test(result_rejects_invalid_utf8),
         cmocka_unit_test(result_status_names),

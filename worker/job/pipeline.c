@@ -68,8 +68,9 @@ struct aiq_task {
     char error_kind[64];
     char error_msg[512];
     int http_status;
-    const char *fallback; /* static name, NULL when the model answered */
-    char *fallback_text;  /* malloc'd: the canned answer, or the support text of an error */
+    char request_id[AIQ_HTTP_REQUEST_ID_MAX]; /* of the last model call */
+    const char *fallback;                     /* static name, NULL when the model answered */
+    char *fallback_text; /* malloc'd: the canned answer, or the support text of an error */
     /* what is being published, kept for re-sending after a transient failure */
     char *out_val;
     size_t out_len;
@@ -397,9 +398,12 @@ static void task_finish(aiq_task_t *t)
         int64_t in = called ? t->reply.input_tokens : 0, out = called ? t->reply.output_tokens : 0;
         aiq_metrics_job(t->pl->d.metrics, t->ref.prio, status, t->started_ms - t->received_ms,
                         t->provider_ms, now - t->received_ms, in, out);
+        double cost = called ? cost_of(t->pl, t) : 0;
         if (t->job)
             aiq_metrics_usage(t->pl->d.metrics, op_label(t), t->model, status, now - t->received_ms,
-                              in, out, called ? cost_of(t->pl, t) : 0);
+                              in, out, cost);
+        if (t->job && called && t->status == AIQ_RESULT_SUCCEEDED && cost < 0)
+            aiq_metrics_unpriced(t->pl->d.metrics);
     }
     set_state(t, TASK_DONE);
     if (t->dlq_waiting) {
@@ -644,13 +648,17 @@ static const char *reply_topic(aiq_task_t *t, const char *requested)
     return requested ? requested : t->pl->results_topic;
 }
 
-/* Estimated from the operations file's price table; -1 (null) for an unpriced model. */
+/* Estimated from the operations file's price table, cache reads and writes at their own
+ * prices; -1 (null) for an unpriced model. */
 static double cost_of(aiq_pipeline_t *pl, const aiq_task_t *t)
 {
-    double in, out;
-    if (!t->model || !pl->d.ops || aiq_ops_price(pl->d.ops, t->model, &in, &out))
+    const aiq_bedrock_reply_t *r = &t->reply;
+    aiq_usage_t u = {r->input_tokens, r->output_tokens, r->cache_read_tokens,
+                     r->cache_write_tokens};
+    double usd;
+    if (!t->model || !pl->d.ops || aiq_ops_cost(pl->d.ops, t->model, &u, &usd))
         return -1;
-    return ((double)t->reply.input_tokens * in + (double)t->reply.output_tokens * out) / 1000.0;
+    return usd;
 }
 
 static int encode_result(aiq_task_t *t, const char *id, aiq_result_t *r)
@@ -681,6 +689,7 @@ static int encode_result(aiq_task_t *t, const char *id, aiq_result_t *r)
         r->error_kind = t->error_kind;
         r->error_message = t->error_msg;
         r->http_status = t->http_status;
+        r->request_id = t->request_id;
         if (t->status == AIQ_RESULT_FAILED && t->fallback)
             r->error_support = t->fallback_text;
     }
@@ -703,9 +712,13 @@ static void task_publish_result(aiq_task_t *t)
     r.traceparent = job->traceparent;
     if (t->status == AIQ_RESULT_SUCCEEDED) {
         r.output_text = t->reply.text;
+        r.output_extra = t->reply.extra;
         r.stop_reason = t->reply.stop_reason;
         r.input_tokens = t->reply.input_tokens;
         r.output_tokens = t->reply.output_tokens;
+        r.cache_read_tokens = t->reply.cache_read_tokens;
+        r.cache_write_tokens = t->reply.cache_write_tokens;
+        r.total_tokens = t->reply.total_tokens;
     } else if (t->status == AIQ_RESULT_DEGRADED) {
         r.output_text = t->fallback_text;
     }
@@ -728,6 +741,9 @@ static void task_publish_result(aiq_task_t *t)
         break;
     case AIQ_RESULT_EXPIRED:
         t->pl->stats.expired++;
+        break;
+    case AIQ_RESULT_REJECTED:
+        t->pl->stats.rejected++;
         break;
     default:
         t->pl->stats.failed++;
@@ -869,8 +885,9 @@ static void task_fallback(aiq_task_t *t)
     free(t->fallback_text);
     t->fallback_text = text;
     pl->stats.fallbacks++;
-    TLOG(t, AIQ_LOG_WARN, "answered by fallback %s after %d attempt(s): %s: %s", t->fallback,
-         t->attempts, t->error_kind, t->error_msg);
+    TLOG(t, AIQ_LOG_WARN, "answered by fallback %s after %d attempt(s): %s: %s (request id %s)",
+         t->fallback, t->attempts, t->error_kind, t->error_msg,
+         t->request_id[0] ? t->request_id : "none");
     task_publish_result(t);
 }
 
@@ -891,7 +908,9 @@ static void cache_store(aiq_task_t *t)
     char *body;
     size_t len;
     aiq_err_t err = {0};
-    if (!pl->d.cache || !t->keyed || !t->reply.text ||
+    /* The cache body holds text, stop reason and token counts: an answer with more (tool
+     * calls, a raw body, a guardrail trace) would come back from it without them. */
+    if (!pl->d.cache || !t->keyed || !t->reply.text || t->reply.extra ||
         aiq_cache_body_encode(t->reply.text, t->reply.stop_reason, t->reply.input_tokens,
                               t->reply.output_tokens, t->model, &body, &len))
         return;
@@ -914,14 +933,10 @@ static void sf_deliver(aiq_task_t *leader, const aiq_call_outcome_t *o)
         f->f_prev = f->f_next = NULL;
         aiq_call_outcome_t copy = *o;
         memset(&copy.reply, 0, sizeof(copy.reply));
-        if (o->end == AIQ_CALL_OK) {
-            copy.reply = o->reply;
-            copy.reply.text = o->reply.text ? strdup(o->reply.text) : NULL;
-            if (o->reply.text && !copy.reply.text)
-                copy.end = AIQ_CALL_EXHAUSTED; /* out of memory: its fallback answers */
-        }
-        copy.model = f->call_model; /* not the leader's */
-        copy.attempts = 0;          /* the call was the leader's */
+        if (o->end == AIQ_CALL_OK && aiq_bedrock_reply_copy(&copy.reply, &o->reply))
+            copy.end = AIQ_CALL_EXHAUSTED; /* out of memory: its fallback answers */
+        copy.model = f->call_model;        /* not the leader's */
+        copy.attempts = 0;                 /* the call was the leader's */
         copy.provider_ms = 0;
         on_outcome(f, &copy);
         aiq_bedrock_reply_free(&copy.reply);
@@ -942,6 +957,7 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
     t->attempts = o->attempts;
     t->provider_ms = o->provider_ms;
     t->http_status = o->http_status;
+    snprintf(t->request_id, sizeof(t->request_id), "%s", o->request_id);
     snprintf(t->error_kind, sizeof(t->error_kind), "%s", o->error_kind);
     snprintf(t->error_msg, sizeof(t->error_msg), "%s", o->error_msg);
     switch (o->end) {
@@ -959,7 +975,14 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
         t->fallback = "error";
         free(t->fallback_text);
         t->fallback_text = support_text(t, t->op);
-        TLOG(t, AIQ_LOG_WARN, "model refused the job: %s: %s", t->error_kind, t->error_msg);
+        TLOG(t, AIQ_LOG_WARN, "model refused the job: %s: %s (request id %s)", t->error_kind,
+             t->error_msg, t->request_id[0] ? t->request_id : "none");
+        task_publish_result(t);
+        return;
+    case AIQ_CALL_REJECTED:
+        /* The job asks for something its request cannot carry: it is refused, by name. */
+        t->status = AIQ_RESULT_REJECTED;
+        TLOG(t, AIQ_LOG_WARN, "job refused: %s", t->error_msg);
         task_publish_result(t);
         return;
     case AIQ_CALL_EXHAUSTED:
@@ -1047,6 +1070,7 @@ static int cache_lookup(aiq_task_t *t)
                  body.stop_reason ? body.stop_reason : "");
         t->reply.input_tokens = body.input_tokens;
         t->reply.output_tokens = body.output_tokens;
+        t->reply.total_tokens = body.input_tokens + body.output_tokens; /* all the entry keeps */
     }
     if (rc == 0)
         aiq_cache_body_free(&body);

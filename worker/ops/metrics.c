@@ -45,6 +45,7 @@ struct aiq_metrics {
     uint64_t tokens_in[4], tokens_out[4];
     uint64_t model_calls_2xx, model_calls_4xx, model_calls_5xx, model_calls_none;
     uint64_t retries;
+    uint64_t unpriced; /* answered model calls without a price: cost_usd null */
     uint64_t dlq[DLQ_KINDS];
     usage_t usage[USAGE_KEYS];
     int nusage;
@@ -121,6 +122,11 @@ aiq_metrics_totals_t aiq_metrics_totals(const aiq_metrics_t *m)
     for (int k = 0; k < DLQ_KINDS; k++)
         t.dlq += m->dlq[k];
     return t;
+}
+
+void aiq_metrics_unpriced(aiq_metrics_t *m)
+{
+    m->unpriced++;
 }
 
 void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind)
@@ -286,6 +292,11 @@ static void render_counters(buf_t *b, const aiq_metrics_t *m, const char *w)
         "# HELP aiq_retries_total Model calls retried after a retryable failure.\n"
         "# TYPE aiq_retries_total counter\naiq_retries_total{worker=\"%s\"} %llu\n",
         w, (unsigned long long)m->retries);
+    put(b,
+        "# HELP aiq_unpriced_calls_total Answered model calls whose cost is unknown (no price "
+        "for the model, or for its cache tokens): cost_usd null.\n"
+        "# TYPE aiq_unpriced_calls_total counter\naiq_unpriced_calls_total{worker=\"%s\"} %llu\n",
+        w, (unsigned long long)m->unpriced);
     put(b, "# HELP aiq_dlq_total Records sent to the dead-letter topic, by reason.\n"
            "# TYPE aiq_dlq_total counter\n");
     for (int i = 0; i < DLQ_KINDS; i++)

@@ -66,6 +66,8 @@ typedef struct aiq_metrics_totals {
     uint64_t retries, dlq;
 } aiq_metrics_totals_t;
 aiq_metrics_totals_t aiq_metrics_totals(const aiq_metrics_t *m);
+/* One answered model call whose cost could not be priced (aiq_unpriced_calls_total). */
+void aiq_metrics_unpriced(aiq_metrics_t *m);
 void aiq_metrics_dlq(aiq_metrics_t *m, const char *kind);
 void aiq_metrics_received(aiq_metrics_t *m, int prio);
 

@@ -10,6 +10,7 @@
 #include "sigv4.h"
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct aiq_bedrock_conf {
@@ -23,33 +24,71 @@ typedef struct aiq_bedrock_conf {
     const aiq_ops_t *ops;
 } aiq_bedrock_conf_t;
 
+/* Which InvokeModel body and response shape a model speaks. Converse needs none of this:
+ * it is the model-agnostic default. */
+typedef enum aiq_bedrock_family {
+    AIQ_FAMILY_UNKNOWN = 0,
+    AIQ_FAMILY_ANTHROPIC,   /* anthropic.*: Messages API */
+    AIQ_FAMILY_NOVA,        /* amazon.nova-*: messages-v1 */
+    AIQ_FAMILY_TITAN,       /* amazon.titan-text-*: inputText / results[] */
+    AIQ_FAMILY_LLAMA,       /* meta.llama*: prompt / generation (Llama 3 chat format) */
+    AIQ_FAMILY_MISTRAL,     /* mistral.*: prompt / outputs[] ([INST] format) */
+    AIQ_FAMILY_COHERE,      /* cohere.command-r*: message, chat_history / text */
+    AIQ_FAMILY_COHERE_TEXT, /* cohere.command-text, -light: prompt / generations[] */
+} aiq_bedrock_family_t;
+
+/* The family of a model id, inference profile id or ARN (foundation-model and
+ * inference-profile ARNs name their model; other ARNs are UNKNOWN). */
+aiq_bedrock_family_t aiq_bedrock_family_of(const char *model);
+const char *aiq_bedrock_family_name(aiq_bedrock_family_t f);
+
+/* What was sent, which says how to read the reply. */
+typedef struct aiq_bedrock_wire {
+    aiq_job_api_t api;
+    aiq_bedrock_family_t family; /* InvokeModel only */
+    bool own_body;               /* the job brought the InvokeModel body */
+} aiq_bedrock_wire_t;
+
 typedef struct aiq_bedrock_call {
     char url[4096];
+    char host[512];    /* the Host header sent, and signed: no default port */
     const char *model; /* borrowed from the job, the operation or the conf */
-    aiq_job_api_t api; /* the API called (job, else operation): parse the reply with this */
-    char *body;        /* malloc'd JSON request body */
+    aiq_bedrock_wire_t wire;
+    char *body; /* malloc'd JSON request body */
     size_t body_len;
     struct curl_slist *headers; /* signed headers, ready for aiq_http_post (which takes them) */
 } aiq_bedrock_call_t;
 
 typedef enum aiq_bedrock_class {
     AIQ_BEDROCK_OK = 0,
-    AIQ_BEDROCK_RETRY,       /* 5xx, transport errors, timeouts: worth another attempt */
-    AIQ_BEDROCK_THROTTLED,   /* 429 throttling / model not ready: retry, and slow down */
+    AIQ_BEDROCK_RETRY,       /* 5xx, 529, transport errors, timeouts: worth another attempt */
+    AIQ_BEDROCK_THROTTLED,   /* 429 ThrottlingException: retry, and slow down */
+    AIQ_BEDROCK_NOT_READY,   /* 429 ModelNotReadyException: this model is loading; retry it,
+                              * without slowing the others (not throttling) */
     AIQ_BEDROCK_MODEL_ERROR, /* 408 model timeout, 424 model error: retry a configured few */
+    AIQ_BEDROCK_CREDS,       /* 403 expired token: retry with refreshed credentials */
     AIQ_BEDROCK_FINAL,       /* validation, auth, not found, quota: never succeeds as sent */
 } aiq_bedrock_class_t;
 
 typedef struct aiq_bedrock_reply {
-    char *text; /* malloc'd concatenated text blocks */
-    char stop_reason[32];
+    char *text;           /* malloc'd concatenated text blocks ("" when none could be read) */
+    char stop_reason[64]; /* Converse's stopReason vocabulary; "" when unknown */
     int64_t input_tokens, output_tokens;
+    int64_t cache_read_tokens, cache_write_tokens; /* prompt-cache input tokens */
+    int64_t total_tokens; /* as the response says; else the sum of the four */
+    /* Owned; NULL or an object merged into the result's "output": content (the message's
+     * blocks when any is not text: toolUse, reasoningContent, ...), trace (guardrail),
+     * additional_model_response_fields, raw (the response body byte for byte: InvokeModel
+     * with the job's own body, or a body aiq could not read), unparsed (true: text, stop
+     * reason and usage could not be read from this 200 response). */
+    json_t *extra;
 } aiq_bedrock_reply_t;
 
 /* Builds and signs the request for job at time now with creds (borrowed for the call; its
- * session token, when set, is sent as X-Amz-Security-Token; its cache, when set, is used).
- * Fills call (free with aiq_bedrock_call_free). Fails with AIQ_EINVAL (err says why) or
- * AIQ_ENOMEM. */
+ * session token, when set, is sent as X-Amz-Security-Token). Fills call (free with
+ * aiq_bedrock_call_free). Fails with AIQ_ENOTFOUND (unknown operation in reject mode),
+ * AIQ_EINVAL when the job asks for something this request cannot carry (err names the
+ * field: the job is answered "rejected", never sent without it), or AIQ_ENOMEM. */
 int aiq_bedrock_build(const aiq_bedrock_conf_t *conf, const aiq_sigv4_creds_t *creds,
                       const aiq_job_t *job, time_t now, aiq_bedrock_call_t *call, aiq_err_t *err);
 void aiq_bedrock_call_free(aiq_bedrock_call_t *call);
@@ -61,20 +100,46 @@ const char *aiq_bedrock_model(const aiq_bedrock_conf_t *conf, const aiq_job_t *j
  * real count and keeps every sum of them far from overflowing int64. */
 #define AIQ_BEDROCK_TOKENS_MAX (1LL << 40)
 
-/* Parses a 200 response body of the given API. Fills reply (free with
- * aiq_bedrock_reply_free) or fails with AIQ_EINVAL. */
-int aiq_bedrock_parse(aiq_job_api_t api, const char *body, size_t len, aiq_bedrock_reply_t *reply,
-                      aiq_err_t *err);
+/* A 200 response: its body and the token-count headers InvokeModel sends
+ * (X-Amzn-Bedrock-Input-Token-Count, ...; NULL or "" when absent). */
+typedef struct aiq_bedrock_resp {
+    const char *body;
+    size_t len;
+    const char *input_tokens, *output_tokens, *cache_read_tokens, *cache_write_tokens;
+} aiq_bedrock_resp_t;
+
+/* Reads a 200 response of what wire says was sent. A 200 is the model's answer whatever its
+ * shape: a body aiq cannot read is returned raw with extra.unparsed, never as an error. Fills
+ * reply (free with aiq_bedrock_reply_free). Returns 0, or AIQ_ENOMEM. */
+int aiq_bedrock_parse(const aiq_bedrock_wire_t *wire, const aiq_bedrock_resp_t *resp,
+                      aiq_bedrock_reply_t *reply, aiq_err_t *err);
 void aiq_bedrock_reply_free(aiq_bedrock_reply_t *reply);
+/* A deep copy of src into dst (free with aiq_bedrock_reply_free). 0 or AIQ_ENOMEM. */
+int aiq_bedrock_reply_copy(aiq_bedrock_reply_t *dst, const aiq_bedrock_reply_t *src);
 
 /* Classifies an exchange from its HTTP status (0 = none), the x-amzn-ErrorType header
- * (anything after ':' ignored) and the transport result. Writes the bare error type
- * into kind (e.g. "ThrottlingException", "transport", "http_500"). */
+ * (anything after ':' ignored) and the transport result, as botocore's model and retry
+ * rules do. Writes the bare error type into kind (e.g. "ThrottlingException", "transport",
+ * "http_500"). */
 aiq_bedrock_class_t aiq_bedrock_classify(long status, const char *error_type, int transport_failed,
                                          char *kind, size_t kind_cap);
 
 /* Error message from a Bedrock error body ({"message": ...}), or the body itself, copied
  * into buf (truncated). */
 void aiq_bedrock_error_message(const char *body, size_t len, char *buf, size_t cap);
+
+/* Reads an environment variable; NULL when unset. */
+typedef const char *(*aiq_bedrock_getenv_fn)(void *ctx, const char *name);
+
+/* The Bedrock Runtime endpoint, first of: configured (bedrock.endpoint, "" = none), the
+ * environment's AWS_ENDPOINT_URL_BEDROCK_RUNTIME, then AWS_ENDPOINT_URL (both skipped when
+ * AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true), then the region's partition endpoint:
+ * https://bedrock-runtime[-fips].<region>.<dns suffix> (aws, aws-cn .amazonaws.com.cn,
+ * aws-us-gov, the iso partitions, aws-eusc). fips (or AWS_USE_FIPS_ENDPOINT=true) picks the
+ * FIPS host. Written to out without a trailing '/'. Fails with AIQ_EINVAL (a URL that is not
+ * http(s)://host..., a region that is not one) naming the source. */
+int aiq_bedrock_endpoint(const char *configured, const char *region, bool fips,
+                         aiq_bedrock_getenv_fn getenv_fn, void *ctx, char *out, size_t cap,
+                         aiq_err_t *err);
 
 #endif

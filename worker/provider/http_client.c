@@ -28,6 +28,9 @@ struct aiq_http_req {
     char error_type[128];
     char retry_after[64];
     char amz_retry_after[32];
+    char request_id[AIQ_HTTP_REQUEST_ID_MAX];
+    char tokens[4][24]; /* X-Amzn-Bedrock-{Input,Output,Cache-Read-Input,Cache-Write-Input}-Token-Count
+                         */
     char curl_error[CURL_ERROR_SIZE];
     int64_t started_ms;
     aiq_http_done_cb cb;
@@ -245,10 +248,19 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 {
     aiq_http_req_t *req = userp;
     size_t n = size * nitems;
-    if (!take_header(buf, n, "x-amzn-errortype:", req->error_type, sizeof(req->error_type)) &&
-        !take_header(buf, n, "retry-after:", req->retry_after, sizeof(req->retry_after)))
+    static const char *const token_headers[4] = {
+        "x-amzn-bedrock-input-token-count:", "x-amzn-bedrock-output-token-count:",
+        "x-amzn-bedrock-cache-read-input-token-count:",
+        "x-amzn-bedrock-cache-write-input-token-count:"};
+    if (take_header(buf, n, "x-amzn-errortype:", req->error_type, sizeof(req->error_type)) ||
+        take_header(buf, n, "retry-after:", req->retry_after, sizeof(req->retry_after)) ||
         take_header(buf, n, "x-amz-retry-after:", req->amz_retry_after,
-                    sizeof(req->amz_retry_after));
+                    sizeof(req->amz_retry_after)) ||
+        take_header(buf, n, "x-amzn-requestid:", req->request_id, sizeof(req->request_id)))
+        return n;
+    for (int i = 0; i < 4; i++)
+        if (take_header(buf, n, token_headers[i], req->tokens[i], sizeof(req->tokens[i])))
+            break;
     return n;
 }
 
@@ -306,6 +318,11 @@ static void deliver(aiq_http_req_t *req, CURLcode code)
     resp.error_type = req->error_type;
     resp.retry_after = req->retry_after;
     resp.amz_retry_after = req->amz_retry_after;
+    resp.request_id = req->request_id;
+    resp.input_tokens = req->tokens[0];
+    resp.output_tokens = req->tokens[1];
+    resp.cache_read_tokens = req->tokens[2];
+    resp.cache_write_tokens = req->tokens[3];
     resp.curl_code = code;
     if (req->too_big)
         snprintf(req->curl_error, sizeof(req->curl_error), "response larger than %u bytes",

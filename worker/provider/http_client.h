@@ -9,7 +9,8 @@
 #include <curl/curl.h>
 #include <uv.h>
 
-#define AIQ_HTTP_BODY_MAX (8u << 20) /* responses above this fail the request */
+#define AIQ_HTTP_BODY_MAX       (8u << 20) /* responses above this fail the request */
+#define AIQ_HTTP_REQUEST_ID_MAX 80         /* x-amzn-RequestId kept, with its NUL */
 
 typedef struct aiq_http aiq_http_t;
 typedef struct aiq_http_req aiq_http_req_t;
@@ -23,6 +24,10 @@ typedef struct aiq_http_response {
     const char *retry_after;
     /* x-amz-retry-after as sent (milliseconds, AWS SDK convention), "" when absent */
     const char *amz_retry_after;
+    /* x-amzn-RequestId as sent (what AWS support asks for), "" when absent */
+    const char *request_id;
+    /* Bedrock's X-Amzn-Bedrock-*-Token-Count headers of InvokeModel, "" when absent */
+    const char *input_tokens, *output_tokens, *cache_read_tokens, *cache_write_tokens;
     CURLcode curl_code;     /* CURLE_OK when the exchange completed */
     const char *curl_error; /* human-readable transport error, "" when none */
     int64_t elapsed_ms;

@@ -26,7 +26,7 @@ struct aiq_provider_call {
     aiq_provider_t *p;
     const aiq_job_t *job;
     const char *model;
-    aiq_job_api_t api; /* of the request sent: the reply is parsed as this */
+    aiq_bedrock_wire_t wire; /* what the request sent: the reply is read as this */
     int lane;
     int64_t deadline_ms;
     aiq_provider_cb cb;
@@ -61,8 +61,8 @@ struct aiq_provider {
     uv_idle_t pump; /* callbacks never run inside aiq_provider_request */
 };
 
-static const char *const end_names[] = {"ok",           "final",        "exhausted",
-                                        "retry_budget", "breaker_open", "deadline"};
+static const char *const end_names[] = {"ok",           "final",    "exhausted", "retry_budget",
+                                        "breaker_open", "deadline", "rejected"};
 
 const char *aiq_call_end_name(aiq_call_end_t e)
 {
@@ -286,8 +286,8 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
     p->stats.retries++;
     aiq_metrics_retry(p->d.metrics);
     aiq_logjt(p->d.log, throttled ? AIQ_LOG_DEBUG : AIQ_LOG_INFO, c->job->id, c->job->traceparent,
-              "attempt %d failed (%s), retrying in %lld ms", c->out.attempts, c->out.error_kind,
-              (long long)d.wait_ms);
+              "attempt %d failed (%s%s%s), retrying in %lld ms", c->out.attempts, c->out.error_kind,
+              c->out.request_id[0] ? ", request id " : "", c->out.request_id, (long long)d.wait_ms);
     /* A throttled call holds its slot while it waits, so the adaptive limit (which
      * throttling shrinks) bounds the request rate. */
     if (throttled) {
@@ -314,6 +314,8 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
     slot_give(c);
     c->out.provider_ms += resp->elapsed_ms;
     c->out.http_status = (int)resp->status;
+    snprintf(c->out.request_id, sizeof(c->out.request_id), "%s",
+             resp->request_id ? resp->request_id : "");
     aiq_metrics_model_call(p->d.metrics, resp->curl_code == CURLE_OK ? resp->status : 0);
     aiq_bedrock_class_t cls =
         aiq_bedrock_classify(resp->status, resp->error_type, resp->curl_code != CURLE_OK,
@@ -322,7 +324,12 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
         snprintf(c->out.error_kind, sizeof(c->out.error_kind), "timeout");
     if (cls == AIQ_BEDROCK_OK) {
         aiq_err_t err = {0};
-        if (aiq_bedrock_parse(c->api, resp->body, resp->body_len, &c->out.reply, &err) == 0) {
+        aiq_bedrock_resp_t br = {
+            resp->body,          resp->body_len,          resp->input_tokens,
+            resp->output_tokens, resp->cache_read_tokens, resp->cache_write_tokens};
+        /* A 200 is the model's answer, read or not (then raw and marked): never a failure. Only
+         * running out of memory reading it fails here. */
+        if (aiq_bedrock_parse(&c->wire, &br, &c->out.reply, &err) == 0) {
             aiq_breaker_share_report(p->d.breakers, c->model, true, probe, now);
             aiq_aimd_on_success(&l->aimd, aiq_mono_ms() - c->sent_ms, l->inflight + 1, now);
             aiq_retry_budget_success(&l->budget, c->retry_cost);
@@ -330,7 +337,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
             dispatch(p);
             return;
         }
-        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "bad_response");
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "out_of_memory");
         snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
         cls = AIQ_BEDROCK_RETRY;
     } else if (resp->curl_code != CURLE_OK) {
@@ -345,6 +352,15 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
         p->stats.throttled++;
         aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         aiq_aimd_on_throttle(&l->aimd, now);
+        break;
+    case AIQ_BEDROCK_NOT_READY:
+        /* botocore's transient error: this model is loading. It is no back-pressure, so the
+         * shared limit stays; the model's breaker hears of it, like any unavailable model. */
+        aiq_breaker_share_report(p->d.breakers, c->model, false, probe, now);
+        break;
+    case AIQ_BEDROCK_CREDS:
+        /* Our credentials, not the model: retried once they are refreshed. */
+        aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         break;
     case AIQ_BEDROCK_FINAL:
         /* The service answered; the request is what is wrong. */
@@ -388,15 +404,23 @@ static void attempt(aiq_provider_call_t *c)
         failed(c, AIQ_BEDROCK_RETRY, NULL);
         return;
     }
-    if (aiq_bedrock_build(&p->d.bedrock, &creds, c->job, (time_t)(now / 1000), &call, &err)) {
+    rc = aiq_bedrock_build(&p->d.bedrock, &creds, c->job, (time_t)(now / 1000), &call, &err);
+    if (rc) {
         aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         snprintf(c->out.error_kind, sizeof(c->out.error_kind), "request_build");
         snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
+        /* Something the job asks for that the request cannot carry: refused by name, never
+         * sent without it. */
+        if (rc == AIQ_EINVAL) {
+            snprintf(c->out.error_kind, sizeof(c->out.error_kind), "unsupported_request");
+            finish(c, AIQ_CALL_REJECTED);
+            return;
+        }
         finish(c, AIQ_CALL_FINAL);
         return;
     }
     c->probe = probe;
-    c->api = call.api;
+    c->wire = call.wire;
     c->out.attempts++;
     p->stats.calls++;
     long timeout =

@@ -19,7 +19,7 @@
 typedef struct aiq_provider aiq_provider_t;
 typedef struct aiq_provider_call aiq_provider_call_t;
 
-/* How a request ended. Everything but OK and FINAL is "could not succeed in time": the
+/* How a request ended. Everything but OK, FINAL and REJECTED is "could not succeed in time": the
  * caller's fallback chain takes over. */
 typedef enum aiq_call_end {
     AIQ_CALL_OK = 0,       /* reply filled */
@@ -28,6 +28,7 @@ typedef enum aiq_call_end {
     AIQ_CALL_NO_BUDGET,    /* a retry was due but the retry budget is empty */
     AIQ_CALL_BREAKER_OPEN, /* the model's breaker is open: not called (again) */
     AIQ_CALL_DEADLINE,     /* the deadline leaves no room for (another) call */
+    AIQ_CALL_REJECTED,     /* the job asks for what the request cannot carry (error_msg says) */
 } aiq_call_end_t;
 
 const char *aiq_call_end_name(aiq_call_end_t e);
@@ -41,6 +42,7 @@ typedef struct aiq_call_outcome {
     int http_status;           /* of the last call, 0 when none */
     char error_kind[64];       /* "ThrottlingException", "transport", ...; "" on OK */
     char error_msg[512];
+    char request_id[AIQ_HTTP_REQUEST_ID_MAX]; /* x-amzn-RequestId of the last call, "" if none */
 } aiq_call_outcome_t;
 
 typedef void (*aiq_provider_cb)(void *opaque, aiq_call_outcome_t *outcome);
