@@ -11,6 +11,7 @@ from test_schemas import RESULT
 OP_MODEL = "custom.model-it-v1:0"
 JOB_MODEL = "job.model-it-v1:0"
 DEFAULT_MODEL = "default.model-it-v1:0"
+INV_MODEL = "anthropic.claude-it-v1:0"  # InvokeModel bodies are per family: a known one
 
 OPERATIONS = {
     "description": "integration test operations",
@@ -23,7 +24,7 @@ OPERATIONS = {
             "max_tokens": 64,
             "personas": {"terse": {"template": "TERSE {{who.name}}"}},
         },
-        "it-inv": {"api": "invoke", "template": "INVOKED {{greeting}}"},
+        "it-inv": {"api": "invoke", "model": INV_MODEL, "template": "INVOKED {{greeting}}"},
     },
     "models": {OP_MODEL: {"usd_per_1k_input": 0.001, "usd_per_1k_output": 0.002}},
 }
@@ -58,11 +59,20 @@ def test_operations_file_sets_model_prompt_and_api(aiq_env, tmp_path):
                  "payload": {"greeting": "hi", "who": {"name": "jo"}, "n": 7}})
     jobs.append({"id": f"op-{t}-star", "operation": "not-listed", "payload": {"b": 1, "a": 2}})
     jobs.append({"id": f"op-{t}-inv", "operation": "it-inv", "payload": {"greeting": "yo"}})
+    # A model whose InvokeModel body aiq does not know is refused by name, never sent an
+    # Anthropic body (it once was).
+    jobs.append({"id": f"op-{t}-invbad", "operation": "it-inv", "model": DEFAULT_MODEL,
+                 "payload": {"greeting": "no"}})
     submit(aiq_env, jobs)
 
     records = aiq_env.read_all(aiq_env.results_topic, len(jobs), timeout=90)
     results = {json.loads(m.value())["job_id"]: json.loads(m.value()) for m in records}
     assert set(results) == {j["id"] for j in jobs}, results.keys()
+    bad = results.pop(f"op-{t}-invbad")
+    RESULT.validate(bad)
+    assert bad["status"] == "rejected", bad
+    assert bad["error"]["kind"] == "unsupported_request", bad
+    assert "model" in bad["error"]["message"] and "bring a body" in bad["error"]["message"], bad
     for res in results.values():
         RESULT.validate(res)
         assert res["status"] == "succeeded", res
@@ -84,11 +94,11 @@ def test_operations_file_sets_model_prompt_and_api(aiq_env, tmp_path):
     assert res["output"]["text"].startswith(
         'sim reply to: STAR not-listed: {"a":2,"b":1} [' + DEFAULT_MODEL + "]")
     res = results[f"op-{t}-inv"]
-    assert res["model"] == DEFAULT_MODEL
-    assert res["output"]["text"].startswith(f"sim reply to: INVOKED yo [{DEFAULT_MODEL}]")
+    assert res["model"] == INV_MODEL
+    assert res["output"]["text"].startswith(f"sim reply to: INVOKED yo [{INV_MODEL}]")
 
     stats = sim.stats()
-    assert stats["by_model"] == {OP_MODEL: 4, JOB_MODEL: 1, DEFAULT_MODEL: 2}, stats
+    assert stats["by_model"] == {OP_MODEL: 4, JOB_MODEL: 1, DEFAULT_MODEL: 1, INV_MODEL: 1}, stats
     assert stats["by_kind"]["converse"] == 6, stats
     assert stats["by_kind"]["invoke"] == 1, stats
     assert worker.stop() == 0, worker.output()[-2000:]
