@@ -51,6 +51,44 @@ INVALID = [
     {"id": "j1", "operation": "x", "payload": {}, "api": "chat"},
     {"id": "j1", "operation": "x", "payload": {}, "persona": ""},
     {"id": 7, "operation": "x", "payload": {}},
+    # Converse content blocks: exactly one member, no stray keys, botocore's shapes
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"text": "hi", "cachePoint": {"type": "default"}}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"image": {"format": "bmp", "source": {"bytes": "AAAA"}}}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"image": {"format": "png", "source": {"bytes": "AAAA", "s3Location": {"uri": "s3://b/k"}}}}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"cachePoint": {"type": "ephemeral"}}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"toolUse": {"toolUseId": "t 1", "name": "n", "input": {}}}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"document": {"format": "pdf", "source": {"bytes": "AAAA"}}}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [
+        {"video": {"format": "mp4", "source": {"s3Location": {"uri": "http://x"}}}}]}]},
+    {"id": "j1", "operation": "x", "messages": [{"role": "user", "content": [{"text": "a"}],
+                                                  "extra": 1}]},
+    {"id": "j1", "operation": "x", "payload": {}, "system": []},
+    {"id": "j1", "operation": "x", "payload": {}, "system": [{"text": "a", "cachePoint": {"type": "default"}}]},
+    {"id": "j1", "operation": "x", "payload": {}, "toolConfig": {"tools": []}},
+    {"id": "j1", "operation": "x", "payload": {}, "toolConfig": {"tools": [{"toolSpec": {"name": "a b", "inputSchema": {"json": {}}}}]}},
+    {"id": "j1", "operation": "x", "payload": {}, "guardrailConfig": {"trace": "verbose"}},
+    {"id": "j1", "operation": "x", "payload": {}, "guardrailConfig": {"guardrailId": "g"}},
+    {"id": "j1", "operation": "x", "payload": {}, "performanceConfig": {"latency": "fast"}},
+    {"id": "j1", "operation": "x", "payload": {}, "serviceTier": {"type": "gold"}},
+    {"id": "j1", "operation": "x", "payload": {}, "additionalModelResponseFieldPaths": ["a"] * 11},
+    {"id": "j1", "operation": "x", "payload": {}, "requestMetadata": {}},
+    {"id": "j1", "operation": "x", "payload": {}, "requestMetadata": {"k": "v\u00e9"}},
+    {"id": "j1", "operation": "x", "payload": {}, "promptVariables": {"v": {"json": 1}}},
+    {"id": "j1", "operation": "x", "payload": {}, "tenant": "ac\u00e9"},
+    {"id": "j1", "operation": "x", "payload": {}, "stream": "yes"},
+    # model ids: botocore's modelId pattern; "." and ".." are path segments
+    {"id": "j1", "operation": "x", "payload": {}, "model": "."},
+    {"id": "j1", "operation": "x", "payload": {}, "model": ".."},
+    {"id": "j1", "operation": "x", "payload": {}, "model": "a/b"},
+    {"id": "j1", "operation": "x", "payload": {}, "model": "has space"},
 ]
 
 

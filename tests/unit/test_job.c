@@ -342,6 +342,110 @@ static void job_rejects_bad_messages(void **state)
                    "messages[0].content[0]");
 }
 
+#define PBASE      BASE ",\"payload\":{}"
+#define MSG(block) "{" BASE ",\"messages\":[{\"role\":\"user\",\"content\":[" block "]}]}"
+
+/* Regression: {"text":"hi","cachePoint":{...}} and "type":"text" inside a block passed, and
+ * cachePoint, image, document and tool blocks were refused. Now botocore's shapes decide. */
+static void job_converse_content_blocks(void **state)
+{
+    (void)state;
+    static const char *const valid[] = {
+        MSG("{\"text\":\"a\"},{\"cachePoint\":{\"type\":\"default\",\"ttl\":\"1h\"}}"),
+        MSG("{\"image\":{\"format\":\"png\",\"source\":{\"bytes\":\"iVBORw0K\"}}}"),
+        MSG("{\"document\":{\"format\":\"pdf\",\"name\":\"q3\",\"source\":{\"s3Location\":"
+            "{\"uri\":\"s3://bkt/q3.pdf\",\"bucketOwner\":\"123456789012\"}}}},{\"text\":\"sum\"}"),
+        MSG("{\"video\":{\"format\":\"mp4\",\"source\":{\"s3Location\":{\"uri\":\"s3://b/v\"}}}}"),
+        MSG("{\"toolUse\":{\"toolUseId\":\"t-1\",\"name\":\"get\",\"input\":{\"a\":[1]}}}"),
+        MSG("{\"toolResult\":{\"toolUseId\":\"t-1\",\"content\":[{\"json\":{\"ok\":true}},"
+            "{\"text\":\"x\"}],\"status\":\"error\"}}"),
+        MSG("{\"guardContent\":{\"text\":{\"text\":\"g\",\"qualifiers\":[\"query\"]}}}"),
+        MSG("{\"reasoningContent\":{\"reasoningText\":{\"text\":\"r\",\"signature\":\"s\"}}}"),
+    };
+    for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+        decoded_t d = decode(valid[i]);
+        if (d.rc)
+            fail_msg("case %zu refused: %s", i, d.err.msg);
+        decoded_free(&d);
+    }
+    expect_invalid(MSG("{\"text\":\"hi\",\"cachePoint\":{\"type\":\"default\"}}"),
+                   "messages[0].content[0]: must have exactly one member");
+    expect_invalid(MSG("{\"type\":\"text\",\"text\":\"hi\"}"), "messages[0].content[0].type");
+    expect_invalid(MSG("{}"), "messages[0].content[0]: must have exactly one member");
+    expect_invalid(MSG("{\"cachePoint\":{\"type\":\"ephemeral\"}}"),
+                   "messages[0].content[0].cachePoint.type: must be one of default");
+    expect_invalid(MSG("{\"image\":{\"format\":\"png\",\"source\":{\"bytes\":\"not base64!\"}}}"),
+                   "messages[0].content[0].image.source.bytes");
+    expect_invalid(MSG("{\"image\":{\"format\":\"png\"}}"),
+                   "messages[0].content[0].image.source: required");
+    expect_invalid(
+        MSG("{\"video\":{\"format\":\"mp4\",\"source\":{\"s3Location\":{\"uri\":\"http://x\"}}}}"),
+        "s3Location.uri: must start with s3://");
+    expect_invalid(MSG("{\"toolUse\":{\"toolUseId\":\"t 1\",\"name\":\"get\",\"input\":{}}}"),
+                   "toolUse.toolUseId");
+    expect_invalid(MSG("{\"citationsContent\":{}}"), "citationsContent: not a member");
+}
+
+static void job_converse_fields(void **state)
+{
+    (void)state;
+    decoded_t d =
+        decode("{" PBASE ",\"system\":[{\"text\":\"s\"},{\"cachePoint\":{\"type\":"
+               "\"default\"}}],\"toolConfig\":{\"tools\":[{\"toolSpec\":{\"name\":"
+               "\"f\",\"inputSchema\":{\"json\":{}}}}],\"toolChoice\":{\"any\":{}}},"
+               "\"guardrailConfig\":{\"guardrailIdentifier\":\"g1\",\"guardrailVersion\":"
+               "\"DRAFT\",\"trace\":\"enabled_full\"},\"serviceTier\":{\"type\":\"flex\"},"
+               "\"tenant\":\"acme co\",\"requestMetadata\":{\"tenant\":\"acme co\"},"
+               "\"stream\":false}");
+    if (d.rc)
+        fail_msg("refused: %s", d.err.msg);
+    assert_non_null(d.job->system_blocks);
+    assert_null(d.job->system);
+    assert_false(d.job->stream);
+    decoded_free(&d);
+    expect_invalid("{" PBASE ",\"system\":[]}", "system");
+    expect_invalid("{" PBASE ",\"system\":[{\"text\":\"\"}]}", "system[0].text");
+    expect_invalid("{" PBASE ",\"toolConfig\":{}}", "toolConfig.tools: required");
+    expect_invalid("{" PBASE ",\"toolConfig\":{\"tools\":[{\"toolSpec\":{\"name\":\"f\"}}]}}",
+                   "toolConfig.tools[0].toolSpec.inputSchema: required");
+    expect_invalid("{" PBASE ",\"guardrailConfig\":{\"trace\":\"on\"}}", "guardrailConfig.trace");
+    expect_invalid("{" PBASE ",\"performanceConfig\":{\"latency\":\"fast\"}}",
+                   "performanceConfig.latency");
+    expect_invalid("{" PBASE ",\"additionalModelResponseFieldPaths\":[\"\"]}",
+                   "additionalModelResponseFieldPaths[0]");
+    expect_invalid("{" PBASE ",\"promptVariables\":{\"v\":{\"text\":1}}}",
+                   "promptVariables.v.text");
+    expect_invalid("{" PBASE ",\"serviceTier\":{}}", "serviceTier.type: required");
+    expect_invalid("{" PBASE ",\"requestMetadata\":{\"k\":\"a;b\"}}", "requestMetadata.k");
+    expect_invalid("{" PBASE ",\"tenant\":\"a;b\"}", "tenant");
+    expect_invalid("{" PBASE ",\"tenant\":\"acme\",\"requestMetadata\":{\"tenant\":\"other\"}}",
+                   "requestMetadata.tenant: differs");
+    expect_invalid("{" PBASE ",\"stream\":1}", "stream");
+    /* 16 entries of the job's own plus tenant: one too many for Bedrock. */
+    char big[1024];
+    size_t n =
+        (size_t)snprintf(big, sizeof(big), "{" PBASE ",\"tenant\":\"t\",\"requestMetadata\":{");
+    for (int i = 0; i < 16; i++)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "%s\"k%d\":\"v\"", i ? "," : "", i);
+    snprintf(big + n, sizeof(big) - n, "}}");
+    expect_invalid(big, "16 entries");
+}
+
+/* Regression: "." and ".." were sent as path segments and changed the request path. */
+static void job_model_id_pattern(void **state)
+{
+    (void)state;
+    expect_invalid("{" PBASE ",\"model\":\".\"}", "model");
+    expect_invalid("{" PBASE ",\"model\":\"..\"}", "model");
+    expect_invalid("{" PBASE ",\"model\":\"a/../b\"}", "model");
+    expect_invalid("{" PBASE ",\"model\":\"arn:aws:bedrock:us-east-1:1:foundation-model/x\"}",
+                   "model");
+    decoded_t d = decode("{" PBASE ",\"model\":\"arn:aws:bedrock:us-east-1:123456789012:"
+                         "application-inference-profile/a1b2c3\"}");
+    assert_int_equal(d.rc, 0);
+    decoded_free(&d);
+}
+
 static void job_rejects_bad_inference(void **state)
 {
     (void)state;
@@ -586,6 +690,9 @@ int main(void)
         cmocka_unit_test(job_rejects_bad_identity),
         cmocka_unit_test(job_rejects_bad_request),
         cmocka_unit_test(job_rejects_bad_messages),
+        cmocka_unit_test(job_converse_content_blocks),
+        cmocka_unit_test(job_converse_fields),
+        cmocka_unit_test(job_model_id_pattern),
         cmocka_unit_test(job_rejects_bad_inference),
         cmocka_unit_test(job_rejects_bad_strings),
         cmocka_unit_test(job_rejects_bad_numbers),

@@ -377,6 +377,85 @@ static void ops_prices(void **state)
     aiq_ops_free(ops);
 }
 
+/* Regression: a foundation-model ARN got cost_usd null and profile ids were priced only by
+ * chance (any text before the first dot was dropped). */
+static void ops_prices_by_base_model(void **state)
+{
+    (void)state;
+    aiq_ops_t *ops = must_load(
+        "{'models': {'anthropic.m-v1:0': {'usd_per_1k_input': 0.003, 'usd_per_1k_output': 0.015,"
+        " 'usd_per_1k_cache_read': 0.0003, 'usd_per_1k_cache_write': 0.00375},"
+        " 'amazon.nova-lite-v1:0': {'usd_per_1k_input': 0.00006, 'usd_per_1k_output': 0.00024},"
+        " 'arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/app1':"
+        "  {'usd_per_1k_input': 0.001, 'usd_per_1k_output': 0.002}}}",
+        AIQ_OPS_UNKNOWN_ALLOW);
+    static const char *const priced[] = {
+        "anthropic.m-v1:0",
+        "us.anthropic.m-v1:0",
+        "eu.anthropic.m-v1:0",
+        "apac.anthropic.m-v1:0",
+        "global.anthropic.m-v1:0",
+        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.m-v1:0",
+        "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.m-v1:0",
+        "arn:aws-cn:bedrock:cn-north-1::foundation-model/anthropic.m-v1:0",
+    };
+    for (size_t i = 0; i < sizeof(priced) / sizeof(priced[0]); i++) {
+        double in = -1, out = -1;
+        if (aiq_ops_price(ops, priced[i], &in, &out) || in != 0.003 || out != 0.015)
+            fail_msg("%s: not priced as anthropic.m-v1:0", priced[i]);
+    }
+    double in, out;
+    assert_int_equal(aiq_ops_price(ops, "m-v1:0", &in, &out), AIQ_ENOTFOUND);
+    assert_int_equal(aiq_ops_price(ops, "xx.anthropic.m-v1:0", &in, &out), AIQ_ENOTFOUND);
+    assert_int_equal(aiq_ops_price(ops,
+                                   "arn:aws:bedrock:us-east-1:123456789012:"
+                                   "application-inference-profile/app1",
+                                   &in, &out),
+                     0);
+    assert_true(in == 0.001);
+    assert_int_equal(aiq_ops_price(ops,
+                                   "arn:aws:bedrock:us-east-1:123456789012:"
+                                   "application-inference-profile/other",
+                                   &in, &out),
+                     AIQ_ENOTFOUND);
+
+    /* Cache reads and writes at their own prices; no cache price, no guess. */
+    aiq_usage_t u = {11, 3, 1500, 500};
+    double usd = -1;
+    assert_int_equal(aiq_ops_cost(ops, "us.anthropic.m-v1:0", &u, &usd), 0);
+    double want = (11 * 0.003 + 3 * 0.015 + 1500 * 0.0003 + 500 * 0.00375) / 1000.0;
+    assert_true(usd > want - 1e-12 && usd < want + 1e-12);
+    assert_int_equal(aiq_ops_cost(ops, "amazon.nova-lite-v1:0", &u, &usd), AIQ_ENOTFOUND);
+    aiq_usage_t plain = {1000, 1000, 0, 0};
+    assert_int_equal(aiq_ops_cost(ops, "amazon.nova-lite-v1:0", &plain, &usd), 0);
+    assert_true(usd > 0.0003 - 1e-12 && usd < 0.0003 + 1e-12);
+    aiq_ops_free(ops);
+}
+
+/* Regression: floats in prompts were written with 17 digits ("4.0999999999999996"). */
+static void ops_numbers_shortest_in_prompts(void **state)
+{
+    (void)state;
+    json_t *v = json_loads("{\"b\":[4.1,0.1,1e300,2.0,-0.5,3],\"a\":\"q\\\"\\n\\u0001\"}", 0, NULL);
+    char *text = NULL;
+    assert_int_equal(aiq_ops_json_text(v, 0, &text), 0);
+    assert_string_equal(text, "{\"a\":\"q\\\"\\n\\u0001\",\"b\":[4.1,0.1,1e+300,2.0,-0.5,3]}");
+    free(text);
+    json_decref(v);
+    aiq_ops_t *ops = must_load("{'operations': {'r': {'template': '{{rating}} {{payload}}'}}}",
+                               AIQ_OPS_UNKNOWN_ALLOW);
+    json_t *payload = json_pack("{s:f}", "rating", 4.1);
+    aiq_op_vars_t vars = {.operation = "r", .payload = payload};
+    char *sys = NULL, *user = NULL;
+    aiq_err_t err = {0};
+    assert_int_equal(aiq_op_render(aiq_ops_find(ops, "r"), &vars, &sys, &user, &err), 0);
+    assert_string_equal(user, "4.1 {\"rating\":4.1}");
+    free(sys);
+    free(user);
+    json_decref(payload);
+    aiq_ops_free(ops);
+}
+
 /* ---- the shipped file ---------------------------------------------------------------- */
 
 static void render_example(const aiq_op_t *op, const char *persona, char **sys, char **user)
@@ -655,6 +734,8 @@ int main(void)
         cmocka_unit_test(ops_load_bad_values),
         cmocka_unit_test(ops_reject_mode_and_settings),
         cmocka_unit_test(ops_prices),
+        cmocka_unit_test(ops_prices_by_base_model),
+        cmocka_unit_test(ops_numbers_shortest_in_prompts),
         cmocka_unit_test(ops_shipped_file_renders_examples),
         cmocka_unit_test(ops_bedrock_converse_from_operation),
         cmocka_unit_test(ops_bedrock_invoke_and_reject),
