@@ -1,0 +1,263 @@
+"""The worker against Bedrock as botocore defines it, on the real broker and bedrock-sim:
+every InvokeModel family built and read in its own shape, a job's own body answered raw, the
+Converse surface passed through (tool use, guardrail trace), what a request cannot carry
+refused by name, prompt-cache tokens and their cost, ModelNotReady retried without shrinking
+the adaptive limit, and the x-amzn-RequestId of a failed call in the result and the log."""
+import json
+import time
+import urllib.request
+
+from conftest import BROKERS, binary, run
+from test_admin_http import admin_port
+from test_dlq import produce_raw
+from test_metrics import scrape, total
+from test_schemas import RESULT
+
+FAMILIES = {
+    "anthropic.claude-3-haiku-20240307-v1:0": "anthropic",
+    "us.amazon.nova-lite-v1:0": "nova",
+    "amazon.titan-text-express-v1": "titan",
+    "meta.llama3-8b-instruct-v1:0": "llama",
+    "mistral.mistral-7b-instruct-v0:2": "mistral",
+    "cohere.command-r-v1:0": "cohere",
+}
+STOPS = {"end_turn", "max_tokens", "stop_sequence"}
+
+
+def submit(env, jobs):
+    ndjson = "".join(json.dumps(j) + "\n" for j in jobs)
+    r = run([binary("aiq-submit"), "-b", BROKERS, "--prefix", env.prefix, "-"], input=ndjson)
+    assert r.returncode == 0, r.stderr
+
+
+def results_of(env, n, timeout=90):
+    records = env.read_all(env.results_topic, n, timeout=timeout)
+    out = {}
+    for m in records:
+        res = json.loads(m.value())
+        RESULT.validate(res)
+        out[res["job_id"]] = res
+    return out
+
+
+def configure(sim, conf):
+    req = urllib.request.Request(sim.url + "/_sim/config", data=json.dumps(conf).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def convo(text):
+    return [{"role": "user", "content": [{"text": text}]}]
+
+
+def test_bedrock_every_family_answers(aiq_env):
+    """Regression: a Titan job was sent an Anthropic body, its valid 200 read as
+    bad_response, retried 5 times, and the model's breaker opened."""
+    sim = aiq_env.start_sim(latency_ms=2)
+    aiq_env.start_worker(AIQ_WORKER_MAX_ATTEMPTS=5)
+    aiq_env.wait_group_stable(1)
+    t = aiq_env.tag
+    jobs = []
+    for i, (model, fam) in enumerate(FAMILIES.items()):
+        jobs.append({"id": f"inv-{t}-{fam}", "operation": "x", "api": "invoke", "model": model,
+                     "system": "Be brief.", "messages": convo(f"hello {fam}"),
+                     "inference": {"max_tokens": 50}, "cache": {"bypass": True}})
+        jobs.append({"id": f"conv-{t}-{fam}", "operation": "x", "model": model,
+                     "messages": convo(f"converse {fam}"), "cache": {"bypass": True}})
+    # A body of the job's own, in the Llama shape: sent as is, answered byte for byte.
+    jobs.append({"id": f"own-{t}", "operation": "x", "api": "invoke",
+                 "model": "meta.llama3-8b-instruct-v1:0",
+                 "body": {"prompt": "own body", "max_gen_len": 20}, "cache": {"bypass": True}})
+    submit(aiq_env, jobs)
+    res = results_of(aiq_env, len(jobs))
+    assert set(res) == {j["id"] for j in jobs}, res.keys()
+    for jid, r in res.items():
+        assert r["status"] == "succeeded", r
+        assert r["attempts"] == 1, r  # no 200 was taken for a failure
+        assert r["error"] is None, r
+        if jid.startswith("own-"):
+            continue
+        assert r["output"]["text"], r
+        assert "unparsed" not in r["output"], r
+        assert r["stop_reason"] in STOPS, r
+        assert r["usage"]["input_tokens"] > 0 and r["usage"]["output_tokens"] > 0, r
+        assert r["usage"]["total_tokens"] >= (r["usage"]["input_tokens"]
+                                              + r["usage"]["output_tokens"]), r
+    own = res[f"own-{t}"]
+    raw = json.loads(own["output"]["raw"])
+    assert "generation" in raw, own
+    assert own["output"]["text"] == raw["generation"], own
+    stats = sim.stats()
+    assert stats["by_kind"]["invoke"] == len(FAMILIES) + 1, stats
+    assert stats["by_kind"]["converse"] == len(FAMILIES), stats
+    assert stats["ok"] == len(jobs), stats
+
+
+def test_bedrock_converse_surface_and_refusals(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=2)
+    aiq_env.start_worker()
+    aiq_env.wait_group_stable(1)
+    t = aiq_env.tag
+    tools = {"tools": [{"toolSpec": {"name": "weather", "description": "Weather now",
+                                     "inputSchema": {"json": {"type": "object"}}}}],
+             "toolChoice": {"any": {}}}
+    guard = {"guardrailIdentifier": "abc123", "guardrailVersion": "1", "trace": "enabled"}
+    jobs = [
+        {"id": f"tool-{t}", "operation": "x", "messages": convo("sim:tool weather in Munich"),
+         "toolConfig": tools, "tenant": "acme", "user_id": "u-1",
+         "requestMetadata": {"team": "growth"}, "cache": {"bypass": True}},
+        {"id": f"guard-{t}", "operation": "x", "messages": convo("sim:guardrail say it"),
+         "guardrailConfig": guard, "cache": {"bypass": True},
+         "additionalModelResponseFieldPaths": ["/stop_sequence"]},
+        {"id": f"cp-{t}", "operation": "x", "cache": {"bypass": True},
+         "system": [{"text": "static"}, {"cachePoint": {"type": "default"}}],
+         "messages": [{"role": "user", "content": [{"text": "a"}, {"cachePoint": {"type": "default"}}]}]},
+        # refused before any call: a Converse field on an InvokeModel request
+        {"id": f"invguard-{t}", "operation": "x", "api": "invoke",
+         "model": "amazon.titan-text-express-v1", "payload": {"a": 1},
+         "guardrailConfig": guard},
+    ]
+    submit(aiq_env, jobs)
+    # Refused at decoding (aiq-submit refuses them too, so they go in raw): a block with two
+    # members, which Bedrock answers 400, and a model id that is a path segment.
+    bad = [{"id": f"twoblock-{t}", "operation": "x", "messages": [
+                {"role": "user", "content": [{"text": "hi", "cachePoint": {"type": "default"}}]}]},
+           {"id": f"dots-{t}", "operation": "x", "model": "..", "payload": {}}]
+    produce_raw(aiq_env.job_topic("normal"), [(j["id"], json.dumps(j)) for j in bad])
+    jobs += bad
+    res = results_of(aiq_env, len(jobs))
+    assert set(res) == {j["id"] for j in jobs}, res.keys()
+    tool = res[f"tool-{t}"]
+    assert tool["status"] == "succeeded" and tool["stop_reason"] == "tool_use", tool
+    uses = [b["toolUse"] for b in tool["output"]["content"] if "toolUse" in b]
+    assert uses and uses[0]["name"] == "weather", tool
+    g = res[f"guard-{t}"]
+    assert g["status"] == "succeeded" and g["stop_reason"] == "guardrail_intervened", g
+    assert "guardrail" in g["output"]["trace"], g
+    assert res[f"cp-{t}"]["status"] == "succeeded", res[f"cp-{t}"]
+    inv = res[f"invguard-{t}"]
+    assert inv["status"] == "rejected", inv
+    assert inv["error"]["kind"] == "unsupported_request", inv
+    assert inv["error"]["message"].startswith("guardrailConfig:"), inv
+    for jid in (f"twoblock-{t}", f"dots-{t}"):
+        assert res[jid]["status"] == "rejected", res[jid]
+        assert res[jid]["error"]["kind"] == "invalid_job", res[jid]
+    assert "messages[0].content[0]" in res[f"twoblock-{t}"]["error"]["message"]
+    assert "model" in res[f"dots-{t}"]["error"]["message"]
+    stats = sim.stats()
+    assert stats["requests"] == 3, stats  # the refused ones were never sent
+    assert stats["ok"] == 3, stats
+
+
+def write_ops(tmp_path):
+    brief = {"model": "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+             "system": "You are the static system prompt of the brief operation. " * 40,
+             "template": "Brief on {{name}}", "max_tokens": 50}
+    doc = {"operations": {
+        "*": {"template": "{{payload}}"},
+        "brief": dict(brief, cache_point=True),
+        "brief-plain": brief},
+        "models": {"anthropic.claude-3-5-haiku-20241022-v1:0": {
+            "usd_per_1k_input": 0.0008, "usd_per_1k_output": 0.004,
+            "usd_per_1k_cache_read": 0.00008, "usd_per_1k_cache_write": 0.001}}}
+    path = tmp_path / "ops.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def cost(u):
+    return (u["input_tokens"] * 0.0008 + u["output_tokens"] * 0.004
+            + u["cache_read_input_tokens"] * 0.00008
+            + u["cache_write_input_tokens"] * 0.001) / 1000
+
+
+def test_bedrock_prompt_cache_tokens_and_cost(aiq_env, tmp_path):
+    """Regression: usage {in 11, out 3, cacheRead 1500, cacheWrite 500, total 2014} became
+    {11, 3, 14}; the total and the cost were wrong."""
+    aiq_env.start_sim(latency_ms=2)
+    aiq_env.start_worker(AIQ_WORKER_OPERATIONS_FILE=write_ops(tmp_path))
+    aiq_env.wait_group_stable(1)
+    t = aiq_env.tag
+    first = {"id": f"c-{t}-0", "operation": "brief", "payload": {"name": "n0"}}
+    submit(aiq_env, [first])
+    res = results_of(aiq_env, 1)
+    u0 = res[first["id"]]["usage"]
+    assert u0["cache_write_input_tokens"] > 0 and u0["cache_read_input_tokens"] == 0, u0
+    rest = [{"id": f"c-{t}-{i}", "operation": "brief", "payload": {"name": f"n{i}"}}
+            for i in range(1, 5)]
+    plain = [{"id": f"p-{t}-{i}", "operation": "brief-plain", "payload": {"name": f"n{i}"}}
+             for i in range(2)]
+    submit(aiq_env, rest + plain)
+    res = results_of(aiq_env, 7)
+    for j in rest:
+        r = res[j["id"]]
+        u = r["usage"]
+        assert r["status"] == "succeeded", r
+        assert u["cache_read_input_tokens"] == u0["cache_write_input_tokens"], u
+        assert u["cache_write_input_tokens"] == 0, u
+        assert u["total_tokens"] == (u["input_tokens"] + u["output_tokens"]
+                                     + u["cache_read_input_tokens"]), u
+        assert abs(u["cost_usd"] - cost(u)) < 1e-12, (u, cost(u))
+    assert abs(res[first["id"]]["usage"]["cost_usd"] - cost(u0)) < 1e-12
+    # Without the cache point the same prompts neither read nor write the cache.
+    for j in plain:
+        u = res[j["id"]]["usage"]
+        assert u["cache_read_input_tokens"] == 0 and u["cache_write_input_tokens"] == 0, u
+        assert u["input_tokens"] > u0["input_tokens"], (u, u0)  # the system prompt is input
+        assert u["cost_usd"] > res[rest[0]["id"]]["usage"]["cost_usd"], (u, res[rest[0]["id"]])
+
+
+def test_bedrock_model_not_ready_is_not_throttling(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_WORKER_MAX_ATTEMPTS=10,
+                             AIQ_WORKER_RETRY_BASE_MS=5, AIQ_WORKER_RETRY_MAX_MS=20,
+                             AIQ_WORKER_RETRY_BUDGET=1000)
+    port = admin_port(w)
+    aiq_env.wait_group_stable(1)
+    limit0 = total(scrape(port), "aiq_model_concurrency_limit")
+    configure(sim, {"errors": [{"status": 429, "type": "ModelNotReadyException", "rate": 0.3}]})
+    t = aiq_env.tag
+    jobs = [{"id": f"nr-{t}-{i}", "operation": "x", "payload": {"i": i},
+             "cache": {"bypass": True}} for i in range(40)]
+    submit(aiq_env, jobs)
+    res = results_of(aiq_env, len(jobs))
+    assert len(res) == len(jobs)
+    assert all(r["status"] == "succeeded" for r in res.values()), res
+    assert sum(r["attempts"] for r in res.values()) > len(jobs)  # some were retried
+    stats = sim.stats()
+    assert stats["by_error_type"].get("ModelNotReadyException", 0) > 0, stats
+    samples = scrape(port)
+    assert total(samples, "aiq_throttled_total") == 0, samples.get("aiq_throttled_total")
+    assert total(samples, "aiq_model_concurrency_limit") == limit0
+
+
+def test_bedrock_request_id_in_failed_result_and_log(aiq_env):
+    sim = aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0")
+    port = admin_port(w)
+    aiq_env.wait_group_stable(1)
+    configure(sim, {"errors": [{"status": 400, "type": "ValidationException", "rate": 1.0,
+                                "message": "Malformed input request"}]})
+    t = aiq_env.tag
+    submit(aiq_env, [{"id": f"rid-{t}", "operation": "x", "payload": {},
+                      "model": "acme.unpriced-v1", "cache": {"bypass": True}}])
+    r = results_of(aiq_env, 1)[f"rid-{t}"]
+    assert r["status"] == "failed", r
+    assert r["error"]["kind"] == "ValidationException", r
+    rid = r["error"]["request_id"]
+    assert len(rid) >= 8, r
+    deadline = time.time() + 10
+    while rid not in w.output() and time.time() < deadline:
+        time.sleep(0.2)
+    assert rid in w.output()
+    # An answered call without a price: cost null, and counted.
+    configure(sim, {"errors": None})
+    submit(aiq_env, [{"id": f"unp-{t}", "operation": "x", "payload": {},
+                      "model": "acme.unpriced-v1", "cache": {"bypass": True}}])
+    u = results_of(aiq_env, 2)[f"unp-{t}"]
+    assert u["status"] == "succeeded" and u["usage"]["cost_usd"] is None, u
+    deadline = time.time() + 10
+    while total(scrape(port), "aiq_unpriced_calls_total") < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    assert total(scrape(port), "aiq_unpriced_calls_total") == 1
