@@ -1,4 +1,5 @@
 #include "ops.h"
+#include "converse.h"
 #include "strbuf.h"
 
 #include <ctype.h>
@@ -435,6 +436,9 @@ static int load_scalars(load_ctx_t *c, json_t *obj, aiq_op_t *op)
     int rc = get_str(c, obj, "model", false, &op->model);
     if (!rc && op->model && strlen(op->model) > 2048)
         rc = fail(c, AIQ_EINVAL, "model", "longer than 2048 bytes");
+    if (!rc && op->model && !aiq_model_id_valid(op->model))
+        rc = fail(c, AIQ_EINVAL, "model",
+                  "'%s' is not a Bedrock model id (botocore's modelId pattern)", op->model);
     if (!rc)
         rc = load_enums(c, obj, op);
     if (!rc)
@@ -946,7 +950,8 @@ static int put_object(buf_t *b, const json_t *v, int depth)
     const char *k;
     json_t *val;
     json_object_foreach((json_t *)v, k, val) keys[i++] = k;
-    qsort(keys, n, sizeof(*keys), cmp_key);
+    if (n)
+        qsort(keys, n, sizeof(*keys), cmp_key);
     int rc = buf_add(b, "{", 1);
     for (i = 0; !rc && i < n; i++) {
         if (i)

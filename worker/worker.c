@@ -1,4 +1,5 @@
 #include "worker.h"
+#include "converse.h"
 #include "admin_http.h"
 #include "consumer.h"
 #include "breaker_share.h"
@@ -404,6 +405,11 @@ static int bedrock_conf(aiq_worker_t *w, aiq_err_t *err)
                                   w->endpoint, sizeof(w->endpoint), err);
     if (rc)
         return rc;
+    if (!aiq_model_id_valid(cfg->default_model))
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "bedrock.default_model '%s' is not a Bedrock model id (botocore's "
+                           "modelId pattern)",
+                           cfg->default_model);
     w->bedrock = (aiq_bedrock_conf_t){
         .endpoint = w->endpoint,
         .region = cfg->region,

@@ -293,6 +293,13 @@ static void ops_load_bad_values(void **state)
                       (const char *const[]){"operations.p.volatile_fields", "element 1", NULL});
     expect_load_error("{'operations': {'p': {'on_missing': 'skip'}}}", AIQ_EINVAL,
                       (const char *const[]){"operations.p.on_missing", NULL});
+    expect_load_error("{'operations': {'p': {'model': '..'}}}", AIQ_EINVAL,
+                      (const char *const[]){"operations.p.model", "modelId pattern", NULL});
+    expect_load_error("{'operations': {'p': {'cache_point': 'yes'}}}", AIQ_EINVAL,
+                      (const char *const[]){"operations.p.cache_point", NULL});
+    expect_load_error("{'models': {'m': {'usd_per_1k_input': 1, 'usd_per_1k_output': 1, "
+                      "'usd_per_1k_cache_read': -1}}}",
+                      AIQ_EINVAL, (const char *const[]){"models.m.usd_per_1k_cache_read", NULL});
     expect_load_error("{'operations': {'bad name': {}}}", AIQ_EINVAL,
                       (const char *const[]){"operations.bad name", NULL});
     expect_load_error("{'models': {'m': {'usd_per_1k_input': 1}}}", AIQ_EINVAL,

@@ -29,8 +29,9 @@ struct aiq_http_req {
     char retry_after[64];
     char amz_retry_after[32];
     char request_id[AIQ_HTTP_REQUEST_ID_MAX];
-    char tokens[4][24]; /* X-Amzn-Bedrock-{Input,Output,Cache-Read-Input,Cache-Write-Input}-Token-Count
-                         */
+    char tokens[4]
+               [24]; /* X-Amzn-Bedrock-{Input,Output,Cache-Read-Input,Cache-Write-Input}-Token-Count
+                      */
     char curl_error[CURL_ERROR_SIZE];
     int64_t started_ms;
     aiq_http_done_cb cb;
