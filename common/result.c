@@ -145,3 +145,38 @@ int aiq_result_encode(const aiq_result_t *r, char **out, size_t *len, aiq_err_t 
     *len = strlen(s);
     return 0;
 }
+
+int aiq_result_encode_partial(const aiq_result_partial_t *p, char **out, size_t *len,
+                              aiq_err_t *err)
+{
+    if (!p->job_id)
+        return aiq_err_set(err, AIQ_EINVAL, "partial without job_id");
+    json_t *o = json_object();
+    json_t *text = json_stringn(p->text ? p->text : "", p->text ? p->text_len : 0);
+    if (!o || !text) {
+        json_decref(o);
+        json_decref(text);
+        return aiq_err_set(err, text ? AIQ_ENOMEM : AIQ_EINVAL,
+                           text ? "out of memory" : "partial text is not UTF-8");
+    }
+    int bad = 0;
+    put_str(o, "job_id", p->job_id, &bad);
+    if (p->correlation_id)
+        put_str(o, "correlation_id", p->correlation_id, &bad);
+    put_str(o, "status", "partial", &bad);
+    json_object_set_new(o, "seq", json_integer(p->seq));
+    json_object_set_new(o, "attempt", json_integer(p->attempt));
+    json_object_set_new(o, "delta", json_pack("{s:o}", "text", text));
+    put_str(o, "model", p->model, &bad);
+    put_str(o, "worker", p->worker, &bad);
+    if (p->traceparent)
+        put_str(o, "traceparent", p->traceparent, &bad);
+    char *s = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!s)
+        return aiq_err_set(err, bad ? AIQ_EINVAL : AIQ_ENOMEM,
+                           bad ? "partial has a string that is not UTF-8" : "out of memory");
+    *out = s;
+    *len = strlen(s);
+    return 0;
+}

@@ -58,4 +58,23 @@ typedef struct aiq_result {
  * is not UTF-8, AIQ_ENOMEM on allocation failure. */
 int aiq_result_encode(const aiq_result_t *r, char **out, size_t *len, aiq_err_t *err);
 
+/* A partial record of a streamed job ("stream": true): one piece of the text as it arrived,
+ * published to the job's reply topic before its result (schemas/result.schema.json, status
+ * "partial"). Strings borrowed; NULL correlation_id / traceparent are omitted. */
+typedef struct aiq_result_partial {
+    const char *job_id; /* required */
+    const char *correlation_id;
+    const char *model;
+    const char *worker;
+    const char *traceparent;
+    int64_t seq; /* 1, 2, ... per job across attempts */
+    int attempt; /* the model call the text came from: a retry starts its text again */
+    const char *text;
+    size_t text_len;
+} aiq_result_partial_t;
+
+/* Encodes p like aiq_result_encode (same ownership and errors). */
+int aiq_result_encode_partial(const aiq_result_partial_t *p, char **out, size_t *len,
+                              aiq_err_t *err);
+
 #endif

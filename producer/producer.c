@@ -568,6 +568,18 @@ int aiq_results_open_at(aiq_results_t **out, const char *brokers, const char *to
     return 0;
 }
 
+/* A partial record of a streamed job (header aiq.status: partial) comes ahead of its result
+ * and is no answer. */
+static int is_partial(rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    return rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get_last(h, "aiq.status", &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           n == 7 && memcmp(v, "partial", 7) == 0;
+}
+
 int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id, size_t id_cap,
                      char *errstr, size_t errlen)
 {
@@ -598,6 +610,14 @@ int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id
             rd_kafka_message_destroy(m);
             if (permanent)
                 return AIQ_SUBMIT_EKAFKA;
+            if (aiq_mono_ms() >= until)
+                return 0;
+            continue;
+        }
+        if (is_partial(m)) {
+            if (m->partition >= 0 && m->partition < r->n)
+                r->next[m->partition] = m->offset + 1;
+            rd_kafka_message_destroy(m);
             if (aiq_mono_ms() >= until)
                 return 0;
             continue;

@@ -261,3 +261,60 @@ def test_bedrock_request_id_in_failed_result_and_log(aiq_env):
     while total(scrape(port), "aiq_unpriced_calls_total") < 1 and time.time() < deadline:
         time.sleep(0.2)
     assert total(scrape(port), "aiq_unpriced_calls_total") == 1
+
+
+def test_bedrock_stream_partials_then_result(aiq_env):
+    """A job with "stream": true goes through ConverseStream: its text arrives on the reply
+    topic as partial records (seq 1, 2, ...) ahead of its result, which is as without
+    streaming; aiq-submit --wait skips the partials."""
+    sim = aiq_env.start_sim(latency_ms=2)
+    aiq_env.start_worker()
+    aiq_env.wait_group_stable(1)
+    t = aiq_env.tag
+    jobs = [{"id": f"st-{t}-{i}", "operation": "x", "stream": True, "cache": {"bypass": True},
+             "messages": convo(f"stream number {i} please")} for i in range(5)]
+    jobs.append({"id": f"st-{t}-tool", "operation": "x", "stream": True,
+                 "cache": {"bypass": True}, "messages": convo("sim:tool weather"),
+                 "toolConfig": {"tools": [{"toolSpec": {"name": "weather",
+                                                        "inputSchema": {"json": {}}}}]}})
+    submit(aiq_env, jobs)
+    ids = {j["id"] for j in jobs}
+    finals = {}
+    records = aiq_env.read_all(aiq_env.results_topic, 10**6, timeout=60,
+                               stop=lambda recs: sum(
+                                   json.loads(m.value())["status"] != "partial"
+                                   for m in recs) == len(jobs))
+    partials = {}
+    for m in records:
+        rec = json.loads(m.value())
+        RESULT.validate(rec)
+        status = dict(m.headers() or [])["aiq.status"].decode()
+        assert status == rec["status"], rec
+        if rec["status"] == "partial":
+            assert rec["job_id"] not in finals, "a partial after its result"
+            partials.setdefault(rec["job_id"], []).append(rec)
+        else:
+            finals[rec["job_id"]] = rec
+    assert set(finals) == ids, finals.keys()
+    for jid, res in finals.items():
+        assert res["status"] == "succeeded", res
+        if jid.endswith("-tool"):
+            assert res["stop_reason"] == "tool_use", res
+            uses = [b["toolUse"] for b in res["output"]["content"] if "toolUse" in b]
+            assert uses and uses[0]["name"] == "weather", res
+            continue
+        parts = partials[jid]
+        assert [p["seq"] for p in parts] == list(range(1, len(parts) + 1)), parts
+        assert len(parts) >= 2, parts
+        assert "".join(p["delta"]["text"] for p in parts) == res["output"]["text"], (parts, res)
+        assert res["usage"]["output_tokens"] > 0, res
+    stats = sim.stats()
+    assert stats["by_kind"].get("converse_stream", stats["by_kind"].get("converse-stream")) == \
+        len(jobs), stats
+    # The library's result reader hands out results only.
+    r = run([binary("aiq-submit"), "-b", BROKERS, "--prefix", aiq_env.prefix, "--wait",
+             "--json", json.dumps({"id": f"st-{t}-w", "operation": "x", "stream": True,
+                                   "cache": {"bypass": True}, "messages": convo("wait")})])
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [o["status"] for o in out] == ["succeeded"], r.stdout

@@ -236,7 +236,9 @@ static void bedrock_refuses_what_it_cannot_carry(void **state)
     build_refused("{\"id\":\"j\",\"operation\":\"x\",\"api\":\"invoke\",\"model\":\"acme.x-v1\","
                   "\"body\":{},\"inference\":{\"max_tokens\":5}}",
                   "inference");
-    build_refused("{\"id\":\"j\",\"operation\":\"x\",\"payload\":{},\"stream\":true}", "stream");
+    build_refused("{\"id\":\"j\",\"operation\":\"x\",\"api\":\"invoke\",\"model\":"
+                  "\"anthropic.claude-v2\",\"payload\":{},\"stream\":true}",
+                  "stream");
 }
 
 /* ---- Converse: the surface passed through ----------------------------------------------- */
@@ -338,7 +340,7 @@ static void bedrock_operation_cache_point(void **state)
 static void parse(aiq_job_api_t api, aiq_bedrock_family_t fam, bool own, const char *body,
                   aiq_bedrock_reply_t *r)
 {
-    aiq_bedrock_wire_t w = {api, fam, own};
+    aiq_bedrock_wire_t w = {api, fam, own, false};
     aiq_bedrock_resp_t resp = {body, strlen(body), NULL, NULL, NULL, NULL};
     aiq_err_t err = {0};
     assert_int_equal(aiq_bedrock_parse(&w, &resp, r, &err), 0);
@@ -470,7 +472,7 @@ static void bedrock_converse_reply_carries_everything(void **state)
 static void bedrock_token_headers_win(void **state)
 {
     (void)state;
-    aiq_bedrock_wire_t w = {AIQ_API_INVOKE, AIQ_FAMILY_MISTRAL, false};
+    aiq_bedrock_wire_t w = {AIQ_API_INVOKE, AIQ_FAMILY_MISTRAL, false, false};
     const char *body = "{\"outputs\":[{\"text\":\"m\",\"stop_reason\":\"stop\"}]}";
     aiq_bedrock_resp_t resp = {body, strlen(body), "12", "4", "100", "bogus"};
     aiq_bedrock_reply_t r;

@@ -719,7 +719,7 @@ static void ops_bedrock_parse_invoke_usage(void **state)
                        "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":12,"
                        "\"output_tokens\":34}}";
     aiq_bedrock_reply_t r;
-    aiq_bedrock_wire_t w = {AIQ_API_INVOKE, AIQ_FAMILY_ANTHROPIC, false};
+    aiq_bedrock_wire_t w = {AIQ_API_INVOKE, AIQ_FAMILY_ANTHROPIC, false, false};
     aiq_bedrock_resp_t resp = {body, strlen(body), NULL, NULL, NULL, NULL};
     assert_int_equal(aiq_bedrock_parse(&w, &resp, &r, NULL), 0);
     assert_string_equal(r.text, "hi there");

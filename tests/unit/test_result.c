@@ -193,6 +193,24 @@ static void result_output_extra(void **state)
     json_decref(extra);
 }
 
+static void result_encodes_partial(void **state)
+{
+    (void)state;
+    aiq_result_partial_t p = {"job-s", "corr", "m.x-v1", "w1", NULL, 3, 2, "Hel\"lo", 6};
+    char *out = NULL;
+    size_t len = 0;
+    aiq_err_t err = {0};
+    assert_int_equal(aiq_result_encode_partial(&p, &out, &len, &err), 0);
+    assert_string_equal(out,
+                        "{\"job_id\":\"job-s\",\"correlation_id\":\"corr\",\"status\":"
+                        "\"partial\",\"seq\":3,\"attempt\":2,\"delta\":{\"text\":\"Hel\\\"lo\"},"
+                        "\"model\":\"m.x-v1\",\"worker\":\"w1\"}");
+    free(out);
+    p.text = "\xff";
+    p.text_len = 1;
+    assert_int_equal(aiq_result_encode_partial(&p, &out, &len, &err), AIQ_EINVAL);
+}
+
 static void result_optional_fields(void **state)
 {
     (void)state;
@@ -319,6 +337,7 @@ int main(void)
         cmocka_unit_test(result_encodes_failed_with_error),
         cmocka_unit_test(result_optional_fields),
         cmocka_unit_test(result_output_extra),
+        cmocka_unit_test(result_encodes_partial),
         cmocka_unit_test(result_rejects_missing_job_id),
         cmocka_unit_test(result_rejects_invalid_utf8),
         cmocka_unit_test(result_status_names),

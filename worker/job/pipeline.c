@@ -68,6 +68,7 @@ struct aiq_task {
     char error_kind[64];
     char error_msg[512];
     int http_status;
+    int64_t partial_seq;                      /* partial records published (streamed jobs) */
     char request_id[AIQ_HTTP_REQUEST_ID_MAX]; /* of the last model call */
     const char *fallback;                     /* static name, NULL when the model answered */
     char *fallback_text; /* malloc'd: the canned answer, or the support text of an error */
@@ -186,6 +187,9 @@ static void follower_unlink(aiq_task_t *f)
  * others join (returns 0: go and call). */
 static int sf_join(aiq_task_t *t)
 {
+    /* A streamed job calls on its own: its partial records come from its own call. */
+    if (t->job && t->job->stream)
+        return 0;
     aiq_task_t **b = sf_bucket(t->pl, t->key);
     for (aiq_task_t *l = *b; l; l = l->sf_next) {
         if (memcmp(l->key, t->key, AIQ_CACHE_KEY_LEN) == 0) {
@@ -998,6 +1002,49 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
     }
 }
 
+static void on_partial_delivered(void *opaque, rd_kafka_resp_err_t err, int permanent,
+                                 const char *errstr)
+{
+    aiq_log_t *log = opaque;
+    (void)permanent;
+    /* Partials are a head start, not the answer: the result that follows holds the whole
+     * text, so a lost one is logged and not sent again. */
+    if (err)
+        aiq_logj(log, AIQ_LOG_WARN, NULL, "partial record not delivered: %s", errstr);
+}
+
+/* One piece of a streamed job's text, published to its reply topic ahead of its result,
+ * under the same key (so on the same partition, in order, before the result). */
+static void on_partial(void *opaque, int attempt, const char *text, size_t len)
+{
+    aiq_task_t *t = opaque;
+    aiq_pipeline_t *pl = t->pl;
+    const aiq_job_t *job = t->job;
+    aiq_result_partial_t p = {job->id,
+                              job->correlation_id,
+                              t->call_model,
+                              pl->d.cfg->worker_id,
+                              job->traceparent,
+                              ++t->partial_seq,
+                              attempt,
+                              text,
+                              len};
+    char *val = NULL;
+    size_t vlen = 0;
+    aiq_err_t err = {0};
+    if (aiq_result_encode_partial(&p, &val, &vlen, &err)) {
+        TLOG(t, AIQ_LOG_WARN, "partial %lld not published: %s", (long long)p.seq, err.msg);
+        return;
+    }
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    add_header(h, "aiq.status", "partial");
+    add_header(h, "aiq.worker", pl->d.cfg->worker_id);
+    if (aiq_publisher_send(pl->d.pub, reply_topic(t, job->reply_to), job->id, strlen(job->id), val,
+                           vlen, h, on_partial_delivered, pl->d.log, &err))
+        TLOG(t, AIQ_LOG_WARN, "partial %lld not published: %s", (long long)p.seq, err.msg);
+    free(val);
+}
+
 static void task_call(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
@@ -1012,6 +1059,8 @@ static void task_call(aiq_task_t *t)
     pl->stats.model_calls++;
     t->call =
         aiq_provider_request(pl->d.provider, t->job, t->ref.prio, t->deadline_ms, on_outcome, t);
+    if (t->call && t->job->stream)
+        aiq_provider_on_partial(t->call, on_partial);
     if (!t->call) {
         snprintf(t->error_kind, sizeof(t->error_kind), "out_of_memory");
         snprintf(t->error_msg, sizeof(t->error_msg), "no memory for the model request");

@@ -1,5 +1,6 @@
 #include "bedrock.h"
 #include "converse.h"
+#include "eventstream.h"
 #include "sigv4.h"
 #include "strbuf.h"
 
@@ -576,10 +577,11 @@ static int check_carried(const aiq_job_t *job, const aiq_bedrock_wire_t *w, cons
         return aiq_err_set(err, AIQ_EINVAL,
                            "model: '%s' is not a Bedrock model id (botocore's modelId pattern)",
                            model);
-    if (job->stream)
+    if (job->stream && w->api != AIQ_API_CONVERSE)
         return aiq_err_set(err, AIQ_EINVAL,
-                           "stream: this worker does not call ConverseStream yet; send the job "
-                           "without \"stream\"");
+                           "stream: streams go through ConverseStream; this job goes to "
+                           "InvokeModel (InvokeModelWithResponseStream is not supported; use "
+                           "api converse)");
     if (w->api == AIQ_API_CONVERSE) {
         if (job->body)
             return aiq_err_set(err, AIQ_EINVAL, "body: only with api invoke");
@@ -680,7 +682,9 @@ static int build_url(const aiq_bedrock_conf_t *conf, aiq_bedrock_call_t *call, c
     if (aiq_sigv4_encode_segment(call->model, model_enc, sizeof(model_enc)) < 0)
         return aiq_err_set(err, AIQ_EINVAL, "model id too long");
     int n = snprintf(call->url, sizeof(call->url), "%s/model/%s/%s", conf->endpoint, model_enc,
-                     call->wire.api == AIQ_API_INVOKE ? "invoke" : "converse");
+                     call->wire.api == AIQ_API_INVOKE ? "invoke"
+                     : call->wire.stream              ? "converse-stream"
+                                                      : "converse");
     if (n < 0 || (size_t)n >= sizeof(call->url))
         return aiq_err_set(err, AIQ_EINVAL, "request URL too long");
     *path = call->url + strlen(conf->endpoint) - strlen(base);
@@ -723,7 +727,10 @@ static int sign(const aiq_bedrock_conf_t *conf, const aiq_sigv4_creds_t *creds,
     /* Sent explicitly so that curl's own choice of Host can never differ from the signed one. */
     h = add_header(h, "Host", call->host);
     h = h ? add_header(h, "Content-Type", "application/json") : NULL;
-    h = h ? add_header(h, "Accept", "application/json") : NULL;
+    h = h ? add_header(h, "Accept",
+                       call->wire.stream ? "application/vnd.amazon.eventstream"
+                                         : "application/json")
+          : NULL;
     h = h ? add_header(h, "X-Amz-Date", out.amz_date) : NULL;
     h = h ? add_header(h, "Authorization", out.authorization) : NULL;
     if (h && creds->session_token)
@@ -757,6 +764,7 @@ int aiq_bedrock_build(const aiq_bedrock_conf_t *conf, const aiq_sigv4_creds_t *c
     call->wire.api = api_of(job, op);
     call->wire.own_body = call->wire.api == AIQ_API_INVOKE && job->body;
     call->wire.family = aiq_bedrock_family_of(call->model);
+    call->wire.stream = job->stream && call->wire.api == AIQ_API_CONVERSE;
     const char *path;
     int rc = check_carried(job, &call->wire, call->model, err);
     if (!rc)
@@ -1196,5 +1204,210 @@ int aiq_bedrock_endpoint(const char *configured, const char *region, bool fips,
         snprintf(out, cap, "https://bedrock-runtime%s.%s.%s", fips ? "-fips" : "", region, suffix);
     if (n < 0 || (size_t)n >= cap)
         return aiq_err_set(err, AIQ_EINVAL, "endpoint too long");
+    return 0;
+}
+
+/* ---- ConverseStream --------------------------------------------------------------------- */
+
+#define STREAM_BLOCKS_MAX 64 /* content blocks one streamed message may have */
+
+struct aiq_bedrock_stream {
+    aiq_es_t es;
+    aiq_bedrock_text_cb on_text;
+    void *opaque;
+    json_t *blocks; /* index → {"text": s} or {"toolUse": {toolUseId, name, input (text)}} */
+    char stop[64];
+    bool stopped, ended;
+    json_t *usage, *trace, *amrf;
+    char exception[64];
+    char exc_msg[256];
+};
+
+aiq_bedrock_stream_t *aiq_bedrock_stream_new(aiq_bedrock_text_cb on_text, void *opaque)
+{
+    aiq_bedrock_stream_t *s = calloc(1, sizeof(*s));
+    if (!s || !(s->blocks = json_array())) {
+        free(s);
+        return NULL;
+    }
+    s->on_text = on_text;
+    s->opaque = opaque;
+    return s;
+}
+
+void aiq_bedrock_stream_free(aiq_bedrock_stream_t *s)
+{
+    if (!s)
+        return;
+    aiq_es_clear(&s->es);
+    json_decref(s->blocks);
+    json_decref(s->usage);
+    json_decref(s->trace);
+    json_decref(s->amrf);
+    free(s);
+}
+
+/* The block at index, created as kind ("text" or "toolUse") when new. */
+static json_t *stream_block(aiq_bedrock_stream_t *s, json_t *index, const char *kind)
+{
+    json_int_t i = json_integer_value(index);
+    if (!json_is_integer(index) || i < 0 || i >= STREAM_BLOCKS_MAX)
+        return NULL;
+    while ((json_int_t)json_array_size(s->blocks) <= i)
+        json_array_append_new(s->blocks, json_null());
+    json_t *b = json_array_get(s->blocks, (size_t)i);
+    if (json_is_null(b)) {
+        b = strcmp(kind, "text") == 0 ? json_pack("{s:s}", "text", "")
+                                      : json_pack("{s:{s:s, s:s, s:s}}", "toolUse", "toolUseId", "",
+                                                  "name", "", "input", "");
+        json_array_set_new(s->blocks, (size_t)i, b);
+    }
+    return b;
+}
+
+static void append_str(json_t *obj, const char *key, const char *more, size_t n)
+{
+    const char *old = json_string_value(json_object_get(obj, key));
+    size_t ol = old ? strlen(old) : 0;
+    char *joined = malloc(ol + n + 1);
+    if (!joined)
+        return;
+    memcpy(joined, old ? old : "", ol);
+    memcpy(joined + ol, more, n);
+    joined[ol + n] = '\0';
+    json_object_set_new(obj, key, json_stringn(joined, ol + n));
+    free(joined);
+}
+
+static int on_delta(aiq_bedrock_stream_t *s, json_t *ev)
+{
+    json_t *delta = json_object_get(ev, "delta");
+    json_t *text = json_object_get(delta, "text");
+    json_t *tool = json_object_get(json_object_get(delta, "toolUse"), "input");
+    json_t *idx = json_object_get(ev, "contentBlockIndex");
+    if (json_is_string(text)) {
+        json_t *b = stream_block(s, idx, "text");
+        if (!b)
+            return AIQ_EINVAL;
+        append_str(b, "text", json_string_value(text), json_string_length(text));
+        if (s->on_text && json_string_length(text))
+            s->on_text(s->opaque, json_string_value(text), json_string_length(text));
+    } else if (json_is_string(tool)) {
+        json_t *b = stream_block(s, idx, "toolUse");
+        if (!b)
+            return AIQ_EINVAL;
+        append_str(json_object_get(b, "toolUse"), "input", json_string_value(tool),
+                   json_string_length(tool));
+    }
+    return 0;
+}
+
+static int on_start(aiq_bedrock_stream_t *s, json_t *ev)
+{
+    json_t *tu = json_object_get(json_object_get(ev, "start"), "toolUse");
+    if (!tu)
+        return 0;
+    json_t *b = stream_block(s, json_object_get(ev, "contentBlockIndex"), "toolUse");
+    if (!b)
+        return AIQ_EINVAL;
+    json_t *dst = json_object_get(b, "toolUse");
+    json_object_set(dst, "toolUseId", json_object_get(tu, "toolUseId"));
+    json_object_set(dst, "name", json_object_get(tu, "name"));
+    return 0;
+}
+
+static int on_stream_msg(void *opaque, const aiq_es_msg_t *m)
+{
+    aiq_bedrock_stream_t *s = opaque;
+    json_t *ev = json_loadb(m->payload, m->payload_len, 0, NULL);
+    if (strcmp(m->message_type, "event") != 0) {
+        /* An exception ends the stream; its type is the union member's name. */
+        snprintf(s->exception, sizeof(s->exception), "%s",
+                 m->exception_type[0] ? m->exception_type : "streamError");
+        if (s->exception[0] >= 'a' && s->exception[0] <= 'z')
+            s->exception[0] = (char)(s->exception[0] - 32);
+        const char *msg = json_string_value(json_object_get(ev, "message"));
+        snprintf(s->exc_msg, sizeof(s->exc_msg), "%s", msg ? msg : "");
+        json_decref(ev);
+        return 1;
+    }
+    int rc = 0;
+    const char *t = m->event_type;
+    if (strcmp(t, "contentBlockDelta") == 0)
+        rc = on_delta(s, ev);
+    else if (strcmp(t, "contentBlockStart") == 0)
+        rc = on_start(s, ev);
+    else if (strcmp(t, "messageStop") == 0) {
+        const char *stop = json_string_value(json_object_get(ev, "stopReason"));
+        snprintf(s->stop, sizeof(s->stop), "%s", stop ? stop : "");
+        s->stopped = true;
+        json_t *amrf = json_object_get(ev, "additionalModelResponseFields");
+        if (amrf)
+            s->amrf = json_incref(amrf);
+    } else if (strcmp(t, "metadata") == 0) {
+        s->usage = json_incref(json_object_get(ev, "usage"));
+        json_t *trace = json_object_get(ev, "trace");
+        if (trace)
+            s->trace = json_incref(trace);
+        s->ended = true;
+    }
+    json_decref(ev);
+    return rc;
+}
+
+int aiq_bedrock_stream_feed(aiq_bedrock_stream_t *s, const void *data, size_t len, aiq_err_t *err)
+{
+    if (s->exception[0])
+        return 1;
+    int rc = aiq_es_feed(&s->es, data, len, on_stream_msg, s, err);
+    return rc;
+}
+
+const char *aiq_bedrock_stream_exception(const aiq_bedrock_stream_t *s, const char **message)
+{
+    if (message)
+        *message = s->exc_msg;
+    return s->exception[0] ? s->exception : NULL;
+}
+
+int aiq_bedrock_stream_finish(aiq_bedrock_stream_t *s, aiq_bedrock_reply_t *r, aiq_err_t *err)
+{
+    memset(r, 0, sizeof(*r));
+    if (s->exception[0])
+        return aiq_err_set(err, AIQ_EHTTP, "%s: %s", s->exception, s->exc_msg);
+    if (!s->stopped || aiq_es_pending(&s->es))
+        return aiq_err_set(err, AIQ_EINVAL, "the stream ended before its messageStop");
+    json_t *content = json_array();
+    size_t i;
+    json_t *b;
+    json_array_foreach(s->blocks, i, b)
+    {
+        json_t *tu = json_object_get(b, "toolUse");
+        if (tu) {
+            /* The input arrives as JSON text in pieces; as a whole it is the document. */
+            json_t *input = json_loads(json_string_value(json_object_get(tu, "input")), 0, NULL);
+            json_object_set_new(tu, "input", input ? input : json_object());
+        }
+        if (!json_is_null(b))
+            json_array_append(content, b);
+    }
+    json_t *doc = json_pack("{s:{s:{s:s, s:o}}, s:s}", "output", "message", "role", "assistant",
+                            "content", content, "stopReason", s->stop);
+    if (doc && s->usage)
+        json_object_set(doc, "usage", s->usage);
+    if (doc && s->trace)
+        json_object_set(doc, "trace", s->trace);
+    if (doc && s->amrf)
+        json_object_set(doc, "additionalModelResponseFields", s->amrf);
+    r->total_tokens = -1;
+    int rc = doc ? read_converse(doc, r) : AIQ_ENOMEM;
+    json_decref(doc);
+    if (!rc && r->total_tokens < 0)
+        r->total_tokens =
+            r->input_tokens + r->output_tokens + r->cache_read_tokens + r->cache_write_tokens;
+    if (rc) {
+        aiq_bedrock_reply_free(r);
+        return aiq_err_set(err, AIQ_ENOMEM, "out of memory reading the stream");
+    }
     return 0;
 }

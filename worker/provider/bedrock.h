@@ -47,6 +47,7 @@ typedef struct aiq_bedrock_wire {
     aiq_job_api_t api;
     aiq_bedrock_family_t family; /* InvokeModel only */
     bool own_body;               /* the job brought the InvokeModel body */
+    bool stream;                 /* ConverseStream: the reply is an event stream */
 } aiq_bedrock_wire_t;
 
 typedef struct aiq_bedrock_call {
@@ -127,6 +128,30 @@ aiq_bedrock_class_t aiq_bedrock_classify(long status, const char *error_type, in
 /* Error message from a Bedrock error body ({"message": ...}), or the body itself, copied
  * into buf (truncated). */
 void aiq_bedrock_error_message(const char *body, size_t len, char *buf, size_t cap);
+
+/* ConverseStream: an event-stream reader that gathers the streamed message into the reply
+ * Converse would have given, and hands each text delta to on_text as it arrives. */
+typedef struct aiq_bedrock_stream aiq_bedrock_stream_t;
+typedef void (*aiq_bedrock_text_cb)(void *opaque, const char *text, size_t len);
+
+/* NULL when out of memory. on_text may be NULL; opaque is passed to it. */
+aiq_bedrock_stream_t *aiq_bedrock_stream_new(aiq_bedrock_text_cb on_text, void *opaque);
+void aiq_bedrock_stream_free(aiq_bedrock_stream_t *s); /* NULL is a no-op */
+
+/* Feeds response bytes (calls on_text from here). Returns 0; 1 once the stream carried an
+ * exception (aiq_bedrock_stream_exception names it; later bytes are ignored); AIQ_EINVAL on
+ * broken framing (err says what), AIQ_ETOOBIG, AIQ_ENOMEM. */
+int aiq_bedrock_stream_feed(aiq_bedrock_stream_t *s, const void *data, size_t len, aiq_err_t *err);
+
+/* The exception type the stream ended in ("ThrottlingException", ...: the union member
+ * with its first letter upper-cased, as x-amzn-ErrorType spells it) and its message; NULL
+ * when none. Borrowed from s. */
+const char *aiq_bedrock_stream_exception(const aiq_bedrock_stream_t *s, const char **message);
+
+/* After the last byte: fills reply (free with aiq_bedrock_reply_free) as aiq_bedrock_parse
+ * would from the same message given by Converse. Fails with AIQ_EHTTP after an exception,
+ * AIQ_EINVAL when the stream ended before its messageStop, AIQ_ENOMEM. */
+int aiq_bedrock_stream_finish(aiq_bedrock_stream_t *s, aiq_bedrock_reply_t *reply, aiq_err_t *err);
 
 /* Reads an environment variable; NULL when unset. */
 typedef const char *(*aiq_bedrock_getenv_fn)(void *ctx, const char *name);

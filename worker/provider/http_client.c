@@ -35,6 +35,7 @@ struct aiq_http_req {
     char curl_error[CURL_ERROR_SIZE];
     int64_t started_ms;
     aiq_http_done_cb cb;
+    aiq_http_data_cb on_data; /* set: a 2xx body goes here as it arrives */
     void *opaque;
 };
 
@@ -201,6 +202,10 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
 {
     aiq_http_req_t *req = userp;
     size_t n = size * nmemb;
+    long status = 0;
+    if (req->on_data && curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+        status >= 200 && status < 300)
+        return req->on_data(req->opaque, ptr, n) ? 0 : n;
     if (req->resp_len + n + 1 > AIQ_HTTP_BODY_MAX) {
         req->too_big = 1;
         return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
@@ -353,6 +358,11 @@ int aiq_http_request(aiq_http_t *http, const char *method, const char *url,
     if (req_out)
         *req_out = req;
     return 0;
+}
+
+void aiq_http_stream_body(aiq_http_req_t *req, aiq_http_data_cb cb)
+{
+    req->on_data = cb;
 }
 
 int aiq_http_post(aiq_http_t *http, const char *url, struct curl_slist *headers, const void *body,

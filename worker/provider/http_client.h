@@ -63,6 +63,15 @@ int aiq_http_perform(const char *method, const char *url, struct curl_slist *hea
                      const void *body, size_t body_len, long timeout_ms, aiq_http_done_cb cb,
                      void *opaque, aiq_err_t *err);
 
+/* Body bytes of a 2xx response as they arrive, with the request's opaque; returns 0 to go on,
+ * non-zero to abort the transfer (it then ends with CURLE_WRITE_ERROR). Loop thread. */
+typedef int (*aiq_http_data_cb)(void *opaque, const char *data, size_t len);
+
+/* Hands the body of a 2xx response to cb as it arrives instead of keeping it (the done
+ * callback then sees body ""); other statuses are kept as usual. Call it right after the
+ * request started, before the loop runs again. */
+void aiq_http_stream_body(aiq_http_req_t *req, aiq_http_data_cb cb);
+
 /* Stops a request; its callback will not run. */
 void aiq_http_cancel(aiq_http_t *http, aiq_http_req_t *req);
 

@@ -40,6 +40,9 @@ struct aiq_provider_call {
     int timer_on;     /* timer initialised: freeing waits for its close */
     int64_t sent_ms;  /* monotonic, for the latency signal */
     aiq_http_req_t *req;
+    aiq_bedrock_stream_t *stream;       /* ConverseStream reader of the attempt in flight */
+    int stream_broken;                  /* its framing broke: the transfer was stopped */
+    aiq_provider_partial_cb on_partial; /* text deltas of a stream, or NULL */
     uv_timer_t timer;
     aiq_call_outcome_t out;
 };
@@ -128,6 +131,7 @@ static void wait_del(aiq_provider_t *p, aiq_provider_call_t *c)
 static void call_free(aiq_provider_call_t *c)
 {
     aiq_bedrock_reply_free(&c->out.reply);
+    aiq_bedrock_stream_free(c->stream);
     free(c);
 }
 
@@ -302,6 +306,60 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
     uv_timer_start(&c->timer, on_backoff_done, (uint64_t)d.wait_ms, 0);
 }
 
+/* The answer of a 2xx exchange, into c->out.reply: true when there is one. A 200 is the
+ * model's answer, read or not (then raw and marked): never a failure. A stream is the
+ * exception: one that ends in an exception answers that error (*cls from its type, as the
+ * call would have), one that ends early is retried; and running out of memory. */
+static bool take_answer(aiq_provider_call_t *c, const aiq_http_response_t *resp,
+                        aiq_bedrock_class_t *cls)
+{
+    aiq_err_t err = {0};
+    int rc;
+    if (c->wire.stream) {
+        rc = aiq_bedrock_stream_finish(c->stream, &c->out.reply, &err);
+        const char *msg = NULL, *exc = aiq_bedrock_stream_exception(c->stream, &msg);
+        if (!rc)
+            return true;
+        *cls = AIQ_BEDROCK_RETRY;
+        if (exc) {
+            *cls = aiq_bedrock_classify(500, exc, 0, c->out.error_kind, sizeof(c->out.error_kind));
+            snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", msg);
+            return false;
+        }
+    } else {
+        aiq_bedrock_resp_t br = {
+            resp->body,          resp->body_len,          resp->input_tokens,
+            resp->output_tokens, resp->cache_read_tokens, resp->cache_write_tokens};
+        rc = aiq_bedrock_parse(&c->wire, &br, &c->out.reply, &err);
+        if (!rc)
+            return true;
+        *cls = AIQ_BEDROCK_RETRY;
+    }
+    snprintf(c->out.error_kind, sizeof(c->out.error_kind), "%s",
+             rc == AIQ_ENOMEM ? "out_of_memory" : "bad_stream");
+    snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
+    return false;
+}
+
+static void on_stream_text(void *opaque, const char *text, size_t len)
+{
+    aiq_provider_call_t *c = opaque;
+    if (c->on_partial)
+        c->on_partial(c->opaque, c->out.attempts, text, len);
+}
+
+static int on_stream_data(void *opaque, const char *data, size_t len)
+{
+    aiq_provider_call_t *c = opaque;
+    aiq_err_t err = {0};
+    int rc = aiq_bedrock_stream_feed(c->stream, data, len, &err);
+    if (rc >= 0)
+        return 0; /* an exception (1) is read to the end of the body, then answered */
+    c->stream_broken = 1;
+    snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
+    return 1;
+}
+
 static void on_reply(void *opaque, const aiq_http_response_t *resp)
 {
     aiq_provider_call_t *c = opaque;
@@ -323,13 +381,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
     if (resp->curl_code == CURLE_OPERATION_TIMEDOUT)
         snprintf(c->out.error_kind, sizeof(c->out.error_kind), "timeout");
     if (cls == AIQ_BEDROCK_OK) {
-        aiq_err_t err = {0};
-        aiq_bedrock_resp_t br = {
-            resp->body,          resp->body_len,          resp->input_tokens,
-            resp->output_tokens, resp->cache_read_tokens, resp->cache_write_tokens};
-        /* A 200 is the model's answer, read or not (then raw and marked): never a failure. Only
-         * running out of memory reading it fails here. */
-        if (aiq_bedrock_parse(&c->wire, &br, &c->out.reply, &err) == 0) {
+        if (take_answer(c, resp, &cls)) {
             aiq_breaker_share_report(p->d.breakers, c->model, true, probe, now);
             aiq_aimd_on_success(&l->aimd, aiq_mono_ms() - c->sent_ms, l->inflight + 1, now);
             aiq_retry_budget_success(&l->budget, c->retry_cost);
@@ -337,9 +389,8 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
             dispatch(p);
             return;
         }
-        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "out_of_memory");
-        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
-        cls = AIQ_BEDROCK_RETRY;
+    } else if (resp->curl_code != CURLE_OK && c->stream_broken) {
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "bad_stream");
     } else if (resp->curl_code != CURLE_OK) {
         snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", resp->curl_error);
     } else {
@@ -430,6 +481,17 @@ static void attempt(aiq_provider_call_t *c)
                        on_reply, c, &c->req, &err);
     call.headers = NULL; /* taken by aiq_http_post */
     aiq_bedrock_call_free(&call);
+    if (!rc && c->wire.stream) {
+        aiq_bedrock_stream_free(c->stream);
+        c->stream_broken = 0;
+        c->stream = aiq_bedrock_stream_new(on_stream_text, c);
+        if (c->stream)
+            aiq_http_stream_body(c->req, on_stream_data);
+        else {
+            aiq_http_cancel(p->d.http, c->req);
+            rc = aiq_err_set(&err, AIQ_ENOMEM, "out of memory for the stream reader");
+        }
+    }
     if (rc) {
         c->req = NULL;
         c->probe = 0;
@@ -474,6 +536,11 @@ static int lane_of(aiq_provider_t *p, const char *model)
 const char *aiq_provider_model(const aiq_provider_t *p, const aiq_job_t *job)
 {
     return aiq_bedrock_model(&p->d.bedrock, job);
+}
+
+void aiq_provider_on_partial(aiq_provider_call_t *c, aiq_provider_partial_cb cb)
+{
+    c->on_partial = cb;
 }
 
 aiq_provider_call_t *aiq_provider_request(aiq_provider_t *p, const aiq_job_t *job, int prio,

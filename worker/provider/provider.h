@@ -76,6 +76,15 @@ void aiq_provider_free(aiq_provider_t *p);
 aiq_provider_call_t *aiq_provider_request(aiq_provider_t *p, const aiq_job_t *job, int prio,
                                           int64_t deadline_ms, aiq_provider_cb cb, void *opaque);
 
+/* Text a ConverseStream call (a job with "stream": true) received so far, piece by piece, as
+ * it arrives: attempt numbers the model call it came from (a retry starts again from its
+ * first piece). Runs on the loop thread from inside the HTTP transfer; text is borrowed. */
+typedef void (*aiq_provider_partial_cb)(void *opaque, int attempt, const char *text, size_t len);
+
+/* Sets the partial-text callback of a request (called with the request's opaque); call it
+ * right after aiq_provider_request. */
+void aiq_provider_on_partial(aiq_provider_call_t *c, aiq_provider_partial_cb cb);
+
 /* Stops a request; its callback will not run. */
 void aiq_provider_cancel(aiq_provider_t *p, aiq_provider_call_t *call);
 

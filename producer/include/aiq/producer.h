@@ -128,7 +128,8 @@ int aiq_results_open_at(aiq_results_t **out, const char *brokers, const char *to
  * offsets) has been returned by aiq_results_next, else 0. */
 int aiq_results_caught_up(const aiq_results_t *r);
 
-/* Waits up to timeout_ms for the next result. Returns 1 and sets *json (malloc'd,
+/* Waits up to timeout_ms for the next result (partial records of streamed jobs, header
+ * aiq.status: partial, are skipped: their result follows them). Returns 1 and sets *json (malloc'd,
  * NUL-terminated, caller frees) and job_id (the record key), 0 on timeout, or a negative
  * code. */
 int aiq_results_next(aiq_results_t *r, int timeout_ms, char **json, char *job_id, size_t id_cap,
