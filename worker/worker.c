@@ -554,8 +554,24 @@ static int64_t queue_depth(void *ctx)
     return n + aiq_provider_stats(w->provider).waiting;
 }
 
+/* The producer looks a topic up on its first record: ~1 s that the first results of a
+ * fresh worker would wait (their slots with them). Learn the topics answers go to first. */
+static void warm_publisher(aiq_worker_t *w)
+{
+    char results[AIQ_TOPIC_MAX], dlq[AIQ_TOPIC_MAX], high[AIQ_TOPIC_MAX];
+    aiq_topic_results(w->cfg->topic_prefix, results, sizeof(results));
+    aiq_topic_dlq(w->cfg->topic_prefix, dlq, sizeof(dlq));
+    aiq_topic_jobs(w->cfg->topic_prefix, AIQ_PRIO_HIGH, high, sizeof(high));
+    const char *const topics[] = {results, dlq, high};
+    int64_t t0 = aiq_mono_ms();
+    int n = aiq_publisher_warm(w->pub, topics, 3, 5000);
+    aiq_log_info(w->log, "producer knows %d of 3 answer topics after %lld ms", n,
+                 (long long)(aiq_mono_ms() - t0));
+}
+
 int aiq_worker_start(aiq_worker_t *w, aiq_err_t *err)
 {
+    warm_publisher(w);
     int rc = aiq_consumer_start(w->consumer, err);
     if (rc)
         return rc;

@@ -1,4 +1,5 @@
 #include "publish.h"
+#include "timeutil.h"
 #include "bridge.h"
 #include "kafka.h"
 
@@ -257,6 +258,25 @@ int aiq_publisher_topic_max_bytes(aiq_publisher_t *p, const char *topic, int tim
     rd_kafka_AdminOptions_destroy(ao);
     rd_kafka_queue_destroy(q);
     return rc;
+}
+
+int aiq_publisher_warm(aiq_publisher_t *p, const char *const *topics, int n, int timeout_ms)
+{
+    int learned = 0;
+    int64_t end = aiq_mono_ms() + timeout_ms;
+    for (int i = 0; i < n; i++) {
+        int64_t left = end - aiq_mono_ms();
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topics[i], NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        if (rkt && left > 0 &&
+            rd_kafka_metadata(p->rk, 0, rkt, &md, (int)left) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            learned += md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR;
+            rd_kafka_metadata_destroy(md);
+        }
+        if (rkt)
+            rd_kafka_topic_destroy(rkt);
+    }
+    return learned;
 }
 
 int aiq_publisher_outq(const aiq_publisher_t *p)

@@ -44,6 +44,12 @@ int64_t aiq_publisher_max_message_bytes(const aiq_publisher_t *p);
 int aiq_publisher_topic_max_bytes(aiq_publisher_t *p, const char *topic, int timeout_ms,
                                   int64_t *out, aiq_err_t *err);
 
+/* Learns the partitions and leaders of topics (metadata, blocking up to timeout_ms in all:
+ * for the start only, before the loop runs), so the first result is not held back while
+ * the producer looks its topic up. Returns how many topics it learned; a topic it could
+ * not learn is looked up again on first use, as without this call. */
+int aiq_publisher_warm(aiq_publisher_t *p, const char *const *topics, int n, int timeout_ms);
+
 /* Records queued or in flight. */
 int aiq_publisher_outq(const aiq_publisher_t *p);
 
