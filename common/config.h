@@ -25,6 +25,7 @@ typedef struct aiq_config {
     char *worker_id;
     int64_t max_inflight;
     int64_t model_max_inflight;
+    int64_t max_unacked;
     int64_t backlog;
     int64_t max_job_bytes;
     int64_t default_timeout_ms;

@@ -141,14 +141,14 @@ static void finish_drain(aiq_worker_t *w)
 /* Drain ends when no job holds a slot and no record waits on the DLQ. */
 static int drained(const aiq_worker_t *w)
 {
-    return aiq_admission_inflight(w->adm) == 0 && aiq_pipeline_stats(w->pl)->dlq_waiting == 0;
+    return aiq_admission_unacked(w->adm) == 0 && aiq_pipeline_stats(w->pl)->dlq_waiting == 0;
 }
 
 static void on_slot_free(void *opaque, aiq_task_t *t)
 {
     aiq_worker_t *w = opaque;
     /* Draining ends in on_task_done, which follows for every task. */
-    aiq_admission_done(w->adm, aiq_task_node(t), aiq_mono_ms());
+    aiq_admission_release(w->adm, aiq_task_node(t), aiq_mono_ms());
 }
 
 static void on_task_done(void *opaque, aiq_task_t *t)
@@ -158,7 +158,9 @@ static void on_task_done(void *opaque, aiq_task_t *t)
     if (w->alerter && s.answered)
         aiq_alerter_job(w->alerter, s.error, s.total_ms, s.lookup, s.hit);
     aiq_consumer_done(w->consumer, aiq_task_ref(t));
-    /* The slot came back in on_slot_free; a dead letter's task ends after it. */
+    /* The slot came back in on_slot_free, when the answer went out; this ends the wait for
+     * its acknowledgement (worker.max_unacked bounds how many wait). */
+    aiq_admission_finished(w->adm, aiq_task_node(t), aiq_mono_ms());
     if (w->draining && drained(w))
         finish_drain(w);
 }
@@ -253,14 +255,14 @@ static void on_progress(uv_timer_t *t)
     w->last_progress_done = done;
     aiq_log_info(w->log,
                  "progress: succeeded=%llu degraded=%llu failed=%llu expired=%llu rejected=%llu "
-                 "dlq=%llu retries=%llu inflight=%lld backlog=%zu",
+                 "dlq=%llu retries=%llu inflight=%lld unacked=%lld backlog=%zu",
                  (unsigned long long)s.finished[AIQ_RESULT_SUCCEEDED],
                  (unsigned long long)s.finished[AIQ_RESULT_DEGRADED],
                  (unsigned long long)s.finished[AIQ_RESULT_FAILED],
                  (unsigned long long)s.finished[AIQ_RESULT_EXPIRED],
                  (unsigned long long)s.finished[AIQ_RESULT_REJECTED], (unsigned long long)s.dlq,
                  (unsigned long long)s.retries, (long long)aiq_admission_inflight(w->adm),
-                 aiq_admission_len(w->adm));
+                 (long long)aiq_admission_unacked(w->adm), aiq_admission_len(w->adm));
 }
 
 static void add_breaker(void *ctx, const char *model, aiq_breaker_state_t state,
@@ -484,6 +486,7 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
     d.ops = w->ops;
     w->bedrock.ops = w->ops;
     aiq_admission_conf_t ac = {.max_inflight = cfg->max_inflight,
+                               .max_unacked = cfg->max_unacked,
                                .model_max_inflight = cfg->model_max_inflight,
                                .backlog = cfg->backlog,
                                .aging_ms = cfg->aging_ms};

@@ -35,7 +35,7 @@ static void on_start(void *opaque, aiq_sched_node_t *n)
     j->started = 1;
     f->order[f->nstarted++] = j;
     if (j->finish_at_once)
-        aiq_admission_done(f->a, n, 0); /* re-enters admission from inside the hook */
+        aiq_admission_finished(f->a, n, 0); /* re-enters admission from inside the hook */
 }
 
 static void on_fetching(void *opaque, int prio, bool on)
@@ -82,10 +82,10 @@ static void admission_priority_across_models(void **state)
     push(f, &low, 3, 10);
     push(f, &crit, 0, 20);
     assert_true(busy.started && !low.started && !crit.started);
-    aiq_admission_done(f->a, &busy.node, 30);
+    aiq_admission_finished(f->a, &busy.node, 30);
     assert_true(crit.started);
     assert_false(low.started);
-    aiq_admission_done(f->a, &crit.node, 40);
+    aiq_admission_finished(f->a, &crit.node, 40);
     assert_true(low.started);
     aiq_admission_free(f->a);
 }
@@ -99,7 +99,7 @@ static void admission_aging_across_models(void **state)
     push(f, &busy, 0, 0);
     push(f, &low, 3, 0);
     push(f, &crit, 0, 5000); /* low has waited 5 aging periods: level -1 beats 0 */
-    aiq_admission_done(f->a, &busy.node, 5000);
+    aiq_admission_finished(f->a, &busy.node, 5000);
     assert_true(low.started);
     assert_false(crit.started);
     aiq_admission_free(f->a);
@@ -117,7 +117,7 @@ static void admission_model_cap(void **state)
     assert_true(a[0].started && a[1].started && b.started);
     assert_false(a[2].started);
     assert_int_equal(aiq_admission_inflight(f->a), 3);
-    aiq_admission_done(f->a, &a[0].node, 10);
+    aiq_admission_finished(f->a, &a[0].node, 10);
     assert_true(a[2].started);
     aiq_admission_free(f->a);
 }
@@ -192,7 +192,7 @@ static void admission_pause_and_resume(void **state)
     assert_int_equal(f->fetching[3], 0);
     assert_int_equal(f->fetching[0], 1);
     for (int i = 0; i < 3; i++)
-        aiq_admission_done(f->a, &f->order[i]->node, 10 + i); /* queue 5 -> 2 */
+        aiq_admission_finished(f->a, &f->order[i]->node, 10 + i); /* queue 5 -> 2 */
     assert_int_equal(aiq_admission_len_prio(f->a, 3), 2);
     assert_int_equal(f->fetching[3], 1);
     assert_int_equal(f->pauses, 1);
@@ -216,6 +216,35 @@ static void admission_expire_ignores_slots(void **state)
     aiq_admission_free(f->a);
 }
 
+/* A released slot starts the next job while the first waits for its ack; the jobs waiting
+ * for acks are bounded by max_unacked. */
+static void admission_slot_frees_before_the_ack(void **state)
+{
+    (void)state;
+    fake_t *f = fake_new(1, 0, 100);
+    aiq_admission_conf_t c = {
+        .max_inflight = 1, .max_unacked = 2, .backlog = 100, .aging_ms = 1000};
+    aiq_admission_hooks_t h = {on_start, on_fetching, on_expired, f};
+    aiq_admission_free(f->a);
+    assert_int_equal(aiq_admission_new(&f->a, &c, &h), 0);
+    job_t j[3] = {{.model = "m"}, {.model = "m"}, {.model = "m"}};
+    for (int i = 0; i < 3; i++)
+        push(f, &j[i], 2, i);
+    assert_true(j[0].started && !j[1].started);
+    aiq_admission_release(f->a, &j[0].node, 10); /* answer sent, ack pending */
+    assert_true(j[1].started);
+    assert_int_equal(aiq_admission_inflight(f->a), 1);
+    assert_int_equal(aiq_admission_unacked(f->a), 2);
+    aiq_admission_release(f->a, &j[1].node, 11);
+    assert_false(j[2].started); /* two answers wait for their acks: the cap */
+    aiq_admission_finished(f->a, &j[0].node, 12);
+    assert_true(j[2].started);
+    aiq_admission_finished(f->a, &j[1].node, 13); /* released already: only the ack counts */
+    assert_int_equal(aiq_admission_inflight(f->a), 1);
+    assert_int_equal(aiq_admission_unacked(f->a), 1);
+    aiq_admission_free(f->a);
+}
+
 /* Nothing starts after drain; remove_if keeps the counts. */
 static void admission_drain_and_remove(void **state)
 {
@@ -226,7 +255,7 @@ static void admission_drain_and_remove(void **state)
     push(f, &q1, 1, 0);
     push(f, &q2, 2, 0);
     aiq_admission_drain(f->a);
-    aiq_admission_done(f->a, &busy.node, 1);
+    aiq_admission_finished(f->a, &busy.node, 1);
     assert_false(q1.started || q2.started);
     assert_int_equal(aiq_admission_len(f->a), 2);
     assert_int_equal(aiq_admission_expire(f->a, 1 << 30, 2), 0);
@@ -243,6 +272,7 @@ int main(void)
         cmocka_unit_test(admission_single_model_uses_every_slot),
         cmocka_unit_test(admission_pause_and_resume),
         cmocka_unit_test(admission_expire_ignores_slots),
+        cmocka_unit_test(admission_slot_frees_before_the_ack),
         cmocka_unit_test(admission_drain_and_remove),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

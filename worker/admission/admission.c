@@ -23,7 +23,8 @@ struct aiq_admission {
     aiq_admission_hooks_t h;
     lane_t lanes[AIQ_ADM_LANES];
     int nlanes;
-    int64_t inflight;
+    int64_t inflight; /* holding a slot */
+    int64_t unacked;  /* started, not finished */
     size_t len, len_prio[AIQ_ADM_PRIOS];
     bool fetching[AIQ_ADM_PRIOS];
     bool draining;
@@ -42,6 +43,8 @@ int aiq_admission_new(aiq_admission_t **out, const aiq_admission_conf_t *conf,
     a->conf = *conf;
     if (a->conf.model_max_inflight < 1 || a->conf.model_max_inflight > conf->max_inflight)
         a->conf.model_max_inflight = conf->max_inflight;
+    if (a->conf.max_unacked < conf->max_inflight)
+        a->conf.max_unacked = a->conf.max_unacked > 0 ? conf->max_inflight : 4 * conf->max_inflight;
     a->h = *hooks;
     if (!(a->lanes[0].sched = aiq_sched_new(conf->aging_ms))) {
         free(a);
@@ -175,7 +178,9 @@ static void start(aiq_admission_t *a, aiq_sched_node_t *n)
     a->len--;
     a->len_prio[n->prio]--;
     a->inflight++;
+    a->unacked++;
     a->lanes[n->lane].inflight++;
+    n->slot = 1;
     a->h.start(a->h.opaque, n);
 }
 
@@ -196,7 +201,7 @@ void aiq_admission_pump(aiq_admission_t *a, int64_t mono_ms)
     if (a->pumping)
         return;
     a->pumping = true;
-    while (!a->draining && a->inflight < a->conf.max_inflight) {
+    while (!a->draining && a->inflight < a->conf.max_inflight && a->unacked < a->conf.max_unacked) {
         int lane = best_lane(a, mono_ms);
         if (lane < 0)
             break;
@@ -207,10 +212,25 @@ void aiq_admission_pump(aiq_admission_t *a, int64_t mono_ms)
         refill(a);
 }
 
-void aiq_admission_done(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms)
+static void release(aiq_admission_t *a, aiq_sched_node_t *node)
 {
+    if (!node->slot)
+        return;
+    node->slot = 0;
     a->inflight--;
     a->lanes[node->lane].inflight--;
+}
+
+void aiq_admission_release(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms)
+{
+    release(a, node);
+    aiq_admission_pump(a, mono_ms);
+}
+
+void aiq_admission_finished(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms)
+{
+    release(a, node);
+    a->unacked--;
     aiq_admission_pump(a, mono_ms);
 }
 
@@ -291,6 +311,11 @@ void aiq_admission_drain(aiq_admission_t *a)
 int64_t aiq_admission_inflight(const aiq_admission_t *a)
 {
     return a->inflight;
+}
+
+int64_t aiq_admission_unacked(const aiq_admission_t *a)
+{
+    return a->unacked;
 }
 
 size_t aiq_admission_len(const aiq_admission_t *a)

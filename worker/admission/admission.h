@@ -18,7 +18,9 @@
 typedef struct aiq_admission aiq_admission_t;
 
 typedef struct aiq_admission_conf {
-    int64_t max_inflight;       /* jobs started and not yet done, at most */
+    int64_t max_inflight;       /* jobs holding a slot (started, answer not yet sent), at most */
+    int64_t max_unacked;        /* jobs started and not finished (answer not yet acknowledged
+                                 * by the broker) at most; 0: 4 * max_inflight */
     int64_t model_max_inflight; /* of which for one model, at most (0 or > max: max_inflight) */
     int64_t backlog;            /* queued jobs; each priority gets a share (see prio_share) */
     int64_t aging_ms;           /* scheduler.h */
@@ -27,8 +29,8 @@ typedef struct aiq_admission_conf {
 /* What admission asks of the rest of the worker. Every hook runs on the loop thread, from
  * inside an aiq_admission_* call. */
 typedef struct aiq_admission_hooks {
-    /* Run this job now. It counts as in flight until aiq_admission_done(node). The hook may
-     * finish the job synchronously (calling aiq_admission_done from inside). */
+    /* Run this job now. It holds a slot until aiq_admission_release(node) and counts until
+     * aiq_admission_finished(node). The hook may do both synchronously, from inside. */
     void (*start)(void *opaque, aiq_sched_node_t *node);
     /* Fetch from the priority's partitions, or stop (its share of the backlog is full). */
     void (*set_fetching)(void *opaque, int prio, bool on);
@@ -53,9 +55,14 @@ void aiq_admission_push(aiq_admission_t *a, aiq_sched_node_t *node, int prio, co
 void aiq_admission_run_now(aiq_admission_t *a, aiq_sched_node_t *node, int prio, const char *model,
                            int64_t mono_ms);
 
-/* A started job gave its slot back (its answer is out, or it waits on the DLQ without a
- * slot): starts what may. */
-void aiq_admission_done(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms);
+/* A started job gave its slot back: its answer is handed to the producer, or it waits on the
+ * DLQ. The model's slot is free for the next call; the job still counts until finished.
+ * Starts what may. Once per started job. */
+void aiq_admission_release(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms);
+
+/* A started job is finished: every record it produced was acknowledged (its offset may be
+ * committed). Releases its slot too if it still held one. Starts what may. */
+void aiq_admission_finished(aiq_admission_t *a, aiq_sched_node_t *node, int64_t mono_ms);
 
 /* Starts jobs while slots are free: of the lanes with room (under the model's cap and its
  * share: max_inflight / models in use), the one whose head ranks first by the scheduler's
@@ -75,7 +82,8 @@ size_t aiq_admission_remove_if(aiq_admission_t *a, bool (*pred)(aiq_sched_node_t
 /* Stops starting jobs for good (drain); queued ones stay until removed. */
 void aiq_admission_drain(aiq_admission_t *a);
 
-int64_t aiq_admission_inflight(const aiq_admission_t *a);
+int64_t aiq_admission_inflight(const aiq_admission_t *a); /* holding a slot */
+int64_t aiq_admission_unacked(const aiq_admission_t *a);  /* started, not finished */
 size_t aiq_admission_len(const aiq_admission_t *a);
 size_t aiq_admission_len_prio(const aiq_admission_t *a, int prio);
 

@@ -12,6 +12,7 @@ typedef struct aiq_sched_node {
     struct aiq_sched_node *next;
     int prio;       /* 0 = critical .. 3 = low */
     int lane;       /* admission.c's lane (the job's model); the scheduler ignores it */
+    int slot;       /* admission.c: holds a slot now */
     int64_t enq_ms; /* monotonic time it was queued */
 } aiq_sched_node_t;
 

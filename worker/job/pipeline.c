@@ -360,7 +360,8 @@ static const char *op_label(const aiq_task_t *t)
     return op && strcmp(aiq_op_name(op), "*") != 0 ? aiq_op_name(op) : "other";
 }
 
-/* Gives the job slot back once: when the task waits on the DLQ, else when it finishes. */
+/* Gives the job slot back once: when its answer goes out (task_send), when it waits on the
+ * DLQ, at the latest when it finishes. */
 static void slot_free(aiq_task_t *t)
 {
     if (t->slot_freed)
@@ -618,6 +619,10 @@ static void task_send(aiq_task_t *t)
                             : t->out_kind == OUT_REQUEUE ? requeue_headers(t)
                                                          : result_headers(t);
     set_state(t, TASK_PUBLISHING);
+    /* The answer is out of the task's hands: its slot (and its model's call slot) serves the
+     * next job while the broker acknowledges; the offset waits for the ack. Before the send:
+     * a failed send may end the task. */
+    slot_free(t);
     t->pending++;
     int rc =
         aiq_publisher_send(pl->d.pub, t->out_topic, key, klen, val, vlen, h, on_delivered, t, &err);
