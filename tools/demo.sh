@@ -58,17 +58,32 @@ for _ in $(seq 300); do
 done
 say "both workers joined consumer group aiq-demo"
 
-say "submitting $JOBS jobs of mixed priority and waiting for every result"
-python3 - "$JOBS" >"$RUN_DIR/jobs.ndjson" <<'PY'
+# Little's law: with L the model latency and C jobs in flight per worker, 2 workers answer
+# at most 2 * C / L jobs/s. The submitter's own figures include its producer's start and the
+# wait for the last result, so a short run stays below the bound.
+BOUND=$((2 * INFLIGHT * 1000 / LATENCY))
+say "bound: 2 workers x $INFLIGHT in flight / $LATENCY ms model latency = $BOUND jobs/s"
+make_jobs() { # $1 = round name: payloads differ per round, so no round is answered from the cache
+    python3 - "$JOBS" "$1" <<'PY'
 import json, sys
 ops = ["vc-analysis", "content-generation", "business-framework", "persona-detection"]
 prios = ["critical", "high", "normal", "normal", "low", "low", "low", "low"]
 for i in range(int(sys.argv[1])):
     print(json.dumps({"operation": ops[i % 4], "priority": prios[i % len(prios)],
                       "persona": ["founder", "investor"][i % 2],
-                      "payload": {"company": f"Company {i}", "question": "What is the outlook?"}}))
+                      "payload": {"company": f"Company {i} ({sys.argv[2]})",
+                                  "question": "What is the outlook?"}}))
 PY
-"$BUILD/producer/aiq-submit" --summary --quiet --wait-timeout-ms 120000 "$RUN_DIR/jobs.ndjson"
+}
+for round in cold warm; do
+    if [ "$round" = cold ]; then
+        say "round 1 (cold: the workers' first jobs): $JOBS jobs of mixed priority, waiting for every result"
+    else
+        say "round 2 (warm: the same workers again, new payloads): $JOBS jobs"
+    fi
+    make_jobs "$round" >"$RUN_DIR/jobs-$round.ndjson"
+    "$BUILD/producer/aiq-submit" --summary --quiet --wait-timeout-ms 120000 "$RUN_DIR/jobs-$round.ndjson"
+done
 echo
 say "model calls seen by bedrock-sim: $(curl -s "$SIM_URL/_sim/stats")"
 say "stopping (workers drain on SIGTERM)"
