@@ -461,6 +461,11 @@ bool aiq_model_id_valid(const char *id)
     size_t n = id ? strlen(id) : 0;
     if (n < 1 || n > 2048 || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
         return false;
+    /* The pattern's alternative [a-zA-Z0-9:.-]+ takes every id of those characters alone
+     * (all foundation-model and inference-profile ids): no need to run the whole ERE, which
+     * cost ~54,000 instructions a job (bench/callgrind_job.py). */
+    if (strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:.-") == n)
+        return true;
     pthread_once(&model_re_once, compile_model_re);
     return model_re_ok && regexec(&model_re, id, 0, NULL, 0) == 0;
 }
