@@ -3,13 +3,15 @@
 partial record on the reply topic and to the result, against bedrock-sim's ConverseStream.
 Also the same jobs without streaming, to show what streaming costs the result.
 
-bedrock-sim answers a stream in one piece after its latency (every event at once), so the
-first partial and the result both wait for the whole answer here; the gap between them is
-what the worker adds between the stream's first event and its result. Against Bedrock the
-first partial comes after the model's time to first token, the result after the last one.
-Needs a build with the bedrock-sim that speaks ConverseStream, and a running broker.
+By default bedrock-sim answers a stream in one piece after its latency (every event at
+once), so the first partial and the result both wait for the whole answer; the gap between
+them is what the worker adds between the stream's first event and its result. With
+--stream-gap-ms N the sim sends the first event after its latency and each next one N ms
+later, as a model streams tokens: the first partial then comes after the first event, the
+result after the last. Needs a build with the bedrock-sim that speaks ConverseStream, and a
+running broker.
 
-  bench/stream_first_partial.py [--jobs 200] [--latency-ms 50]
+  bench/stream_first_partial.py [--jobs 200] [--latency-ms 50] [--stream-gap-ms 0]
 """
 import argparse
 import json
@@ -66,10 +68,13 @@ def main():
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--latency-ms", type=int, default=50)
+    ap.add_argument("--stream-gap-ms", type=int, default=0,
+                    help="bedrock-sim's gap between stream events (0: all at once)")
     a = ap.parse_args()
     env = Env(pathlib.Path(tempfile.mkdtemp()))
     try:
-        env.start_sim(latency_ms=a.latency_ms)
+        env.start_sim(latency_ms=a.latency_ms,
+                      extra=("--stream-gap-ms", str(a.stream_gap_ms)))
         env.start_worker(AIQ_LOG_LEVEL="warn")
         env.wait_group_stable(1)
         c = env.consumer()
@@ -79,7 +84,8 @@ def main():
         first, final_s = measure(env, c, p, a.jobs, True)
         _, final_n = measure(env, c, p, a.jobs, False)
         c.close()
-        print(f"{a.jobs} jobs one at a time, sim latency {a.latency_ms} ms")
+        print(f"{a.jobs} jobs one at a time, sim latency {a.latency_ms} ms, "
+              f"stream gap {a.stream_gap_ms} ms")
         print("| measure | p50 | p90 | p99 |")
         print("| --- | --- | --- | --- |")
         for label, xs in (("stream: submit → first partial", first),

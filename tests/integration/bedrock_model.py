@@ -1,6 +1,11 @@
 """The Bedrock contract in Python: botocore's own `bedrock-runtime` service model (the pinned
 botocore of tests/requirements.txt) judging a request, for the integration tests.
 
+The model is read from tools/bedrock-sim/bedrock-runtime.model.json, the same pinned input
+shapes bedrock-sim enforces, through botocore's own ServiceModel and validator: a botocore of
+another version installed next to the tests changes neither side of the contract
+(test_bedrock_contract checks that the file is what the pinned botocore makes).
+
 botocore's validator (`botocore.validate.validate_parameters`) checks required members,
 unknown members, types, unions (exactly one member) and `min` (length and value). It skips
 what only the service enforces: `max` (length and value), `enum` and `pattern`. `violations`
@@ -17,16 +22,45 @@ import functools
 import json
 import re
 
+import os
+
 import botocore.session
 from botocore.exceptions import ParamValidationError
+from botocore.model import ServiceModel
 from botocore.validate import validate_parameters
 
 SERVICE = "bedrock-runtime"
 DEPTH_MAX = 64  # as bedrock-sim's SIM_MODEL_DEPTH_MAX
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL_FILE = os.path.join(ROOT, "tools", "bedrock-sim", "bedrock-runtime.model.json")
+REQUIREMENTS = os.path.join(ROOT, "tests", "requirements.txt")
+
+
+def pinned_botocore():
+    """The botocore version tests/requirements.txt pins."""
+    with open(REQUIREMENTS, encoding="utf-8") as f:
+        for line in f:
+            if line.strip().startswith("botocore=="):
+                return line.strip().split("==", 1)[1]
+    raise LookupError("tests/requirements.txt pins no botocore")
 
 
 @functools.lru_cache(maxsize=1)
 def service_model():
+    """botocore's ServiceModel over the pinned input shapes (the file bedrock-sim uses)."""
+    with open(MODEL_FILE, encoding="utf-8") as f:
+        doc = json.load(f)
+    ops = {name: {"name": name, "http": {"method": op["method"], "requestUri": op["requestUri"]},
+                  "input": {"shape": op["input"]}} for name, op in doc["operations"].items()}
+    meta = {"apiVersion": doc["source"]["apiVersion"], "protocol": "rest-json",
+            "endpointPrefix": SERVICE, "serviceId": "Bedrock Runtime",
+            "signatureVersion": "v4", "signingName": "bedrock"}
+    return ServiceModel({"metadata": meta, "operations": ops, "shapes": doc["shapes"]},
+                        service_name=SERVICE)
+
+
+def installed_service_model():
+    """The bedrock-runtime model of whatever botocore is installed (may differ from the pin)."""
     return botocore.session.get_session().get_service_model(SERVICE)
 
 

@@ -1851,19 +1851,19 @@ static struct MHD_Response *error_response(const char *type, const char *fmt, ..
     return r;
 }
 
+/* Set by main before the daemon starts (read-only afterwards): request ids differ between runs. */
+static uint64_t request_id_seed;
+
 /* x-amzn-RequestId, as Bedrock sends on every answer: a UUID, unique within this process
- * (a counter mixed with the start time), so a test can quote one failure. */
+ * (an atomic counter through splitmix64, a bijection) and between runs (the seed), so a test
+ * can quote one failure. Any thread. */
 static void add_request_id(struct MHD_Response *resp)
 {
     static uint64_t counter;
-    static int64_t epoch;
     char id[40];
 
-    if (!epoch)
-        __atomic_store_n(&epoch, aiq_now_ms(), __ATOMIC_RELAXED); /* any thread's value will do */
     uint64_t n = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
-    uint64_t a = splitmix64((uint64_t)__atomic_load_n(&epoch, __ATOMIC_RELAXED) ^ n * 2);
-    uint64_t b = splitmix64(n * 2 + 1 + (uint64_t)epoch);
+    uint64_t a = splitmix64(n), b = splitmix64(request_id_seed ^ n);
     snprintf(id, sizeof(id), "%08x-%04x-4%03x-%04x-%012" PRIx64, (unsigned)(a >> 32),
              (unsigned)(a >> 16 & 0xffff), (unsigned)(a & 0xfff),
              (unsigned)(0x8000 | (b >> 48 & 0x3fff)), (uint64_t)(b & 0xffffffffffffULL));
@@ -2824,6 +2824,7 @@ int main(int argc, char **argv)
         return 2;
     }
     setup_signals();
+    request_id_seed = splitmix64((uint64_t)aiq_now_ms() ^ (uint64_t)getpid() << 32);
     max_conns = fit_fd_limit(sim.conf.max_connections);
     if ((fd = open_listener(sim.conf.listen, sim.conf.port, 4096, shown, sizeof(shown), &err)) < 0)
         goto fail;

@@ -20,6 +20,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "bedrock-runtime.model.json")
+REQUIREMENTS = os.path.join(HERE, "..", "..", "tests", "requirements.txt")
 KEEP = ("type", "required", "min", "max", "enum", "union", "document", "payload", "member",
         "key", "value", "eventstream", "streaming")
 MEMBER_KEEP = ("shape", "location", "locationName")
@@ -248,6 +249,14 @@ def render(doc):
     return "\n".join(lines) + "\n"
 
 
+def pinned_version():
+    with open(REQUIREMENTS, encoding="utf-8") as f:
+        for line in f:
+            if line.strip().startswith("botocore=="):
+                return line.strip().split("==", 1)[1]
+    return None
+
+
 def build():
     import botocore
     path = service_model_path()
@@ -262,7 +271,15 @@ def main():
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--check", action="store_true",
                     help="compare with --out instead of writing it; exit 1 when it differs")
+    ap.add_argument("--any-botocore", action="store_true",
+                    help="use the installed botocore even when it is not the pinned version")
     args = ap.parse_args()
+    import botocore
+    pin = pinned_version()
+    if pin and botocore.__version__ != pin and not args.any_botocore:
+        print(f"installed botocore is {botocore.__version__}, tests/requirements.txt pins {pin}: "
+              "install the pin (tools/bootstrap.sh) or pass --any-botocore", file=sys.stderr)
+        return 2
     text = build()
     if args.check:
         try:
