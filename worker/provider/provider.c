@@ -19,6 +19,9 @@ typedef struct lane {
     aiq_retry_budget_t budget;
     int inflight; /* calls on the wire or holding a slot while backing off */
     int used;     /* has had a call: counts in the gauges */
+    /* calls of this model waiting for a slot, oldest first: a model at its limit is skipped
+     * in one step, however many of its calls wait */
+    struct aiq_provider_call *wait_head, *wait_tail;
 } lane_t;
 
 struct aiq_provider_call {
@@ -28,6 +31,7 @@ struct aiq_provider_call {
     const char *model;
     aiq_bedrock_wire_t wire; /* what the request sent: the reply is read as this */
     int lane;
+    uint64_t seq; /* when it last started waiting */
     int64_t deadline_ms;
     aiq_provider_cb cb;
     void *opaque;
@@ -49,9 +53,10 @@ struct aiq_provider_call {
 
 struct aiq_provider {
     aiq_provider_deps_t d;
-    /* Calls waiting for a slot, in the order admission started their jobs (which already
-     * applied priority and aging): one decision, not a second priority queue here. */
-    aiq_provider_call_t *wait_head, *wait_tail;
+    /* Calls waiting for a slot wait on their model's lane, in the order admission started
+     * their jobs (which already applied priority and aging): one decision, not a second
+     * priority queue here. seq orders the heads of different lanes. */
+    uint64_t seq;
     aiq_provider_call_t *live; /* in flight or backing off */
     int inflight;              /* all lanes: at most bedrock.max_concurrency */
     int cap;
@@ -100,27 +105,30 @@ static void live_del(aiq_provider_t *p, aiq_provider_call_t *c)
 static void wait_push(aiq_provider_t *p, aiq_provider_call_t *c)
 {
     live_del(p, c);
+    lane_t *l = &p->lanes[c->lane];
     c->waiting = 1;
+    c->seq = ++p->seq;
     c->next = NULL;
-    c->prev = p->wait_tail;
-    if (p->wait_tail)
-        p->wait_tail->next = c;
+    c->prev = l->wait_tail;
+    if (l->wait_tail)
+        l->wait_tail->next = c;
     else
-        p->wait_head = c;
-    p->wait_tail = c;
+        l->wait_head = c;
+    l->wait_tail = c;
     p->stats.waiting++;
 }
 
 static void wait_del(aiq_provider_t *p, aiq_provider_call_t *c)
 {
+    lane_t *l = &p->lanes[c->lane];
     if (c->prev)
         c->prev->next = c->next;
     else
-        p->wait_head = c->next;
+        l->wait_head = c->next;
     if (c->next)
         c->next->prev = c->prev;
     else
-        p->wait_tail = c->prev;
+        l->wait_tail = c->prev;
     c->prev = c->next = NULL;
     c->waiting = 0;
     p->stats.waiting--;
@@ -207,21 +215,28 @@ static int lane_limit(const aiq_provider_t *p, const lane_t *l)
     return p->d.cfg->adaptive ? aiq_aimd_limit(&l->aimd) : l->aimd.conf.max;
 }
 
+/* The oldest waiting call of a model under its limit, or NULL. */
+static aiq_provider_call_t *next_waiting(const aiq_provider_t *p)
+{
+    aiq_provider_call_t *best = NULL;
+    for (int i = 0; i < p->nlanes; i++) {
+        const lane_t *l = &p->lanes[i];
+        if (l->wait_head && l->inflight < lane_limit(p, l) &&
+            (!best || l->wait_head->seq < best->seq))
+            best = l->wait_head;
+    }
+    return best;
+}
+
 /* Starts waiting calls, oldest first, while the global cap allows; a call whose model is
- * at its own limit waits without holding back the calls of other models behind it. */
+ * at its own limit waits without holding back the calls of other models. */
 static void dispatch(aiq_provider_t *p)
 {
-    aiq_provider_call_t *c = p->wait_head;
-    while (c && p->inflight < p->cap) {
-        aiq_provider_call_t *next = c->next;
-        const lane_t *l = &p->lanes[c->lane];
-        if (l->inflight < lane_limit(p, l)) {
-            wait_del(p, c);
-            live_add(p, c);
-            attempt(c); /* may end other calls, but never the waiting ones after c */
-            next = p->wait_head;
-        }
-        c = next;
+    aiq_provider_call_t *c;
+    while (p->inflight < p->cap && (c = next_waiting(p)) != NULL) {
+        wait_del(p, c);
+        live_add(p, c);
+        attempt(c);
     }
 }
 
@@ -513,6 +528,7 @@ static void lane_init(aiq_provider_t *p, lane_t *l, const char *model)
     aiq_retry_budget_init(&l->budget, (int)p->d.cfg->retry_budget, 5, 10);
     l->inflight = 0;
     l->used = 0;
+    l->wait_head = l->wait_tail = NULL;
 }
 
 /* The lane of model, made on first use; lane 0 when the table is full. */
@@ -572,9 +588,10 @@ void aiq_provider_cancel(aiq_provider_t *p, aiq_provider_call_t *c)
 /* The first waiting call whose deadline has passed, or NULL. */
 static aiq_provider_call_t *first_expired(aiq_provider_t *p, int64_t now_ms)
 {
-    for (aiq_provider_call_t *c = p->wait_head; c; c = c->next)
-        if (c->deadline_ms <= now_ms)
-            return c;
+    for (int i = 0; i < p->nlanes; i++)
+        for (aiq_provider_call_t *c = p->lanes[i].wait_head; c; c = c->next)
+            if (c->deadline_ms <= now_ms)
+                return c;
     return NULL;
 }
 
@@ -653,7 +670,8 @@ void aiq_provider_free(aiq_provider_t *p)
         return;
     while (p->live)
         call_release(p->live);
-    while (p->wait_head)
-        call_release(p->wait_head);
+    for (int i = 0; i < p->nlanes; i++)
+        while (p->lanes[i].wait_head)
+            call_release(p->lanes[i].wait_head);
     uv_close((uv_handle_t *)&p->pump, on_pump_closed);
 }
