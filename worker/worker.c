@@ -624,9 +624,17 @@ int aiq_worker_shutdown(aiq_worker_t *w)
         aiq_log_warn(w->log, "producer flush timed out; unacknowledged results stay "
                              "uncommitted and will be redone");
     on_progress(&w->progress);
+    /* Every record goes back to librdkafka before its handle does: rd_kafka_destroy waits
+     * for the messages still held, so a job left running (a hung model call past the drain
+     * timeout) would keep the worker from ever exiting. Queued jobs leave admission first:
+     * the final revoke inside close looks there. */
+    drop_ctx_t d = {w, NULL};
+    aiq_admission_drain(w->adm);
+    aiq_admission_remove_if(w->adm, match_ctx, drop_ctx_node, &d);
+    aiq_pipeline_free(w->pl);
+    w->pl = NULL;
     /* Offsets of finished jobs were stored as they finished; closing commits them. */
     aiq_consumer_close(w->consumer);
-    aiq_pipeline_free(w->pl);
     aiq_alerter_free(w->alerter);
     aiq_provider_free(w->provider);
     aiq_breaker_share_free(w->breakers);
