@@ -425,12 +425,17 @@ def test_consumer_kill9_loses_nothing(aiq_env):
           f"{static_bound}; {len(not_victims)} duplicated id(s) never answered by the victim")
     assert not not_victims, (f"{len(not_victims)} job(s) answered by a surviving worker were "
                              f"redone: {sorted(not_victims.items())[:5]}")
-    assert n_dup <= min(victim_recent + KILL_SLOTS, static_bound), (n_dup, victim_recent)
-    # Every model call produced a result except those the killed worker had in flight; a
-    # redone job whose answer was cached before the kill costs no call.
+    # (Answers waiting for their ack count like jobs in flight: at most 4 x the slots more.)
+    assert n_dup <= min(victim_recent + 5 * KILL_SLOTS, static_bound + 4 * KILL_SLOTS), \
+        (n_dup, victim_recent)
+    # Every model call produced a result except those the killed worker had in flight or
+    # had answered without the broker's ack yet (a slot frees when the answer goes out;
+    # worker.max_unacked, default 4 x its slots, bounds those); a redone job whose answer
+    # was cached before the kill costs no call.
     stats = sim.stats()
     called = sum(1 for _, _, v in snap if not v["cache"]["hit"])
-    assert 0 <= stats["requests"] - called <= KILL_SLOTS, (stats["requests"], called, len(ids))
+    lost_calls = stats["requests"] - called
+    assert 0 <= lost_calls <= KILL_SLOTS + 4 * KILL_SLOTS, (stats["requests"], called, len(ids))
 
     for w in aiq_env.workers[1:]:
         assert w.stop() == 0, w.output()[-3000:]
