@@ -1,4 +1,5 @@
 #include "result.h"
+#include "jsonw.h"
 #include "timeutil.h"
 
 #include <jansson.h>
@@ -23,127 +24,156 @@ const char *aiq_result_status_name(aiq_result_status_t s)
     return "failed";
 }
 
-/* json_string() fails on invalid UTF-8; such text must not vanish silently. */
-static int put_str(json_t *o, const char *key, const char *v, int *bad)
+/* Members in the order the schema lists them. The writer refuses text that is not UTF-8:
+ * such text must not vanish silently. */
+static void put_usage(aiq_jw_t *w, const aiq_result_t *r)
 {
-    if (!v)
-        return json_object_set_new(o, key, json_null());
-    json_t *s = json_string(v);
-    if (!s) {
-        *bad = 1;
-        return -1;
-    }
-    return json_object_set_new(o, key, s);
-}
-
-static json_t *usage_obj(const aiq_result_t *r)
-{
-    json_t *u = json_object();
-    json_object_set_new(u, "input_tokens", json_integer(r->input_tokens));
-    json_object_set_new(u, "output_tokens", json_integer(r->output_tokens));
-    json_object_set_new(u, "cache_read_input_tokens", json_integer(r->cache_read_tokens));
-    json_object_set_new(u, "cache_write_input_tokens", json_integer(r->cache_write_tokens));
-    json_object_set_new(u, "total_tokens", json_integer(r->total_tokens));
+    aiq_jw_key(w, "usage");
+    aiq_jw_obj_begin(w);
+    aiq_jw_key(w, "input_tokens");
+    aiq_jw_int(w, r->input_tokens);
+    aiq_jw_key(w, "output_tokens");
+    aiq_jw_int(w, r->output_tokens);
+    aiq_jw_key(w, "cache_read_input_tokens");
+    aiq_jw_int(w, r->cache_read_tokens);
+    aiq_jw_key(w, "cache_write_input_tokens");
+    aiq_jw_int(w, r->cache_write_tokens);
+    aiq_jw_key(w, "total_tokens");
+    aiq_jw_int(w, r->total_tokens);
     /* Unknown (negative) or non-finite cost is null, never a silently missing key. */
-    json_object_set_new(u, "cost_usd",
-                        r->cost_usd >= 0 && isfinite(r->cost_usd) ? json_real(r->cost_usd)
-                                                                  : json_null());
-    return u;
+    aiq_jw_key(w, "cost_usd");
+    if (r->cost_usd >= 0 && isfinite(r->cost_usd))
+        aiq_jw_real(w, r->cost_usd);
+    else
+        aiq_jw_null(w);
+    aiq_jw_obj_end(w);
 }
 
-static json_t *timings_obj(const aiq_result_t *r)
+static void put_timings(aiq_jw_t *w, const aiq_result_t *r)
 {
-    json_t *t = json_object();
-    json_object_set_new(t, "queued_ms", json_integer(r->queued_ms));
-    json_object_set_new(t, "provider_ms", json_integer(r->provider_ms));
-    json_object_set_new(t, "total_ms", json_integer(r->total_ms));
-    return t;
+    aiq_jw_key(w, "timings");
+    aiq_jw_obj_begin(w);
+    aiq_jw_key(w, "queued_ms");
+    aiq_jw_int(w, r->queued_ms);
+    aiq_jw_key(w, "provider_ms");
+    aiq_jw_int(w, r->provider_ms);
+    aiq_jw_key(w, "total_ms");
+    aiq_jw_int(w, r->total_ms);
+    aiq_jw_obj_end(w);
 }
 
-static json_t *error_obj(const aiq_result_t *r, int *bad)
+static void put_error(aiq_jw_t *w, const aiq_result_t *r)
 {
-    if (!r->error_kind)
-        return json_null();
-    json_t *e = json_object();
-    put_str(e, "kind", r->error_kind, bad);
-    put_str(e, "message", r->error_message ? r->error_message : "", bad);
-    if (r->http_status)
-        json_object_set_new(e, "http_status", json_integer(r->http_status));
-    if (r->error_support)
-        put_str(e, "support", r->error_support, bad);
-    if (r->request_id && r->request_id[0])
-        put_str(e, "request_id", r->request_id, bad);
-    return e;
-}
-
-static json_t *cache_obj(const aiq_result_t *r, int *bad)
-{
-    json_t *c = json_pack("{s:b}", "hit", r->cache_hit);
-    if (r->cache_key)
-        put_str(c, "key", r->cache_key, bad);
-    if (r->cache_hit || r->cache_stale) {
-        json_object_set_new(c, "age_ms", json_integer(r->cache_age_ms));
-        json_object_set_new(c, "stale", json_boolean(r->cache_stale));
+    aiq_jw_key(w, "error");
+    if (!r->error_kind) {
+        aiq_jw_null(w);
+        return;
     }
-    return c;
+    aiq_jw_obj_begin(w);
+    aiq_jw_key(w, "kind");
+    aiq_jw_str(w, r->error_kind);
+    aiq_jw_key(w, "message");
+    aiq_jw_str(w, r->error_message ? r->error_message : "");
+    if (r->http_status) {
+        aiq_jw_key(w, "http_status");
+        aiq_jw_int(w, r->http_status);
+    }
+    if (r->error_support) {
+        aiq_jw_key(w, "support");
+        aiq_jw_str(w, r->error_support);
+    }
+    if (r->request_id && r->request_id[0]) {
+        aiq_jw_key(w, "request_id");
+        aiq_jw_str(w, r->request_id);
+    }
+    aiq_jw_obj_end(w);
 }
 
-static json_t *output_obj(const aiq_result_t *r, int *bad)
+static void put_cache(aiq_jw_t *w, const aiq_result_t *r)
 {
-    if (!r->output_text)
-        return json_null();
-    json_t *o = json_object();
-    put_str(o, "text", r->output_text, bad);
+    aiq_jw_key(w, "cache");
+    aiq_jw_obj_begin(w);
+    aiq_jw_key(w, "hit");
+    aiq_jw_bool(w, r->cache_hit);
+    if (r->cache_key) {
+        aiq_jw_key(w, "key");
+        aiq_jw_str(w, r->cache_key);
+    }
+    if (r->cache_hit || r->cache_stale) {
+        aiq_jw_key(w, "age_ms");
+        aiq_jw_int(w, r->cache_age_ms);
+        aiq_jw_key(w, "stale");
+        aiq_jw_bool(w, r->cache_stale);
+    }
+    aiq_jw_obj_end(w);
+}
+
+static void put_output(aiq_jw_t *w, const aiq_result_t *r)
+{
+    aiq_jw_key(w, "output");
+    if (!r->output_text) {
+        aiq_jw_null(w);
+        return;
+    }
+    aiq_jw_obj_begin(w);
+    aiq_jw_key(w, "text");
+    aiq_jw_str(w, r->output_text);
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)r->output_extra, k, v)
     {
-        if (strcmp(k, "text") != 0)
-            json_object_set(o, k, v);
+        if (strcmp(k, "text") != 0) {
+            aiq_jw_key(w, k);
+            aiq_jw_json(w, v);
+        }
     }
-    return o;
+    aiq_jw_obj_end(w);
+}
+
+static void put_member(aiq_jw_t *w, const char *key, const char *v)
+{
+    aiq_jw_key(w, key);
+    aiq_jw_str(w, v);
+}
+
+static int finish(aiq_jw_t *w, const char *what, const char *id, char **out, size_t *len,
+                  aiq_err_t *err)
+{
+    int rc = aiq_jw_finish(w, out, len);
+    if (rc == AIQ_EINVAL)
+        return aiq_err_set(err, rc, "%s for %s has a string that is not UTF-8", what, id);
+    return rc ? aiq_err_set(err, rc, "out of memory") : 0;
 }
 
 int aiq_result_encode(const aiq_result_t *r, char **out, size_t *len, aiq_err_t *err)
 {
     if (!r->job_id)
         return aiq_err_set(err, AIQ_EINVAL, "result without job_id");
-    json_t *o = json_object();
-    if (!o)
-        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
-    int bad = 0;
+    aiq_jw_t w = {0};
     char done_at[32];
-    put_str(o, "job_id", r->job_id, &bad);
+    aiq_jw_obj_begin(&w);
+    put_member(&w, "job_id", r->job_id);
     if (r->correlation_id)
-        put_str(o, "correlation_id", r->correlation_id, &bad);
-    put_str(o, "status", aiq_result_status_name(r->status), &bad);
-    put_str(o, "operation", r->operation, &bad);
-    put_str(o, "priority", r->priority, &bad);
-    json_object_set_new(o, "output", output_obj(r, &bad));
-    put_str(o, "stop_reason", r->stop_reason, &bad);
-    json_object_set_new(o, "usage", usage_obj(r));
-    put_str(o, "model", r->model, &bad);
-    json_object_set_new(o, "cache", cache_obj(r, &bad));
-    put_str(o, "fallback", r->fallback, &bad);
-    json_object_set_new(o, "attempts", json_integer(r->attempts));
-    json_object_set_new(o, "timings", timings_obj(r));
-    put_str(o, "worker", r->worker, &bad);
-    json_object_set_new(o, "error", error_obj(r, &bad));
-    put_str(o, "completed_at", aiq_time_format(r->completed_at_ms, done_at, sizeof(done_at)), &bad);
+        put_member(&w, "correlation_id", r->correlation_id);
+    put_member(&w, "status", aiq_result_status_name(r->status));
+    put_member(&w, "operation", r->operation);
+    put_member(&w, "priority", r->priority);
+    put_output(&w, r);
+    put_member(&w, "stop_reason", r->stop_reason);
+    put_usage(&w, r);
+    put_member(&w, "model", r->model);
+    put_cache(&w, r);
+    put_member(&w, "fallback", r->fallback);
+    aiq_jw_key(&w, "attempts");
+    aiq_jw_int(&w, r->attempts);
+    put_timings(&w, r);
+    put_member(&w, "worker", r->worker);
+    put_error(&w, r);
+    put_member(&w, "completed_at", aiq_time_format(r->completed_at_ms, done_at, sizeof(done_at)));
     if (r->traceparent)
-        put_str(o, "traceparent", r->traceparent, &bad);
-    if (bad) {
-        json_decref(o);
-        return aiq_err_set(err, AIQ_EINVAL, "result for %s has a string that is not UTF-8",
-                           r->job_id);
-    }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!s)
-        return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
-    *out = s;
-    *len = strlen(s);
-    return 0;
+        put_member(&w, "traceparent", r->traceparent);
+    aiq_jw_obj_end(&w);
+    return finish(&w, "result", r->job_id, out, len, err);
 }
 
 int aiq_result_encode_partial(const aiq_result_partial_t *p, char **out, size_t *len,
@@ -151,32 +181,25 @@ int aiq_result_encode_partial(const aiq_result_partial_t *p, char **out, size_t 
 {
     if (!p->job_id)
         return aiq_err_set(err, AIQ_EINVAL, "partial without job_id");
-    json_t *o = json_object();
-    json_t *text = json_stringn(p->text ? p->text : "", p->text ? p->text_len : 0);
-    if (!o || !text) {
-        json_decref(o);
-        json_decref(text);
-        return aiq_err_set(err, text ? AIQ_ENOMEM : AIQ_EINVAL,
-                           text ? "out of memory" : "partial text is not UTF-8");
-    }
-    int bad = 0;
-    put_str(o, "job_id", p->job_id, &bad);
+    aiq_jw_t w = {0};
+    aiq_jw_obj_begin(&w);
+    put_member(&w, "job_id", p->job_id);
     if (p->correlation_id)
-        put_str(o, "correlation_id", p->correlation_id, &bad);
-    put_str(o, "status", "partial", &bad);
-    json_object_set_new(o, "seq", json_integer(p->seq));
-    json_object_set_new(o, "attempt", json_integer(p->attempt));
-    json_object_set_new(o, "delta", json_pack("{s:o}", "text", text));
-    put_str(o, "model", p->model, &bad);
-    put_str(o, "worker", p->worker, &bad);
+        put_member(&w, "correlation_id", p->correlation_id);
+    put_member(&w, "status", "partial");
+    aiq_jw_key(&w, "seq");
+    aiq_jw_int(&w, p->seq);
+    aiq_jw_key(&w, "attempt");
+    aiq_jw_int(&w, p->attempt);
+    aiq_jw_key(&w, "delta");
+    aiq_jw_obj_begin(&w);
+    aiq_jw_key(&w, "text");
+    aiq_jw_strn(&w, p->text ? p->text : "", p->text ? p->text_len : 0);
+    aiq_jw_obj_end(&w);
+    put_member(&w, "model", p->model);
+    put_member(&w, "worker", p->worker);
     if (p->traceparent)
-        put_str(o, "traceparent", p->traceparent, &bad);
-    char *s = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!s)
-        return aiq_err_set(err, bad ? AIQ_EINVAL : AIQ_ENOMEM,
-                           bad ? "partial has a string that is not UTF-8" : "out of memory");
-    *out = s;
-    *len = strlen(s);
-    return 0;
+        put_member(&w, "traceparent", p->traceparent);
+    aiq_jw_obj_end(&w);
+    return finish(&w, "partial", p->job_id, out, len, err);
 }
