@@ -1,12 +1,16 @@
 /* kafka_relay: the physical limit of aiq's Kafka path. Consumes jobs from the four job
  * topics and publishes a tiny result per job, doing no other work, with the worker's
- * librdkafka settings and its at-least-once rule (an offset is stored for auto-commit only
- * after the results of it and of every earlier record of its partition were acked).
+ * librdkafka settings (from common/kafka.c, the worker's own roles) and its at-least-once rule (an
+ * offset is stored for auto-commit only after the results of it and of every earlier record of its
+ * partition were acked).
  *
  * Follows the peer contract of bench/peers/README.md (PEER_BROKERS, PEER_PREFIX,
  * PEER_GROUP, PEER_MAX_INFLIGHT; prints "peer ready"; drains and exits 0 on SIGTERM), so
  * bench/run.py starts it like any other contender. Single-threaded: both librdkafka
  * queues signal one pipe, and the loop sleeps in poll(2) on it. */
+#include "config.h"
+#include "kafka.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -71,14 +75,20 @@ static int env_str(const char *name, const char **out)
     return 0;
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value)
+/* The worker's own client settings for role: the relay measures the same Kafka path. */
+static rd_kafka_conf_t *worker_conf(aiq_kafka_role_t role, const char *brokers, const char *group)
 {
-    char errstr[256];
-    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "kafka_relay: %s=%s: %s\n", name, value, errstr);
-        return -1;
-    }
-    return 0;
+    aiq_config_t cfg;
+    aiq_err_t err = {0};
+    rd_kafka_conf_t *conf = NULL;
+    aiq_kafka_params_t params = {.brokers = brokers, .cfg = &cfg};
+    if (aiq_config_init(&cfg) || aiq_config_set(&cfg, "kafka.brokers", brokers, &err) ||
+        aiq_config_set(&cfg, "kafka.group_id", group, &err) ||
+        aiq_config_set(&cfg, "worker.id", "kafka-relay", &err) ||
+        aiq_kafka_conf_new(&conf, role, &params, &err))
+        fprintf(stderr, "kafka_relay: %s\n", err.msg);
+    aiq_config_free(&cfg);
+    return conf;
 }
 
 static int topic_index(const relay_t *r, const char *topic)
@@ -213,19 +223,9 @@ static int relay_one(relay_t *r, rd_kafka_message_t *m)
 static rd_kafka_t *make_consumer(relay_t *r, const char *brokers, const char *group)
 {
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", brokers) || conf_set(conf, "group.id", group) ||
-        conf_set(conf, "partition.assignment.strategy", "cooperative-sticky") ||
-        conf_set(conf, "enable.auto.commit", "true") ||
-        conf_set(conf, "auto.commit.interval.ms", "50") ||
-        conf_set(conf, "fetch.wait.max.ms", "50") ||
-        conf_set(conf, "enable.auto.offset.store", "false") ||
-        conf_set(conf, "auto.offset.reset", "earliest") ||
-        conf_set(conf, "queued.max.messages.kbytes", "2048") ||
-        conf_set(conf, "max.partition.fetch.bytes", "262144")) {
-        rd_kafka_conf_destroy(conf);
+    rd_kafka_conf_t *conf = worker_conf(AIQ_KAFKA_WORKER_CONSUMER, brokers, group);
+    if (!conf)
         return NULL;
-    }
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_opaque(conf, r);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
@@ -239,14 +239,9 @@ static rd_kafka_t *make_consumer(relay_t *r, const char *brokers, const char *gr
 static rd_kafka_t *make_producer(relay_t *r, const char *brokers)
 {
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", brokers) ||
-        conf_set(conf, "enable.idempotence", "true") || conf_set(conf, "linger.ms", "5") ||
-        conf_set(conf, "compression.type", "lz4") ||
-        conf_set(conf, "message.timeout.ms", "120000")) {
-        rd_kafka_conf_destroy(conf);
+    rd_kafka_conf_t *conf = worker_conf(AIQ_KAFKA_WORKER_PRODUCER, brokers, "kafka-relay");
+    if (!conf)
         return NULL;
-    }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, r);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));

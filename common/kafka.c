@@ -13,10 +13,6 @@ typedef struct prop {
 /* ---- the property tables, one per role ------------------------------------------------ */
 
 static const prop_t worker_consumer_props[] = {
-    /* librdkafka's own auto-commit of the offsets we store: it holds back while a
-     * rebalance is in flight, where a commit would meet a new generation and librdkafka
-     * 2.0.2 would declare the whole assignment lost. */
-    {"enable.auto.commit", "true"},
     /* Offsets are stored only once a record's result was acknowledged (consumer.c). */
     {"enable.auto.offset.store", "false"},
     {"auto.offset.reset", "earliest"},
@@ -97,15 +93,25 @@ static int worker_group_options(rd_kafka_conf_t *conf, const aiq_config_t *cfg, 
     return 0;
 }
 
-static int worker_consumer_options(rd_kafka_conf_t *conf, const aiq_kafka_params_t *pa,
-                                   aiq_err_t *err)
+/* How the offsets the worker stores get committed: librdkafka's own auto-commit, which
+ * holds back while a rebalance is in flight, where a commit would meet a new generation and
+ * librdkafka 2.0.2 would declare the whole assignment lost. */
+static int worker_commit_options(rd_kafka_conf_t *conf, const aiq_config_t *cfg, aiq_err_t *err)
 {
     char commit_ms[32];
-    snprintf(commit_ms, sizeof(commit_ms), "%lld", (long long)pa->cfg->commit_interval_ms);
-    if (worker_group_options(conf, pa->cfg, err) ||
+    snprintf(commit_ms, sizeof(commit_ms), "%lld", (long long)cfg->commit_interval_ms);
+    if (aiq_kafka_set(conf, "enable.auto.commit", "true", err) ||
         aiq_kafka_set(conf, "auto.commit.interval.ms", commit_ms, err))
         return AIQ_EINVAL;
     return 0;
+}
+
+static int worker_consumer_options(rd_kafka_conf_t *conf, const aiq_kafka_params_t *pa,
+                                   aiq_err_t *err)
+{
+    return worker_group_options(conf, pa->cfg, err) || worker_commit_options(conf, pa->cfg, err)
+               ? AIQ_EINVAL
+               : 0;
 }
 
 static int breaker_follower_options(rd_kafka_conf_t *conf, const aiq_kafka_params_t *pa,
