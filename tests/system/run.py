@@ -900,11 +900,11 @@ def sc_internal_topic(wd, jobs, quick):
 
 def sc_hung_provider(wd, jobs, quick):
     """The model endpoint accepts connections and never answers (issue #17); 10,000 jobs of
-    timeout_ms 5000 at once. Check: every job fetched before its deadline is answered within
-    250 ms of it (p99 <= 400 ms, max <= 1 s with slack for a shared machine: the bound is
-    asserted in tests/integration/test_hung_provider.py); one fetched after its deadline within
-    1 s of its receipt. worker.backlog holds them all (AIQ_SYSTEM_HUNG_BACKLOG=500: the
-    default, so that most wait in Kafka instead)."""
+    timeout_ms 5000 arrive at 2,000/s, so all are waiting when the first deadline comes.
+    Check: every job fetched before its deadline is answered within 250 ms of it (p99 <= 400
+    ms, max <= 1 s: slack for a shared machine; also tests/integration/test_hung_provider.py);
+    one fetched after its deadline within 100 ms of its receipt (p99). worker.backlog holds
+    them all (AIQ_SYSTEM_HUNG_BACKLOG=500: the default, so that most wait in Kafka instead)."""
     from test_hung_provider import HungEndpoint
     n = jobs or 10000
     backlog = int(os.environ.get("AIQ_SYSTEM_HUNG_BACKLOG", str(4 * n)))
@@ -917,7 +917,8 @@ def sc_hung_provider(wd, jobs, quick):
     r.env.wait_group_stable(1)
     r.submit(n, make=lambda i, now: plain_job("hung-provider", r.env.tag, i, timeout_ms=5000,
                                               priority="normal",
-                                              created_at=rfc3339_ms(now)))
+                                              created_at=rfc3339_ms(now)),
+             rate=int(os.environ.get("AIQ_SYSTEM_HUNG_RATE", "2000")))
     r.stall_s = 60
 
     def post():
@@ -937,7 +938,7 @@ def sc_hung_provider(wd, jobs, quick):
             f"after receipt by {q(after)} ms; {len(hung.conns)} model connections")
         r.check(fetched and percentile(fetched, 0.99) <= 400 and max(fetched) <= 1000,
                 f"fetched jobs answered within 250 ms (+slack) of the deadline: {q(fetched)}")
-        r.check(not after or percentile(after, 0.99) <= 1000,
+        r.check(not after or percentile(after, 0.99) <= 100,
                 f"jobs fetched after their deadline answered on receipt: {q(after)}")
     r.post = post
     return r
