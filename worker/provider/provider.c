@@ -421,7 +421,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
         break;
     case AIQ_BEDROCK_NOT_READY:
         /* botocore's transient error: this model is loading. It is no back-pressure, so the
-         * shared limit stays; the model's breaker hears of it, like any unavailable model. */
+         * model's adaptive limit stays; its breaker hears of it, like any unavailable model. */
         aiq_breaker_share_report(p->d.breakers, c->model, false, probe, now);
         break;
     case AIQ_BEDROCK_CREDS:
