@@ -113,10 +113,14 @@ def test_bedrock_converse_surface_and_refusals(aiq_env):
         {"id": f"cp-{t}", "operation": "x", "cache": {"bypass": True},
          "system": [{"text": "static"}, {"cachePoint": {"type": "default"}}],
          "messages": [{"role": "user", "content": [{"text": "a"}, {"cachePoint": {"type": "default"}}]}]},
-        # refused before any call: a Converse field on an InvokeModel request
-        {"id": f"invguard-{t}", "operation": "x", "api": "invoke",
+        # refused before any call: a Converse field InvokeModel has no member for
+        {"id": f"invtools-{t}", "operation": "x", "api": "invoke",
+         "model": "amazon.titan-text-express-v1", "payload": {"a": 1}, "toolConfig": tools},
+        # ... while the guardrail, latency and tier go as InvokeModel's headers
+        {"id": f"invguard-{t}", "operation": "x", "api": "invoke", "cache": {"bypass": True},
          "model": "amazon.titan-text-express-v1", "payload": {"a": 1},
-         "guardrailConfig": guard},
+         "guardrailConfig": guard, "performanceConfig": {"latency": "optimized"},
+         "serviceTier": {"type": "default"}},
     ]
     submit(aiq_env, jobs)
     # Refused at decoding (aiq-submit refuses them too, so they go in raw): a block with two
@@ -136,18 +140,26 @@ def test_bedrock_converse_surface_and_refusals(aiq_env):
     assert g["status"] == "succeeded" and g["stop_reason"] == "guardrail_intervened", g
     assert "guardrail" in g["output"]["trace"], g
     assert res[f"cp-{t}"]["status"] == "succeeded", res[f"cp-{t}"]
-    inv = res[f"invguard-{t}"]
+    inv = res[f"invtools-{t}"]
     assert inv["status"] == "rejected", inv
     assert inv["error"]["kind"] == "unsupported_request", inv
-    assert inv["error"]["message"].startswith("guardrailConfig:"), inv
+    assert inv["error"]["message"].startswith("toolConfig:"), inv
+    assert res[f"invguard-{t}"]["status"] == "succeeded", res[f"invguard-{t}"]
+    sent = [r for r in sim.recorded() if r["operation"] == "InvokeModel"]
+    assert len(sent) == 1, sent
+    hdrs = {k.lower(): v for k, v in sent[0]["headers"].items()}
+    assert hdrs["x-amzn-bedrock-guardrailidentifier"] == "abc123", hdrs
+    assert hdrs["x-amzn-bedrock-trace"] == "ENABLED", hdrs
+    assert hdrs["x-amzn-bedrock-performanceconfig-latency"] == "optimized", hdrs
+    assert hdrs["x-amzn-bedrock-service-tier"] == "default", hdrs
     for jid in (f"twoblock-{t}", f"dots-{t}"):
         assert res[jid]["status"] == "rejected", res[jid]
         assert res[jid]["error"]["kind"] == "invalid_job", res[jid]
     assert "messages[0].content[0]" in res[f"twoblock-{t}"]["error"]["message"]
     assert "model" in res[f"dots-{t}"]["error"]["message"]
     stats = sim.stats()
-    assert stats["requests"] == 3, stats  # the refused ones were never sent
-    assert stats["ok"] == 3, stats
+    assert stats["requests"] == 4, stats  # the refused ones were never sent
+    assert stats["ok"] == 4, stats
 
 
 def write_ops(tmp_path):
