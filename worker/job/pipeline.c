@@ -1025,13 +1025,14 @@ static void on_partial(void *opaque, int attempt, const char *text, size_t len)
     aiq_task_t *t = opaque;
     aiq_pipeline_t *pl = t->pl;
     const aiq_job_t *job = t->job;
+    /* attempt counts like the result's: a re-enqueued job's calls come after its first round's. */
     aiq_result_partial_t p = {job->id,
                               job->correlation_id,
                               t->call_model,
                               pl->d.cfg->worker_id,
                               job->traceparent,
                               ++t->partial_seq,
-                              attempt,
+                              job->attempt + attempt,
                               text,
                               len};
     char *val = NULL;
