@@ -31,12 +31,17 @@ def submit(env, jobs):
 
 
 def results_of(env, n, timeout=90):
-    records = env.read_all(env.results_topic, n, timeout=timeout)
+    """The first n results (partial records of streamed jobs skipped), by job id."""
+    def finals(recs):
+        return sum(json.loads(m.value())["status"] != "partial" for m in recs)
+    records = env.read_all(env.results_topic, 10**6, timeout=timeout,
+                           stop=lambda recs: finals(recs) >= n)
     out = {}
     for m in records:
         res = json.loads(m.value())
         RESULT.validate(res)
-        out[res["job_id"]] = res
+        if res["status"] != "partial":
+            out[res["job_id"]] = res
     return out
 
 
@@ -330,3 +335,29 @@ def test_bedrock_stream_partials_then_result(aiq_env):
     assert r.returncode == 0, r.stderr
     out = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [o["status"] for o in out] == ["succeeded"], r.stdout
+
+
+def test_bedrock_stream_exception_is_the_error(aiq_env):
+    """A ConverseStream that starts (200) and ends in a throttlingException is throttling:
+    retried, and the job still succeeds with its whole text."""
+    sim = aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_WORKER_RETRY_BASE_MS=5,
+                             AIQ_WORKER_RETRY_MAX_MS=20, AIQ_WORKER_RETRY_THROTTLE_FLOOR_MS=5)
+    port = admin_port(w)
+    aiq_env.wait_group_stable(1)
+    configure(sim, {"errors": [{"status": 429, "type": "ThrottlingException", "rate": 0.4,
+                                "in_stream": True}]})
+    t = aiq_env.tag
+    jobs = [{"id": f"se-{t}-{i}", "operation": "x", "stream": True, "cache": {"bypass": True},
+             "messages": convo(f"throttled stream {i}")} for i in range(20)]
+    submit(aiq_env, jobs)
+    res = results_of(aiq_env, len(jobs))
+    finals = {k: v for k, v in res.items()}
+    assert len(finals) == len(jobs)
+    for r in finals.values():
+        assert r["status"] == "succeeded", r
+        assert r["output"]["text"], r
+    assert any(r["attempts"] > 1 for r in finals.values()), finals
+    assert total(scrape(port), "aiq_throttled_total") > 0
+    stats = sim.stats()
+    assert stats["by_status"].get("200", 0) >= sum(r["attempts"] for r in finals.values()), stats
