@@ -52,6 +52,17 @@ def configure(sim, conf):
         return json.load(r)
 
 
+def scrape_when(port, cond, timeout=20):
+    """/metrics once cond(samples) holds: a job's counters reach it when its result is acked
+    and the provider's every metrics interval, a little after the result is readable."""
+    deadline = time.time() + timeout
+    samples = scrape(port)
+    while not cond(samples) and time.time() < deadline:
+        time.sleep(0.2)
+        samples = scrape(port)
+    return samples
+
+
 def convo(text):
     return [{"role": "user", "content": [{"text": text}]}]
 
@@ -227,7 +238,8 @@ def test_bedrock_prompt_cache_tokens_and_cost(aiq_env, tmp_path):
 
 def test_bedrock_model_not_ready_is_not_throttling(aiq_env):
     sim = aiq_env.start_sim(latency_ms=2)
-    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_WORKER_MAX_ATTEMPTS=10,
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_METRICS_INTERVAL_MS=200,
+                             AIQ_WORKER_MAX_ATTEMPTS=10,
                              AIQ_WORKER_RETRY_BASE_MS=5, AIQ_WORKER_RETRY_MAX_MS=20,
                              AIQ_WORKER_RETRY_BUDGET=1000)
     port = admin_port(w)
@@ -244,7 +256,8 @@ def test_bedrock_model_not_ready_is_not_throttling(aiq_env):
     assert sum(r["attempts"] for r in res.values()) > len(jobs)  # some were retried
     stats = sim.stats()
     assert stats["by_error_type"].get("ModelNotReadyException", 0) > 0, stats
-    samples = scrape(port)
+    samples = scrape_when(port, lambda s: total(s, "aiq_jobs_finished_total") == len(jobs))
+    assert total(samples, "aiq_retries_total") > 0  # the counters did see the retries
     assert total(samples, "aiq_throttled_total") == 0, samples.get("aiq_throttled_total")
     assert total(samples, "aiq_model_concurrency_limit") == limit0
 
@@ -274,10 +287,8 @@ def test_bedrock_request_id_in_failed_result_and_log(aiq_env):
                       "model": "acme.unpriced-v1", "cache": {"bypass": True}}])
     u = results_of(aiq_env, 2)[f"unp-{t}"]
     assert u["status"] == "succeeded" and u["usage"]["cost_usd"] is None, u
-    deadline = time.time() + 10
-    while total(scrape(port), "aiq_unpriced_calls_total") < 1 and time.time() < deadline:
-        time.sleep(0.2)
-    assert total(scrape(port), "aiq_unpriced_calls_total") == 1
+    samples = scrape_when(port, lambda s: total(s, "aiq_unpriced_calls_total") >= 1)
+    assert total(samples, "aiq_unpriced_calls_total") == 1
 
 
 def test_bedrock_stream_partials_then_result(aiq_env):
@@ -341,8 +352,9 @@ def test_bedrock_stream_exception_is_the_error(aiq_env):
     """A ConverseStream that starts (200) and ends in a throttlingException is throttling:
     retried, and the job still succeeds with its whole text."""
     sim = aiq_env.start_sim(latency_ms=2)
-    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_WORKER_RETRY_BASE_MS=5,
-                             AIQ_WORKER_RETRY_MAX_MS=20, AIQ_WORKER_RETRY_THROTTLE_FLOOR_MS=5)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_METRICS_INTERVAL_MS=200,
+                             AIQ_WORKER_RETRY_BASE_MS=5, AIQ_WORKER_RETRY_MAX_MS=20,
+                             AIQ_WORKER_RETRY_THROTTLE_FLOOR_MS=5)
     port = admin_port(w)
     aiq_env.wait_group_stable(1)
     configure(sim, {"errors": [{"status": 429, "type": "ThrottlingException", "rate": 0.4,
@@ -358,6 +370,8 @@ def test_bedrock_stream_exception_is_the_error(aiq_env):
         assert r["status"] == "succeeded", r
         assert r["output"]["text"], r
     assert any(r["attempts"] > 1 for r in finals.values()), finals
-    assert total(scrape(port), "aiq_throttled_total") > 0
+    samples = scrape_when(port, lambda s: total(s, "aiq_jobs_finished_total") == len(jobs) and
+                          total(s, "aiq_throttled_total") > 0)
+    assert total(samples, "aiq_throttled_total") > 0
     stats = sim.stats()
     assert stats["by_status"].get("200", 0) >= sum(r["attempts"] for r in finals.values()), stats
