@@ -47,19 +47,21 @@ static const spec_t NONEMPTY = {K_STR, 1, 0, NULL, NULL, NULL, NULL, NULL, NULL}
 static const spec_t DOC = {K_DOC, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL};
 static const spec_t BOOL = {K_BOOL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL};
 static const spec_t BLOB = {K_BLOB, 1, 0, NULL, NULL, NULL, NULL, NULL, NULL};
-static const spec_t EMPTY_OBJ = {K_OBJ, 0,   0, NULL, NULL, NULL, (const member_t[]){{NULL}},
-                                 NULL,  NULL};
+static const spec_t EMPTY_OBJ = {
+    K_OBJ, 0, 0, NULL, NULL, NULL, (const member_t[]){{NULL, NULL, false}}, NULL, NULL};
 #define ENUM(...)                                                                                  \
     {                                                                                              \
         K_ENUM, 0, 0, NULL, NULL, (const char *const[]){__VA_ARGS__, NULL}, NULL, NULL, NULL       \
     }
 #define OBJ(...)                                                                                   \
     {                                                                                              \
-        K_OBJ, 0, 0, NULL, NULL, NULL, (const member_t[]){__VA_ARGS__, {NULL}}, NULL, NULL         \
+        K_OBJ, 0, 0, NULL, NULL, NULL, (const member_t[]){__VA_ARGS__, {NULL, NULL, false}}, NULL, \
+            NULL                                                                                   \
     }
 #define UNION(...)                                                                                 \
     {                                                                                              \
-        K_UNION, 0, 0, NULL, NULL, NULL, (const member_t[]){__VA_ARGS__, {NULL}}, NULL, NULL       \
+        K_UNION, 0, 0, NULL, NULL, NULL, (const member_t[]){__VA_ARGS__, {NULL, NULL, false}},     \
+            NULL, NULL                                                                             \
     }
 #define LIST(it, lo, hi)                                                                           \
     {                                                                                              \

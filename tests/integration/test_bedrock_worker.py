@@ -31,12 +31,17 @@ def submit(env, jobs):
 
 
 def results_of(env, n, timeout=90):
-    records = env.read_all(env.results_topic, n, timeout=timeout)
+    """The first n results (partial records of streamed jobs skipped), by job id."""
+    def finals(recs):
+        return sum(json.loads(m.value())["status"] != "partial" for m in recs)
+    records = env.read_all(env.results_topic, 10**6, timeout=timeout,
+                           stop=lambda recs: finals(recs) >= n)
     out = {}
     for m in records:
         res = json.loads(m.value())
         RESULT.validate(res)
-        out[res["job_id"]] = res
+        if res["status"] != "partial":
+            out[res["job_id"]] = res
     return out
 
 
@@ -45,6 +50,17 @@ def configure(sim, conf):
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.load(r)
+
+
+def scrape_when(port, cond, timeout=20):
+    """/metrics once cond(samples) holds: a job's counters reach it when its result is acked
+    and the provider's every metrics interval, a little after the result is readable."""
+    deadline = time.time() + timeout
+    samples = scrape(port)
+    while not cond(samples) and time.time() < deadline:
+        time.sleep(0.2)
+        samples = scrape(port)
+    return samples
 
 
 def convo(text):
@@ -113,10 +129,14 @@ def test_bedrock_converse_surface_and_refusals(aiq_env):
         {"id": f"cp-{t}", "operation": "x", "cache": {"bypass": True},
          "system": [{"text": "static"}, {"cachePoint": {"type": "default"}}],
          "messages": [{"role": "user", "content": [{"text": "a"}, {"cachePoint": {"type": "default"}}]}]},
-        # refused before any call: a Converse field on an InvokeModel request
-        {"id": f"invguard-{t}", "operation": "x", "api": "invoke",
+        # refused before any call: a Converse field InvokeModel has no member for
+        {"id": f"invtools-{t}", "operation": "x", "api": "invoke",
+         "model": "amazon.titan-text-express-v1", "payload": {"a": 1}, "toolConfig": tools},
+        # ... while the guardrail, latency and tier go as InvokeModel's headers
+        {"id": f"invguard-{t}", "operation": "x", "api": "invoke", "cache": {"bypass": True},
          "model": "amazon.titan-text-express-v1", "payload": {"a": 1},
-         "guardrailConfig": guard},
+         "guardrailConfig": guard, "performanceConfig": {"latency": "optimized"},
+         "serviceTier": {"type": "default"}},
     ]
     submit(aiq_env, jobs)
     # Refused at decoding (aiq-submit refuses them too, so they go in raw): a block with two
@@ -136,18 +156,26 @@ def test_bedrock_converse_surface_and_refusals(aiq_env):
     assert g["status"] == "succeeded" and g["stop_reason"] == "guardrail_intervened", g
     assert "guardrail" in g["output"]["trace"], g
     assert res[f"cp-{t}"]["status"] == "succeeded", res[f"cp-{t}"]
-    inv = res[f"invguard-{t}"]
+    inv = res[f"invtools-{t}"]
     assert inv["status"] == "rejected", inv
     assert inv["error"]["kind"] == "unsupported_request", inv
-    assert inv["error"]["message"].startswith("guardrailConfig:"), inv
+    assert inv["error"]["message"].startswith("toolConfig:"), inv
+    assert res[f"invguard-{t}"]["status"] == "succeeded", res[f"invguard-{t}"]
+    sent = [r for r in sim.recorded() if r["operation"] == "InvokeModel"]
+    assert len(sent) == 1, sent
+    hdrs = {k.lower(): v for k, v in sent[0]["headers"].items()}
+    assert hdrs["x-amzn-bedrock-guardrailidentifier"] == "abc123", hdrs
+    assert hdrs["x-amzn-bedrock-trace"] == "ENABLED", hdrs
+    assert hdrs["x-amzn-bedrock-performanceconfig-latency"] == "optimized", hdrs
+    assert hdrs["x-amzn-bedrock-service-tier"] == "default", hdrs
     for jid in (f"twoblock-{t}", f"dots-{t}"):
         assert res[jid]["status"] == "rejected", res[jid]
         assert res[jid]["error"]["kind"] == "invalid_job", res[jid]
     assert "messages[0].content[0]" in res[f"twoblock-{t}"]["error"]["message"]
     assert "model" in res[f"dots-{t}"]["error"]["message"]
     stats = sim.stats()
-    assert stats["requests"] == 3, stats  # the refused ones were never sent
-    assert stats["ok"] == 3, stats
+    assert stats["requests"] == 4, stats  # the refused ones were never sent
+    assert stats["ok"] == 4, stats
 
 
 def write_ops(tmp_path):
@@ -210,7 +238,8 @@ def test_bedrock_prompt_cache_tokens_and_cost(aiq_env, tmp_path):
 
 def test_bedrock_model_not_ready_is_not_throttling(aiq_env):
     sim = aiq_env.start_sim(latency_ms=2)
-    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_WORKER_MAX_ATTEMPTS=10,
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_METRICS_INTERVAL_MS=200,
+                             AIQ_WORKER_MAX_ATTEMPTS=10,
                              AIQ_WORKER_RETRY_BASE_MS=5, AIQ_WORKER_RETRY_MAX_MS=20,
                              AIQ_WORKER_RETRY_BUDGET=1000)
     port = admin_port(w)
@@ -227,7 +256,8 @@ def test_bedrock_model_not_ready_is_not_throttling(aiq_env):
     assert sum(r["attempts"] for r in res.values()) > len(jobs)  # some were retried
     stats = sim.stats()
     assert stats["by_error_type"].get("ModelNotReadyException", 0) > 0, stats
-    samples = scrape(port)
+    samples = scrape_when(port, lambda s: total(s, "aiq_jobs_finished_total") == len(jobs))
+    assert total(samples, "aiq_retries_total") > 0  # the counters did see the retries
     assert total(samples, "aiq_throttled_total") == 0, samples.get("aiq_throttled_total")
     assert total(samples, "aiq_model_concurrency_limit") == limit0
 
@@ -257,10 +287,8 @@ def test_bedrock_request_id_in_failed_result_and_log(aiq_env):
                       "model": "acme.unpriced-v1", "cache": {"bypass": True}}])
     u = results_of(aiq_env, 2)[f"unp-{t}"]
     assert u["status"] == "succeeded" and u["usage"]["cost_usd"] is None, u
-    deadline = time.time() + 10
-    while total(scrape(port), "aiq_unpriced_calls_total") < 1 and time.time() < deadline:
-        time.sleep(0.2)
-    assert total(scrape(port), "aiq_unpriced_calls_total") == 1
+    samples = scrape_when(port, lambda s: total(s, "aiq_unpriced_calls_total") >= 1)
+    assert total(samples, "aiq_unpriced_calls_total") == 1
 
 
 def test_bedrock_stream_partials_then_result(aiq_env):
@@ -318,3 +346,32 @@ def test_bedrock_stream_partials_then_result(aiq_env):
     assert r.returncode == 0, r.stderr
     out = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [o["status"] for o in out] == ["succeeded"], r.stdout
+
+
+def test_bedrock_stream_exception_is_the_error(aiq_env):
+    """A ConverseStream that starts (200) and ends in a throttlingException is throttling:
+    retried, and the job still succeeds with its whole text."""
+    sim = aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0", AIQ_METRICS_INTERVAL_MS=200,
+                             AIQ_WORKER_RETRY_BASE_MS=5, AIQ_WORKER_RETRY_MAX_MS=20,
+                             AIQ_WORKER_RETRY_THROTTLE_FLOOR_MS=5)
+    port = admin_port(w)
+    aiq_env.wait_group_stable(1)
+    configure(sim, {"errors": [{"status": 429, "type": "ThrottlingException", "rate": 0.4,
+                                "in_stream": True}]})
+    t = aiq_env.tag
+    jobs = [{"id": f"se-{t}-{i}", "operation": "x", "stream": True, "cache": {"bypass": True},
+             "messages": convo(f"throttled stream {i}")} for i in range(20)]
+    submit(aiq_env, jobs)
+    res = results_of(aiq_env, len(jobs))
+    finals = {k: v for k, v in res.items()}
+    assert len(finals) == len(jobs)
+    for r in finals.values():
+        assert r["status"] == "succeeded", r
+        assert r["output"]["text"], r
+    assert any(r["attempts"] > 1 for r in finals.values()), finals
+    samples = scrape_when(port, lambda s: total(s, "aiq_jobs_finished_total") == len(jobs) and
+                          total(s, "aiq_throttled_total") > 0)
+    assert total(samples, "aiq_throttled_total") > 0
+    stats = sim.stats()
+    assert stats["by_status"].get("200", 0) >= sum(r["attempts"] for r in finals.values()), stats

@@ -64,6 +64,15 @@ static void build_refused(const char *json, const char *want_in_msg)
         fail_msg("rc %d, message '%s', want EINVAL naming '%s'", rc, err.msg, want_in_msg);
 }
 
+static const char *header_value(struct curl_slist *h, const char *name)
+{
+    size_t n = strlen(name);
+    for (; h; h = h->next)
+        if (strncmp(h->data, name, n) == 0 && h->data[n] == ':')
+            return h->data + n + 2;
+    return NULL;
+}
+
 static const char *str_at(json_t *root, const char *path)
 {
     json_t *v = root;
@@ -223,9 +232,9 @@ static void bedrock_refuses_what_it_cannot_carry(void **state)
 {
     (void)state;
     build_refused("{\"id\":\"j\",\"operation\":\"x\",\"api\":\"invoke\",\"model\":\"amazon.titan-"
-                  "text-express-v1\",\"payload\":{},\"guardrailConfig\":{\"guardrailIdentifier\":"
-                  "\"g1\",\"guardrailVersion\":\"1\"}}",
-                  "guardrailConfig");
+                  "text-express-v1\",\"payload\":{},\"toolConfig\":{\"tools\":[{\"toolSpec\":"
+                  "{\"name\":\"f\",\"inputSchema\":{\"json\":{}}}}]}}",
+                  "toolConfig");
     build_refused("{\"id\":\"j\",\"operation\":\"x\",\"api\":\"invoke\",\"model\":\"acme.x-v1\","
                   "\"payload\":{}}",
                   "does not know the InvokeModel body");
@@ -239,6 +248,35 @@ static void bedrock_refuses_what_it_cannot_carry(void **state)
     build_refused("{\"id\":\"j\",\"operation\":\"x\",\"api\":\"invoke\",\"model\":"
                   "\"anthropic.claude-v2\",\"payload\":{},\"stream\":true}",
                   "stream");
+}
+
+/* InvokeModel takes the guardrail, the latency setting and the service tier as headers. */
+static void bedrock_invoke_headers(void **state)
+{
+    (void)state;
+    aiq_bedrock_call_t call;
+    json_t *b = build("https://h",
+                      "{\"id\":\"j\",\"operation\":\"x\",\"api\":\"invoke\","
+                      "\"model\":\"amazon.titan-text-express-v1\",\"payload\":{},"
+                      "\"guardrailConfig\":{\"guardrailIdentifier\":\"g1\",\"guardrailVersion\":"
+                      "\"DRAFT\",\"trace\":\"enabled_full\"},\"performanceConfig\":{\"latency\":"
+                      "\"optimized\"},\"serviceTier\":{\"type\":\"flex\"}}",
+                      &call);
+    static const char *const want[][2] = {
+        {"X-Amzn-Bedrock-GuardrailIdentifier", "g1"},
+        {"X-Amzn-Bedrock-GuardrailVersion", "DRAFT"},
+        {"X-Amzn-Bedrock-Trace", "ENABLED_FULL"},
+        {"X-Amzn-Bedrock-PerformanceConfig-Latency", "optimized"},
+        {"X-Amzn-Bedrock-Service-Tier", "flex"},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const char *v = header_value(call.headers, want[i][0]);
+        if (!v || strcmp(v, want[i][1]))
+            fail_msg("%s: %s, want %s", want[i][0], v ? v : "(none)", want[i][1]);
+    }
+    assert_null(json_object_get(b, "guardrailConfig")); /* not in the family's body */
+    json_decref(b);
+    aiq_bedrock_call_free(&call);
 }
 
 /* ---- Converse: the surface passed through ----------------------------------------------- */
@@ -753,6 +791,7 @@ int main(void)
         cmocka_unit_test(bedrock_invoke_cohere_shape),
         cmocka_unit_test(bedrock_invoke_own_body_passed_through),
         cmocka_unit_test(bedrock_refuses_what_it_cannot_carry),
+        cmocka_unit_test(bedrock_invoke_headers),
         cmocka_unit_test(bedrock_converse_passes_fields_through),
         cmocka_unit_test(bedrock_payload_numbers_shortest),
         cmocka_unit_test(bedrock_operation_cache_point),

@@ -4,6 +4,7 @@
 #include "reply_policy.h"
 #include "job.h"
 #include "result.h"
+#include "strbuf.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -69,6 +70,9 @@ struct aiq_task {
     char error_msg[512];
     int http_status;
     int64_t partial_seq;                      /* partial records published (streamed jobs) */
+    aiq_strbuf_t partial;                     /* text received, not yet published */
+    int partial_attempt;                      /* the call it came from */
+    int64_t partial_ms;                       /* monotonic time of the last partial published */
     char request_id[AIQ_HTTP_REQUEST_ID_MAX]; /* of the last model call */
     const char *fallback;                     /* static name, NULL when the model answered */
     char *fallback_text; /* malloc'd: the canned answer, or the support text of an error */
@@ -134,6 +138,7 @@ static void task_free_now(aiq_task_t *t)
     free(t->id_hint);
     free(t->why_msg);
     aiq_bedrock_reply_free(&t->reply);
+    free(t->partial.p);
     free(t->out_val);
     free(t->fallback_text);
     aiq_cache_entry_clear(&t->stale);
@@ -930,6 +935,7 @@ static void cache_store(aiq_task_t *t)
 }
 
 static void on_outcome(void *opaque, aiq_call_outcome_t *o);
+static void partial_flush(aiq_task_t *t);
 
 /* The leader's answer is every follower's: each gets its own copy of the outcome. */
 static void sf_deliver(aiq_task_t *leader, const aiq_call_outcome_t *o)
@@ -957,6 +963,7 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
 {
     aiq_task_t *t = opaque;
     t->call = NULL;
+    partial_flush(t); /* the streamed text still gathered goes before the result */
     if (t->sf_leader) {
         /* Answered: later identical jobs find the cache (or call again), not this task. */
         sf_unregister(t);
@@ -1018,25 +1025,29 @@ static void on_partial_delivered(void *opaque, rd_kafka_resp_err_t err, int perm
         aiq_logj(log, AIQ_LOG_WARN, NULL, "partial record not delivered: %s", errstr);
 }
 
-/* One piece of a streamed job's text, published to its reply topic ahead of its result,
- * under the same key (so on the same partition, in order, before the result). */
-static void on_partial(void *opaque, int attempt, const char *text, size_t len)
+/* Publishes the text gathered since the last partial to the job's reply topic, ahead of its
+ * result and under the same key (so on the same partition, in order, before the result). */
+static void partial_flush(aiq_task_t *t)
 {
-    aiq_task_t *t = opaque;
     aiq_pipeline_t *pl = t->pl;
     const aiq_job_t *job = t->job;
+    if (!t->partial.len)
+        return;
+    /* attempt counts like the result's: a re-enqueued job's calls come after its first round's. */
     aiq_result_partial_t p = {job->id,
                               job->correlation_id,
                               t->call_model,
                               pl->d.cfg->worker_id,
                               job->traceparent,
                               ++t->partial_seq,
-                              attempt,
-                              text,
-                              len};
+                              job->attempt + t->partial_attempt,
+                              t->partial.p,
+                              t->partial.len};
     char *val = NULL;
     size_t vlen = 0;
     aiq_err_t err = {0};
+    t->partial.len = 0;
+    t->partial_ms = aiq_mono_ms();
     if (aiq_result_encode_partial(&p, &val, &vlen, &err)) {
         TLOG(t, AIQ_LOG_WARN, "partial %lld not published: %s", (long long)p.seq, err.msg);
         return;
@@ -1048,6 +1059,37 @@ static void on_partial(void *opaque, int attempt, const char *text, size_t len)
                            vlen, h, on_partial_delivered, pl->d.log, &err))
         TLOG(t, AIQ_LOG_WARN, "partial %lld not published: %s", (long long)p.seq, err.msg);
     free(val);
+}
+
+/* A model streams a few characters at a time: one record each would multiply the records on
+ * the reply topic by the tokens of the answer. The first piece goes at once (time to first
+ * partial is the point); later ones gather until PARTIAL_BYTES or PARTIAL_MS, and what is
+ * left goes before the result (on_outcome). */
+#define PARTIAL_BYTES 256
+#define PARTIAL_MS    50
+#define PARTIAL_MAX   (64 * 1024) /* one record's text at most */
+
+static void on_partial(void *opaque, int attempt, const char *text, size_t len)
+{
+    aiq_task_t *t = opaque;
+    if (t->partial.len && attempt != t->partial_attempt)
+        partial_flush(t); /* a retry's text is its own */
+    t->partial_attempt = attempt;
+    t->partial.max = 0;
+    while (len) {
+        size_t n = len < PARTIAL_MAX - t->partial.len ? len : PARTIAL_MAX - t->partial.len;
+        if (aiq_strbuf_add(&t->partial, text, n)) {
+            TLOG(t, AIQ_LOG_WARN, "partial text dropped: out of memory (the result has it all)");
+            return;
+        }
+        text += n;
+        len -= n;
+        if (t->partial.len >= PARTIAL_MAX)
+            partial_flush(t);
+    }
+    if (t->partial_seq == 0 || t->partial.len >= PARTIAL_BYTES ||
+        aiq_mono_ms() - t->partial_ms >= PARTIAL_MS)
+        partial_flush(t);
 }
 
 static void task_call(aiq_task_t *t)

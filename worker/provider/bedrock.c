@@ -569,6 +569,47 @@ static int invoke_body(const req_in_t *in, const aiq_job_t *job, aiq_bedrock_fam
 
 /* ---- what a request cannot carry ------------------------------------------------------ */
 
+/* The Converse fields InvokeModel takes too, as X-Amzn-Bedrock-* headers. */
+static bool as_invoke_header(const char *field)
+{
+    return strcmp(field, "guardrailConfig") == 0 || strcmp(field, "performanceConfig") == 0 ||
+           strcmp(field, "serviceTier") == 0;
+}
+
+/* InvokeModel's header members, from the job's Converse-shaped fields: the guardrail (its
+ * trace upper-cased: enabled → ENABLED), the latency setting, the service tier. NULL (h
+ * freed) when out of memory. */
+static struct curl_slist *add_header(struct curl_slist *h, const char *name, const char *value);
+
+static struct curl_slist *invoke_headers(struct curl_slist *h, const aiq_job_t *job)
+{
+    json_t *g = json_object_get(job->root, "guardrailConfig");
+    const char *id = json_string_value(json_object_get(g, "guardrailIdentifier"));
+    const char *ver = json_string_value(json_object_get(g, "guardrailVersion"));
+    const char *trace = json_string_value(json_object_get(g, "trace"));
+    const char *lat = json_string_value(
+        json_object_get(json_object_get(job->root, "performanceConfig"), "latency"));
+    const char *tier =
+        json_string_value(json_object_get(json_object_get(job->root, "serviceTier"), "type"));
+    char up[16];
+    if (h && id)
+        h = add_header(h, "X-Amzn-Bedrock-GuardrailIdentifier", id);
+    if (h && ver)
+        h = add_header(h, "X-Amzn-Bedrock-GuardrailVersion", ver);
+    if (h && trace) {
+        size_t i = 0;
+        for (; trace[i] && i < sizeof(up) - 1; i++)
+            up[i] = (char)(trace[i] >= 'a' && trace[i] <= 'z' ? trace[i] - 32 : trace[i]);
+        up[i] = '\0';
+        h = add_header(h, "X-Amzn-Bedrock-Trace", up);
+    }
+    if (h && lat)
+        h = add_header(h, "X-Amzn-Bedrock-PerformanceConfig-Latency", lat);
+    if (h && tier)
+        h = add_header(h, "X-Amzn-Bedrock-Service-Tier", tier);
+    return h;
+}
+
 /* A job field this request would not send is refused by name, never dropped. */
 static int check_carried(const aiq_job_t *job, const aiq_bedrock_wire_t *w, const char *model,
                          aiq_err_t *err)
@@ -589,7 +630,7 @@ static int check_carried(const aiq_job_t *job, const aiq_bedrock_wire_t *w, cons
     }
     for (size_t i = 0; aiq_converse_fields[i]; i++) {
         json_t *v = json_object_get(job->root, aiq_converse_fields[i]);
-        if (v && !json_is_null(v))
+        if (v && !json_is_null(v) && !as_invoke_header(aiq_converse_fields[i]))
             return aiq_err_set(err, AIQ_EINVAL,
                                "%s: a Converse field; this job goes to InvokeModel, which has "
                                "no such member (use api converse)",
@@ -775,6 +816,9 @@ int aiq_bedrock_build(const aiq_bedrock_conf_t *conf, const aiq_sigv4_creds_t *c
         return rc;
     call->body_len = strlen(call->body);
     rc = sign(conf, creds, call, path, now, err);
+    if (!rc && call->wire.api == AIQ_API_INVOKE &&
+        !(call->headers = invoke_headers(call->headers, job)))
+        rc = aiq_err_set(err, AIQ_ENOMEM, "out of memory");
     if (rc)
         aiq_bedrock_call_free(call);
     return rc;

@@ -375,6 +375,18 @@ static int on_stream_data(void *opaque, const char *data, size_t len)
     return 1;
 }
 
+/* What a failed exchange says went wrong, into the outcome. */
+static void error_of(aiq_provider_call_t *c, const aiq_http_response_t *resp)
+{
+    if (resp->curl_code != CURLE_OK && c->stream_broken)
+        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "bad_stream");
+    else if (resp->curl_code != CURLE_OK)
+        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", resp->curl_error);
+    else
+        aiq_bedrock_error_message(resp->body, resp->body_len, c->out.error_msg,
+                                  sizeof(c->out.error_msg));
+}
+
 static void on_reply(void *opaque, const aiq_http_response_t *resp)
 {
     aiq_provider_call_t *c = opaque;
@@ -404,13 +416,8 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
             dispatch(p);
             return;
         }
-    } else if (resp->curl_code != CURLE_OK && c->stream_broken) {
-        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "bad_stream");
-    } else if (resp->curl_code != CURLE_OK) {
-        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", resp->curl_error);
     } else {
-        aiq_bedrock_error_message(resp->body, resp->body_len, c->out.error_msg,
-                                  sizeof(c->out.error_msg));
+        error_of(c, resp);
     }
     switch (cls) {
     case AIQ_BEDROCK_THROTTLED:
@@ -421,7 +428,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
         break;
     case AIQ_BEDROCK_NOT_READY:
         /* botocore's transient error: this model is loading. It is no back-pressure, so the
-         * shared limit stays; the model's breaker hears of it, like any unavailable model. */
+         * model's adaptive limit stays; its breaker hears of it, like any unavailable model. */
         aiq_breaker_share_report(p->d.breakers, c->model, false, probe, now);
         break;
     case AIQ_BEDROCK_CREDS:
@@ -439,6 +446,30 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
     }
     failed(c, cls, cls == AIQ_BEDROCK_FINAL ? NULL : resp);
     dispatch(p);
+}
+
+/* A request that could not be built. Something the job asks for that the request cannot
+ * carry (AIQ_EINVAL) is refused by name, never sent without it. */
+static void build_failed(aiq_provider_call_t *c, int rc, const aiq_err_t *err)
+{
+    snprintf(c->out.error_kind, sizeof(c->out.error_kind), "%s",
+             rc == AIQ_EINVAL ? "unsupported_request" : "request_build");
+    snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err->msg);
+    finish(c, rc == AIQ_EINVAL ? AIQ_CALL_REJECTED : AIQ_CALL_FINAL);
+}
+
+/* A ConverseStream reply is read as it arrives, by a reader of this attempt's own. */
+static int stream_start(aiq_provider_call_t *c, aiq_err_t *err)
+{
+    aiq_bedrock_stream_free(c->stream);
+    c->stream_broken = 0;
+    c->stream = aiq_bedrock_stream_new(on_stream_text, c);
+    if (c->stream) {
+        aiq_http_stream_body(c->req, on_stream_data);
+        return 0;
+    }
+    aiq_http_cancel(c->p->d.http, c->req);
+    return aiq_err_set(err, AIQ_ENOMEM, "out of memory for the stream reader");
 }
 
 static void attempt(aiq_provider_call_t *c)
@@ -473,16 +504,7 @@ static void attempt(aiq_provider_call_t *c)
     rc = aiq_bedrock_build(&p->d.bedrock, &creds, c->job, (time_t)(now / 1000), &call, &err);
     if (rc) {
         aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
-        snprintf(c->out.error_kind, sizeof(c->out.error_kind), "request_build");
-        snprintf(c->out.error_msg, sizeof(c->out.error_msg), "%s", err.msg);
-        /* Something the job asks for that the request cannot carry: refused by name, never
-         * sent without it. */
-        if (rc == AIQ_EINVAL) {
-            snprintf(c->out.error_kind, sizeof(c->out.error_kind), "unsupported_request");
-            finish(c, AIQ_CALL_REJECTED);
-            return;
-        }
-        finish(c, AIQ_CALL_FINAL);
+        build_failed(c, rc, &err);
         return;
     }
     c->probe = probe;
@@ -496,17 +518,8 @@ static void attempt(aiq_provider_call_t *c)
                        on_reply, c, &c->req, &err);
     call.headers = NULL; /* taken by aiq_http_post */
     aiq_bedrock_call_free(&call);
-    if (!rc && c->wire.stream) {
-        aiq_bedrock_stream_free(c->stream);
-        c->stream_broken = 0;
-        c->stream = aiq_bedrock_stream_new(on_stream_text, c);
-        if (c->stream)
-            aiq_http_stream_body(c->req, on_stream_data);
-        else {
-            aiq_http_cancel(p->d.http, c->req);
-            rc = aiq_err_set(&err, AIQ_ENOMEM, "out of memory for the stream reader");
-        }
-    }
+    if (!rc && c->wire.stream)
+        rc = stream_start(c, &err);
     if (rc) {
         c->req = NULL;
         c->probe = 0;
