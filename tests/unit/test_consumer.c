@@ -254,12 +254,46 @@ static void consumer_follows_leader_change(void **state)
     assert_int_equal(aiq_consumer_pending(f->c), 0);
 }
 
+static char why[512];
+
+static int is_ready(fixture_t *f)
+{
+    return !aiq_consumer_unready(f->c, why, sizeof(why));
+}
+
+static int kafka_unreachable(fixture_t *f)
+{
+    return aiq_consumer_unready(f->c, why, sizeof(why)) && strstr(why, "Kafka unreachable");
+}
+
+/* Every broker goes down with the assignment still held: the consumer is not ready, saying
+ * Kafka is unreachable (librdkafka never reports the brokers' return, the probe finds it),
+ * and ready again once they are back. */
+static void consumer_unready_while_kafka_down(void **state)
+{
+    fixture_t *f = *state;
+    assert_false(is_ready(f)); /* not joined yet */
+    assert_non_null(strstr(why, "not yet joined"));
+    run_until(f, is_ready, 30000);
+    assert_true(is_ready(f));
+    for (int32_t b = 1; b <= 3; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, b), 0);
+    run_until(f, kafka_unreachable, 30000);
+    assert_true(kafka_unreachable(f));
+    for (int32_t b = 1; b <= 3; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, b), 0);
+    run_until(f, is_ready, 60000);
+    if (!is_ready(f))
+        fail_msg("still not ready after the brokers came back: %s", why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(consumer_receives_each_record_once, setup, teardown),
         cmocka_unit_test_setup_teardown(consumer_commits_only_finished_records, setup, teardown),
         cmocka_unit_test_setup_teardown(consumer_follows_leader_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(consumer_unready_while_kafka_down, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
