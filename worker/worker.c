@@ -444,6 +444,21 @@ static int bedrock_conf(aiq_worker_t *w, aiq_err_t *err)
     return 0;
 }
 
+/* Older workers kept breaker state in base itself, shared by every deployment on the host.
+ * That store is left alone, not migrated: whose it was cannot be told, and adopting another
+ * deployment's open breaker is the bug the scope fixes. */
+static void warn_unscoped_store(aiq_worker_t *w, const char *base, const char *dir)
+{
+    char old[4200];
+    snprintf(old, sizeof(old), "%s/data.mdb", base);
+    if (access(old, F_OK) == 0)
+        aiq_log_warn(w->log,
+                     "breaker state: %s is an unscoped store of an older aiq, shared by every "
+                     "deployment on the host; ignored. This deployment's state is in %s "
+                     "(delete the old files once no older worker uses them)",
+                     old, dir);
+}
+
 /* The host-shared cache, and the breaker state beside it (unless breaker.path says
  * elsewhere). */
 static int open_shared_state(aiq_worker_t *w, aiq_err_t *err)
@@ -461,10 +476,14 @@ static int open_shared_state(aiq_worker_t *w, aiq_err_t *err)
         aiq_log_info(w->log, "cache: %s (max %lld bytes, ttl %lld s)", cfg->cache_path,
                      (long long)cfg->cache_max_bytes, (long long)cfg->cache_ttl_s);
     }
+    char base[4096];
     if (cfg->breaker_path[0])
-        snprintf(dir, sizeof(dir), "%s", cfg->breaker_path);
-    else if (snprintf(dir, sizeof(dir), "%s/breakers", cfg->cache_path) >= (int)sizeof(dir))
+        snprintf(base, sizeof(base), "%s", cfg->breaker_path);
+    else if (snprintf(base, sizeof(base), "%s/breakers", cfg->cache_path) >= (int)sizeof(base))
         return aiq_err_set(err, AIQ_EINVAL, "cache.path is too long");
+    if (aiq_breaker_scope_dir(base, cfg->topic_prefix, dir, sizeof(dir)))
+        return aiq_err_set(err, AIQ_EINVAL, "breaker.path or cache.path is too long");
+    warn_unscoped_store(w, base, dir);
     return aiq_breaker_share_new(&w->breakers, w->loop, cfg, dir, w->log, w->pub, err);
 }
 
