@@ -3,6 +3,7 @@
 #include "aiq_err.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -231,4 +232,57 @@ int aiq_breaker_record_decode(const void *buf, size_t len, aiq_breaker_shared_t 
     }
     json_decref(o);
     return rc;
+}
+
+void aiq_breaker_record_pack(const aiq_breaker_shared_t *s,
+                             unsigned char out[AIQ_BREAKER_RECORD_BYTES])
+{
+    memset(out, 0, AIQ_BREAKER_RECORD_BYTES);
+    out[0] = (unsigned char)s->state;
+    out[1] = (unsigned char)s->force;
+    uint64_t since = (uint64_t)s->since_ms, v = s->version;
+    for (int i = 0; i < 8; i++) {
+        out[8 + i] = (unsigned char)(since >> (56 - 8 * i));
+        out[16 + i] = (unsigned char)(v >> (56 - 8 * i));
+    }
+}
+
+int aiq_breaker_record_unpack(const void *buf, size_t len, aiq_breaker_shared_t *s)
+{
+    const unsigned char *p = buf;
+    if (len != AIQ_BREAKER_RECORD_BYTES || p[0] > AIQ_BREAKER_OPEN ||
+        p[1] > AIQ_BREAKER_FORCED_CLOSED)
+        return AIQ_EINVAL;
+    uint64_t since = 0, v = 0;
+    for (int i = 0; i < 8; i++) {
+        since = since << 8 | p[8 + i];
+        v = v << 8 | p[16 + i];
+    }
+    *s = (aiq_breaker_shared_t){(aiq_breaker_state_t)p[0], (aiq_breaker_force_t)p[1],
+                                (int64_t)since, v};
+    return 0;
+}
+
+int aiq_breaker_scope_dir(const char *base, const char *prefix, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int n = snprintf(out, cap, "%s/prefix-", base);
+    if (n < 0 || (size_t)n >= cap)
+        return AIQ_ETOOBIG;
+    size_t pos = (size_t)n;
+    for (const unsigned char *p = (const unsigned char *)prefix; *p; p++) {
+        int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-';
+        if (pos + (plain ? 1 : 3) >= cap)
+            return AIQ_ETOOBIG;
+        if (plain) {
+            out[pos++] = (char)*p;
+        } else {
+            out[pos++] = '%';
+            out[pos++] = hex[*p >> 4];
+            out[pos++] = hex[*p & 15];
+        }
+    }
+    out[pos] = '\0';
+    return 0;
 }

@@ -86,4 +86,21 @@ int aiq_breaker_record_encode(const char *model, const aiq_breaker_shared_t *s, 
 /* Fails (AIQ_EINVAL) on anything but a well-formed record. */
 int aiq_breaker_record_decode(const void *buf, size_t len, aiq_breaker_shared_t *s);
 
+/* ---- the host-shared store (LMDB: key = model, value = AIQ_BREAKER_RECORD_BYTES) ---- */
+
+#define AIQ_BREAKER_RECORD_BYTES 24 /* state, force, 6 spare, since_ms, version (big endian) */
+
+void aiq_breaker_record_pack(const aiq_breaker_shared_t *s,
+                             unsigned char out[AIQ_BREAKER_RECORD_BYTES]);
+/* Fails (AIQ_EINVAL) on a value of another size or with unknown state or force. */
+int aiq_breaker_record_unpack(const void *buf, size_t len, aiq_breaker_shared_t *s);
+
+/* The directory of one deployment's host-shared breaker state under base (breaker.path, or
+ * <cache.path>/breakers): base/prefix-<topic prefix>, bytes other than [A-Za-z0-9._-] as
+ * %XX. The topic prefix is the scope because it is the scope of <prefix>breaker, the topic
+ * that shares the same state across hosts: workers of one prefix share, whatever their
+ * group, and workers of another prefix never see it. Returns 0, or AIQ_ETOOBIG when it
+ * does not fit cap. */
+int aiq_breaker_scope_dir(const char *base, const char *prefix, char *out, size_t cap);
+
 #endif

@@ -121,7 +121,8 @@ static const cfg_entry_t table[] = {
     {"breaker.half_open_probes", CFG_INT, S(breaker_probes), 1, 100, "1", AIQ_CFG_WORKER,
      "Calls let through (per worker) while half-open; all must succeed to close"},
     {"breaker.path", CFG_STR, S(breaker_path), 0, 0, "", AIQ_CFG_WORKER,
-     "Directory of the host-shared breaker state (LMDB); empty = <cache.path>/breakers"},
+     "Base directory of the host-shared breaker state (LMDB, in prefix-<kafka.topic_prefix> below "
+     "it); empty = <cache.path>/breakers"},
     {"worker.operations_file", CFG_STR, S(operations_file), 0, 0, "", AIQ_CFG_WORKER,
      "JSON file of operations: model, API, prompts and persona variants, inference defaults, "
      "cache TTL, volatile fields, fallback texts, model prices; empty = the built-in set "

@@ -52,6 +52,7 @@ struct aiq_worker {
     char metrics_topic[AIQ_TOPIC_MAX];
     char endpoint[1024];
     int draining;
+    int unready; /* what /readyz last said: 1 not ready */
     int exit_code;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer, progress, expiry;
@@ -206,6 +207,8 @@ static void on_expiry_sweep(uv_timer_t *timer)
 
 /* ---- signals and drain ------------------------------------------------------------- */
 
+static void publish_ready(aiq_worker_t *w, char *metrics);
+
 static void on_drain_timeout(uv_timer_t *t)
 {
     aiq_worker_t *w = t->data;
@@ -226,6 +229,8 @@ static void on_signal(uv_signal_t *s, int signum)
         _exit(128 + signum);
     }
     w->draining = 1;
+    if (w->admin)
+        publish_ready(w, NULL); /* not ready at once, not at the next beat */
     aiq_consumer_set_fetching(w->consumer, -1, 0);
     drop_ctx_t d = {w, NULL};
     aiq_admission_drain(w->adm);
@@ -279,19 +284,37 @@ static void add_breaker(void *ctx, const char *model, aiq_breaker_state_t state,
 
 static aiq_metrics_gauges_t gauges(aiq_worker_t *w);
 
+/* Ready means this worker can take its share of the jobs now: not draining, a member of
+ * the group (an empty assignment counts: the group has more members than partitions), Kafka
+ * reachable, and the DLQ writable. The first failing condition is the reason. */
+static int unready(aiq_worker_t *w, char *why, size_t cap)
+{
+    const char *dlq = aiq_pipeline_dlq_error(w->pl);
+    if (w->draining)
+        snprintf(why, cap, "draining");
+    else if (aiq_consumer_unready(w->consumer, why, cap))
+        return 1;
+    else if (dlq)
+        snprintf(why, cap, "%s", dlq);
+    return w->draining || dlq;
+}
+
+static void publish_ready(aiq_worker_t *w, char *metrics)
+{
+    char why[512] = "";
+    int not_ready = unready(w, why, sizeof(why));
+    if (not_ready != w->unready) /* one line per change, with the reason */
+        aiq_log_info(w->log, "/readyz: %s", not_ready ? why : "ready");
+    w->unready = not_ready;
+    aiq_admin_http_publish(w->admin, metrics, !not_ready, why);
+}
+
 /* Publishes a fresh metrics snapshot and readiness to the admin server (its own thread). */
 static void on_beat(uv_timer_t *t)
 {
     aiq_worker_t *w = t->data;
     aiq_metrics_gauges_t g = gauges(w);
-    char *text = aiq_metrics_render(w->metrics, &g, w->cfg->worker_id);
-    int joined = aiq_consumer_joined(w->consumer);
-    const char *dlq = aiq_pipeline_dlq_error(w->pl);
-    const char *why = w->draining ? "draining"
-                      : !joined   ? "not yet joined the consumer group"
-                      : dlq       ? dlq
-                                  : "";
-    aiq_admin_http_publish(w->admin, text, joined && !w->draining && !dlq, why);
+    publish_ready(w, aiq_metrics_render(w->metrics, &g, w->cfg->worker_id));
 }
 
 static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
@@ -421,6 +444,21 @@ static int bedrock_conf(aiq_worker_t *w, aiq_err_t *err)
     return 0;
 }
 
+/* Older workers kept breaker state in base itself, shared by every deployment on the host.
+ * That store is left alone, not migrated: whose it was cannot be told, and adopting another
+ * deployment's open breaker is the bug the scope fixes. */
+static void warn_unscoped_store(aiq_worker_t *w, const char *base, const char *dir)
+{
+    char old[4200];
+    snprintf(old, sizeof(old), "%s/data.mdb", base);
+    if (access(old, F_OK) == 0)
+        aiq_log_warn(w->log,
+                     "breaker state: %s is an unscoped store of an older aiq, shared by every "
+                     "deployment on the host; ignored. This deployment's state is in %s "
+                     "(delete the old files once no older worker uses them)",
+                     old, dir);
+}
+
 /* The host-shared cache, and the breaker state beside it (unless breaker.path says
  * elsewhere). */
 static int open_shared_state(aiq_worker_t *w, aiq_err_t *err)
@@ -438,10 +476,14 @@ static int open_shared_state(aiq_worker_t *w, aiq_err_t *err)
         aiq_log_info(w->log, "cache: %s (max %lld bytes, ttl %lld s)", cfg->cache_path,
                      (long long)cfg->cache_max_bytes, (long long)cfg->cache_ttl_s);
     }
+    char base[4096];
     if (cfg->breaker_path[0])
-        snprintf(dir, sizeof(dir), "%s", cfg->breaker_path);
-    else if (snprintf(dir, sizeof(dir), "%s/breakers", cfg->cache_path) >= (int)sizeof(dir))
+        snprintf(base, sizeof(base), "%s", cfg->breaker_path);
+    else if (snprintf(base, sizeof(base), "%s/breakers", cfg->cache_path) >= (int)sizeof(base))
         return aiq_err_set(err, AIQ_EINVAL, "cache.path is too long");
+    if (aiq_breaker_scope_dir(base, cfg->topic_prefix, dir, sizeof(dir)))
+        return aiq_err_set(err, AIQ_EINVAL, "breaker.path or cache.path is too long");
+    warn_unscoped_store(w, base, dir);
     return aiq_breaker_share_new(&w->breakers, w->loop, cfg, dir, w->log, w->pub, err);
 }
 

@@ -229,3 +229,34 @@ def test_dashboard_worker_variable():
             if name in FUTURE_METRICS:
                 continue
             assert '$worker' in labels, f"{name} not filtered by $worker in {expr!r}"
+
+
+PIPELINE_C = os.path.join(ROOT, "worker", "job", "pipeline.c")
+ERROR_STATUSES = {"failed", "expired", "degraded"}  # README "Alerts": error_rate
+
+
+def error_rate_statuses(expr):
+    """The statuses the numerator of an error-rate expression selects on, as a set."""
+    sels = re.findall(r'aiq_jobs_finished_total\{[^}]*status=~"([^"]+)"', expr.replace('\\"', '"'))
+    assert len(sels) == 1, f"one status selector expected in {expr!r}"
+    return set(sels[0].split("|"))
+
+
+def test_error_rate_has_one_definition():
+    """The dashboard, the Prometheus rules and the worker's own alerter count the same statuses
+    as errors (the dashboard showed 0 % while the rule fired when they did not)."""
+    rules = [r for r in alerts() if r["alert"].startswith("AiqErrorRate")]
+    assert len(rules) == 2
+    for r in rules:
+        assert error_rate_statuses(r["expr"]) == ERROR_STATUSES, r["alert"]
+    panels = [p for p in dashboard_panels(dashboard()) if p["title"].startswith("Error rate")]
+    assert len(panels) == 1
+    for t in panels[0]["targets"]:
+        assert error_rate_statuses(t["expr"]) == ERROR_STATUSES, t["expr"]
+    # The in-worker alerter counts what aiq_task_summary() calls an error.
+    with open(PIPELINE_C, encoding="utf-8") as f:
+        src = f.read()
+    m = re.search(r"s\.error\s*=([^;]+);", src)
+    assert m, "aiq_task_summary no longer sets s.error"
+    worker = {s.lower() for s in re.findall(r"AIQ_RESULT_([A-Z]+)", m.group(1))}
+    assert worker == ERROR_STATUSES, worker

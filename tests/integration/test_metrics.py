@@ -1,12 +1,15 @@
 """/metrics read by an independent parser (prometheus_client's) after a known workload, and
 the metrics snapshot on <prefix>metrics validated against its schema."""
 import json
+import os
+import subprocess
 import time
 import urllib.request
 
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PRIORITIES
+from conftest import PRIORITIES, binary
 from test_admin_http import admin_port
 from test_consumer_core import submit, wait_until
 from test_schemas import schema
@@ -76,4 +79,41 @@ def test_metrics_parse_and_count_a_known_workload(aiq_env):
     assert {u["operation"] for u in last["usage"]} == {
         "vc-analysis", "content-generation", "persona-detection", "other"}
     assert last["rebalances"] >= 1
+    assert w.stop() == 0, w.output()[-3000:]
+
+
+def test_process_and_build_info_metrics(aiq_env):
+    """process_* as Prometheus' own process collector names them, and aiq_build_info, parsed
+    by prometheus_client with the values the process and the binary really have."""
+    aiq_env.start_sim(latency_ms=2)
+    w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0")
+    port = admin_port(w)
+    aiq_env.wait_group_stable(1)
+    submit(aiq_env, [{"operation": "vc-analysis", "payload": {"p": i}} for i in range(300)])
+    samples = wait_until(lambda: (lambda s: s if total(s, "aiq_jobs_finished_total") == 300
+                                  else None)(scrape(port)), 60, "300 jobs", interval=0.3)
+    pid = w.proc.pid
+    with open(f"/proc/{pid}/status") as f:
+        rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    rss = total(samples, "process_resident_memory_bytes")
+    assert 0.5 * rss_kb * 1024 < rss < 2 * rss_kb * 1024, (rss, rss_kb)
+    assert total(samples, "process_virtual_memory_bytes") >= rss
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    assert abs(total(samples, "process_open_fds") - fds) <= 5, fds  # sockets come and go
+    assert total(samples, "process_max_fds") >= fds
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu_now = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    assert 0 < total(samples, "process_cpu_seconds_total") <= cpu_now + 0.011, cpu_now
+    started = os.stat(f"/proc/{pid}").st_ctime
+    assert abs(total(samples, "process_start_time_seconds") - started) < 5, started
+    assert time.time() - 120 < total(samples, "process_start_time_seconds") <= time.time()
+    [(labels, value)] = samples["aiq_build_info"]
+    assert value == 1
+    version = subprocess.run([binary("aiq-worker"), "--version"], capture_output=True,
+                             text=True).stdout.split()[-1]
+    assert labels["version"] == version and labels["worker"] == f"w0-{aiq_env.tag}"
+    # the librdkafka the worker loaded (the system's; confluent_kafka may bundle another)
+    assert labels["librdkafka"] and labels["librdkafka"][0].isdigit(), labels
+    assert all(labels[k] for k in ("libuv", "libcurl", "lmdb", "jansson")), labels
     assert w.stop() == 0, w.output()[-3000:]

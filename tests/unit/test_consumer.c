@@ -266,12 +266,99 @@ static void consumer_follows_leader_change(void **state)
     assert_int_equal(aiq_consumer_pending(f->c), 0);
 }
 
+static char why[512];
+
+static int is_ready(fixture_t *f)
+{
+    return !aiq_consumer_unready(f->c, why, sizeof(why));
+}
+
+static int kafka_unreachable(fixture_t *f)
+{
+    return aiq_consumer_unready(f->c, why, sizeof(why)) && strstr(why, "Kafka unreachable");
+}
+
+/* Every broker goes down with the assignment still held: the consumer is not ready, saying
+ * Kafka is unreachable (librdkafka never reports the brokers' return, the probe finds it),
+ * and ready again once they are back. */
+static void consumer_unready_while_kafka_down(void **state)
+{
+    fixture_t *f = *state;
+    assert_false(is_ready(f)); /* not joined yet */
+    assert_non_null(strstr(why, "not yet joined"));
+    run_until(f, is_ready, 30000);
+    assert_true(is_ready(f));
+    for (int32_t b = 1; b <= 3; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, b), 0);
+    run_until(f, kafka_unreachable, 30000);
+    assert_true(kafka_unreachable(f));
+    for (int32_t b = 1; b <= 3; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, b), 0);
+    run_until(f, is_ready, 60000);
+    if (!is_ready(f))
+        fail_msg("still not ready after the brokers came back: %s", why);
+}
+
+static aiq_consumer_t *member(fixture_t *f, aiq_config_t *cfg, const char *id)
+{
+    aiq_err_t err = {0};
+    aiq_consumer_t *c = NULL;
+    aiq_consumer_hooks_t hooks = {.on_record = on_record, .on_revoked = on_revoked, .opaque = f};
+    assert_int_equal(aiq_config_init(cfg), 0);
+    assert_int_equal(aiq_config_set(cfg, "kafka.brokers", f->cfg.brokers, &err), 0);
+    assert_int_equal(aiq_config_set(cfg, "kafka.topic_prefix", "one.", &err), 0);
+    assert_int_equal(aiq_config_set(cfg, "kafka.group_id", "tc-standby", &err), 0);
+    assert_int_equal(aiq_config_set(cfg, "worker.id", id, &err), 0);
+    assert_int_equal(aiq_consumer_new(&c, &f->loop, cfg, f->log, &hooks, &err), 0);
+    assert_int_equal(aiq_consumer_start(c, &err), 0);
+    return c;
+}
+
+static aiq_consumer_t *standby[2];
+
+static int both_ready(fixture_t *f)
+{
+    (void)f;
+    return !aiq_consumer_unready(standby[0], why, sizeof(why)) &&
+           !aiq_consumer_unready(standby[1], why, sizeof(why));
+}
+
+/* More members than partitions (two members, one partition: the other topics of the prefix
+ * answer "unknown topic"): the member the group gives nothing is a member all the same, and
+ * ready. */
+static void consumer_ready_with_an_empty_assignment(void **state)
+{
+    fixture_t *f = *state;
+    char t[AIQ_TOPIC_MAX];
+    aiq_topic_jobs("one.", AIQ_PRIO_CRITICAL, t, sizeof(t));
+    assert_int_equal(rd_kafka_mock_topic_create(f->mc, t, 1, 3), 0);
+    for (int p = 1; p < AIQ_PRIO_COUNT; p++) {
+        aiq_topic_jobs("one.", (aiq_priority_t)p, t, sizeof(t));
+        rd_kafka_mock_topic_set_error(f->mc, t, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+    }
+    aiq_config_t cfg[2];
+    standby[0] = member(f, &cfg[0], "tc-s0");
+    standby[1] = member(f, &cfg[1], "tc-s1");
+    run_until(f, both_ready, 40000);
+    int ready = both_ready(f);
+    int a0 = aiq_consumer_assigned(standby[0]), a1 = aiq_consumer_assigned(standby[1]);
+    for (int i = 0; i < 2; i++) {
+        aiq_consumer_close(standby[i]);
+        aiq_config_free(&cfg[i]);
+    }
+    if (!ready)
+        fail_msg("not both ready: %s (assigned %d and %d)", why, a0, a1);
+    assert_int_equal(a0 + a1, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(consumer_receives_each_record_once, setup, teardown),
         cmocka_unit_test_setup_teardown(consumer_commits_only_finished_records, setup, teardown),
         cmocka_unit_test_setup_teardown(consumer_follows_leader_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(consumer_unready_while_kafka_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(consumer_ready_with_an_empty_assignment, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

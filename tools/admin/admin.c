@@ -21,6 +21,8 @@
 
 typedef struct admin_opts {
     const char *brokers, *prefix, *group;
+    const char *breaker_base; /* --cache-path DIR/breakers or --breaker-path; NULL: none */
+    char breaker_buf[4096];
     int partitions, replication, yes, json, help;
     aiq_admin_dlq_opts_t dlq;
     const char *dlq_flag; /* the first dlq-only option given, to refuse it elsewhere */
@@ -48,6 +50,8 @@ static void usage(FILE *out)
             "                  (filters, --dry-run: see 'aiq-admin dlq --help')\n"
             "  breaker list|show  the shared circuit breakers (one per model): state,\n"
             "                  manual override, since when, and which worker changed it\n"
+            "                  (with --cache-path or --breaker-path: and this host's state of\n"
+            "                  the prefix, which its workers act on)\n"
             "  breaker open|close|auto MODEL  (= breaker force MODEL open|closed|auto)\n"
             "  breaker force MODEL open|closed|auto\n"
             "                  override MODEL's breaker on every worker (auto lifts it)\n"
@@ -63,6 +67,8 @@ static void usage(FILE *out)
             "                            default aiq-workers)\n"
             "      --yes                 confirm delete\n"
             "      --json                read commands print one JSON document\n"
+            "      --cache-path DIR      breaker show: the workers' cache.path on this host\n"
+            "      --breaker-path DIR    breaker show: their breaker.path, when set\n"
             "  -X NAME=VALUE             librdkafka property for every Kafka client (SASL, TLS),\n"
             "                            e.g. -X security.protocol=SASL_SSL; same as env\n"
             "                            AIQ_KAFKA_RDKAFKA_<NAME> ('.' -> '_'), e.g.\n"
@@ -597,9 +603,17 @@ static int dispatch(admin_opts_t *o, const char *a, const char *b, int rest, cha
         return aiq_admin_dlq(&o->dlq, b);
     }
     if (!strcmp(a, "breaker"))
-        return aiq_admin_breaker(o->brokers, o->prefix, o->json, rest, restv);
+        return aiq_admin_breaker(o->brokers, o->prefix, o->breaker_base, o->json, rest, restv);
     fprintf(stderr, "aiq-admin: unknown command '%s %s'; see --help\n", a, b);
     return 2;
+}
+
+/* --cache-path DIR (the workers' cache.path: their breakers are in DIR/breakers) or
+ * --breaker-path DIR (their breaker.path). */
+static void set_breaker_base(admin_opts_t *o, int cache_path, const char *dir)
+{
+    snprintf(o->breaker_buf, sizeof(o->breaker_buf), cache_path ? "%s/breakers" : "%s", dir);
+    o->breaker_base = o->breaker_buf;
 }
 
 int main(int argc, char **argv)
@@ -621,6 +635,8 @@ int main(int argc, char **argv)
                                        {"dry-run", 0, 0, 14},
                                        {"to", 1, 0, 15},
                                        {"refresh-deadline", 0, 0, 16},
+                                       {"cache-path", 1, 0, 17},
+                                       {"breaker-path", 1, 0, 18},
                                        {"help", 0, 0, 'h'},
                                        {"version", 0, 0, 'V'},
                                        {0, 0, 0, 0}};
@@ -681,6 +697,10 @@ int main(int argc, char **argv)
         case 16:
             if (parse_dlq_opt(&o, c, optarg))
                 return 2;
+            break;
+        case 17:
+        case 18:
+            set_breaker_base(&o, c == 17, optarg);
             break;
         case 'h':
             o.help = 1; /* after the loop: the help of the command, if one is named */

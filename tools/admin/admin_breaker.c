@@ -9,9 +9,11 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define READ_TIMEOUT_MS 15000
 
@@ -19,6 +21,7 @@ typedef struct seen {
     struct seen *next;
     aiq_breaker_shared_t s;
     char *origin;
+    int host; /* the newest state came from this host's store, not the topic */
     char model[];
 } seen_t;
 
@@ -49,26 +52,31 @@ static rd_kafka_t *client(const char *brokers, rd_kafka_type_t type)
     return rk;
 }
 
+/* The entry of model in list, added when missing; NULL when out of memory. */
+static seen_t *seen_get(seen_t **list, const void *model, size_t len)
+{
+    seen_t *e;
+    for (e = *list; e; e = e->next)
+        if (strlen(e->model) == len && !memcmp(e->model, model, len))
+            return e;
+    if (!(e = calloc(1, sizeof(*e) + len + 1)))
+        return NULL;
+    memcpy(e->model, model, len);
+    e->next = *list;
+    *list = e;
+    return e;
+}
+
 static void remember(seen_t **list, const rd_kafka_message_t *m)
 {
     aiq_breaker_shared_t s;
     if (!m->key || !m->key_len || !m->payload || aiq_breaker_record_decode(m->payload, m->len, &s))
         return;
-    seen_t *e;
-    for (e = *list; e; e = e->next)
-        if (strlen(e->model) == m->key_len && !memcmp(e->model, m->key, m->key_len))
-            break;
-    if (!e) {
-        e = calloc(1, sizeof(*e) + m->key_len + 1);
-        if (!e)
-            return;
-        memcpy(e->model, m->key, m->key_len);
-        e->next = *list;
-        *list = e;
-    }
-    if (s.version < e->s.version)
+    seen_t *e = seen_get(list, m->key, m->key_len);
+    if (!e || s.version < e->s.version)
         return;
     e->s = s;
+    e->host = 0;
     free(e->origin);
     e->origin = NULL;
     json_t *doc = json_loadb(m->payload, m->len, 0, NULL);
@@ -78,7 +86,69 @@ static void remember(seen_t **list, const rd_kafka_message_t *m)
     json_decref(doc);
 }
 
-/* Reads the whole topic up to its end. Returns 0, or 1 with the reason printed. */
+static void visit_store(MDB_env *env, seen_t **list)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi dbi;
+    MDB_val k, v;
+    if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) || mdb_dbi_open(txn, NULL, 0, &dbi) ||
+        mdb_cursor_open(txn, dbi, &cur)) {
+        if (txn)
+            mdb_txn_abort(txn);
+        return;
+    }
+    while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
+        aiq_breaker_shared_t s;
+        seen_t *e;
+        if (!k.mv_size || aiq_breaker_record_unpack(v.mv_data, v.mv_size, &s) ||
+            !(e = seen_get(list, k.mv_data, k.mv_size)) || s.version <= e->s.version)
+            continue;
+        e->s = s;
+        e->host = 1;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+}
+
+/* Merges this host's store of prefix's scope under base into list, newest version winning:
+ * what the host's workers act on, also before (or without) the topic. Returns 0, or 1 with
+ * the reason printed. */
+static int read_host(const char *base, const char *prefix, seen_t **list)
+{
+    char dir[4096], file[4200];
+    if (aiq_breaker_scope_dir(base, prefix, dir, sizeof(dir))) {
+        fprintf(stderr, "aiq-admin: breaker state path under %s is too long\n", base);
+        return 1;
+    }
+    snprintf(file, sizeof(file), "%s/data.mdb", base);
+    if (access(file, F_OK) == 0)
+        fprintf(stderr,
+                "aiq-admin: %s is an unscoped breaker store of an older aiq; workers ignore "
+                "it\n",
+                file);
+    snprintf(file, sizeof(file), "%s/data.mdb", dir);
+    if (access(file, F_OK)) {
+        fprintf(stderr, "aiq-admin: no worker of prefix '%s' keeps breaker state in %s\n", prefix,
+                dir);
+        return 0;
+    }
+    MDB_env *env = NULL;
+    int rc;
+    if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_mapsize(env, 16u << 20)) ||
+        (rc = mdb_env_set_maxreaders(env, 1024)) ||
+        (rc = mdb_env_open(env, dir, MDB_RDONLY, 0600))) {
+        fprintf(stderr, "aiq-admin: breaker state %s: %s\n", dir, mdb_strerror(rc));
+        mdb_env_close(env);
+        return 1;
+    }
+    visit_store(env, list);
+    mdb_env_close(env);
+    return 0;
+}
+
+/* Reads the whole topic up to its end. Returns 0, or 1 with the reason printed (2: the
+ * topic does not exist). */
 static int read_all(const char *brokers, const char *topic, seen_t **out)
 {
     rd_kafka_t *rk = client(brokers, RD_KAFKA_CONSUMER);
@@ -89,7 +159,7 @@ static int read_all(const char *brokers, const char *topic, seen_t **out)
         fprintf(stderr, "aiq-admin: topic %s does not exist (aiq-admin topics create makes it)\n",
                 topic);
         rd_kafka_destroy(rk);
-        return 1;
+        return 2;
     }
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
     int open = 0;
@@ -137,19 +207,28 @@ static void free_seen(seen_t *l)
 static json_t *seen_json(const seen_t *e)
 {
     char since[40];
-    return json_pack(
-        "{s:s,s:s,s:s,s:s,s:I,s:o}", "model", e->model, "state", aiq_breaker_state_name(e->s.state),
-        "override", aiq_breaker_force_name(e->s.force), "since",
-        aiq_time_format(e->s.since_ms, since, sizeof(since)), "version", (json_int_t)e->s.version,
-        "by", e->origin ? json_string(e->origin) : json_null());
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:o}", "model", e->model, "state",
+                     aiq_breaker_state_name(e->s.state), "override",
+                     aiq_breaker_force_name(e->s.force), "since",
+                     aiq_time_format(e->s.since_ms, since, sizeof(since)), "version",
+                     (json_int_t)e->s.version, "by",
+                     e->host     ? json_string("this host")
+                     : e->origin ? json_string(e->origin)
+                                 : json_null());
 }
 
-/* model NULL: every breaker; else only that one, and exit 1 when it has no record. */
-static int breaker_show(const char *brokers, const char *topic, const char *model, bool json)
+/* model NULL: every breaker; else only that one, and exit 1 when it has no record. With
+ * state_base, this host's state of prefix counts too. */
+static int breaker_show(const char *brokers, const char *topic, const char *prefix,
+                        const char *state_base, const char *model, bool json)
 {
     seen_t *all = NULL;
-    if (read_all(brokers, topic, &all))
+    int rc = read_all(brokers, topic, &all);
+    /* Without the topic, workers share breakers on their host only: that state is all. */
+    if ((rc && !(rc == 2 && state_base)) || (state_base && read_host(state_base, prefix, &all))) {
+        free_seen(all);
         return 1;
+    }
     json_t *arr = json ? json_array() : NULL;
     int shown = 0;
     char since[40];
@@ -165,7 +244,9 @@ static int breaker_show(const char *brokers, const char *topic, const char *mode
             printf("%-50s %-7s %-13s %-24s %s\n", e->model, aiq_breaker_state_name(e->s.state),
                    aiq_breaker_force_name(e->s.force),
                    aiq_time_format(e->s.since_ms, since, sizeof(since)),
-                   e->origin ? e->origin : "-");
+                   e->host     ? "this host"
+                   : e->origin ? e->origin
+                               : "-");
     }
     if (json) {
         json_dumpf(arr, stdout, JSON_INDENT(2));
@@ -244,6 +325,9 @@ void aiq_admin_breaker_usage(FILE *out)
             "  show [MODEL]      state, manual override, since when and which worker changed\n"
             "                    it, of every breaker (or of MODEL: exit 1 when it has no\n"
             "                    record yet); 'list' is the same. --json for one JSON array.\n"
+            "                    --cache-path DIR (or --breaker-path DIR): also this host's\n"
+            "                    state of the prefix, what its workers act on; the newest\n"
+            "                    version wins, shown BY 'this host' when it came from there\n"
             "  open MODEL        force MODEL's breaker open: its jobs get breaker_open results\n"
             "                    (or go to the fallback model) without a call\n"
             "  close MODEL       force it closed: calls go through whatever the errors\n"
@@ -252,7 +336,8 @@ void aiq_admin_breaker_usage(FILE *out)
             "Exit codes: 0 done, 1 failure, 2 usage error.\n");
 }
 
-int aiq_admin_breaker(const char *brokers, const char *prefix, bool json, int argc, char **argv)
+int aiq_admin_breaker(const char *brokers, const char *prefix, const char *state_base, bool json,
+                      int argc, char **argv)
 {
     char topic[AIQ_TOPIC_MAX];
     if (aiq_topic_breaker(prefix, topic, sizeof(topic))) {
@@ -261,7 +346,7 @@ int aiq_admin_breaker(const char *brokers, const char *prefix, bool json, int ar
     }
     const char *verb = argc > 0 ? argv[0] : "";
     if ((!strcmp(verb, "list") || !strcmp(verb, "show")) && argc <= 2)
-        return breaker_show(brokers, topic, argc == 2 ? argv[1] : NULL, json);
+        return breaker_show(brokers, topic, prefix, state_base, argc == 2 ? argv[1] : NULL, json);
     if (!strcmp(verb, "force") && argc == 3)
         return breaker_force(brokers, topic, argv[1], argv[2]);
     /* short forms: open|close|auto MODEL */

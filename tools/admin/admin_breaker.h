@@ -9,7 +9,11 @@
 /* argv holds what follows "breaker" (argc words), borrowed. json: "show" prints one JSON
  * document. Returns the exit code: 0 done, 1 failed (or show MODEL found no such
  * breaker), 2 usage error. */
-int aiq_admin_breaker(const char *brokers, const char *prefix, bool json, int argc, char **argv);
+/* state_base: the workers' breaker state base dir on this host (breaker.path, or
+ * <cache.path>/breakers), whose scope of prefix breaker show also reads; NULL: the topic
+ * only. Borrowed. */
+int aiq_admin_breaker(const char *brokers, const char *prefix, const char *state_base, bool json,
+                      int argc, char **argv);
 
 /* The help text of "aiq-admin breaker". */
 void aiq_admin_breaker_usage(FILE *out);

@@ -5,12 +5,16 @@
 #include "timeutil.h"
 #include "topics.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define RECORDS_PER_TURN 128
 #define TICK_MS          100
 #define MAX_PARTITIONS   4096
+/* While Kafka is believed down, a metadata request (on a libuv pool thread: it blocks) asks
+ * whether a broker answers again, one at a time, each waiting at most this long. */
+#define PROBE_TIMEOUT_MS 1000
 
 typedef struct part {
     aiq_offsets_t *tracker; /* NULL when not assigned */
@@ -41,9 +45,16 @@ struct aiq_consumer {
     part_t *parts[AIQ_PRIO_COUNT]; /* indexed by partition id */
     int32_t nparts[AIQ_PRIO_COUNT];
     int fetching[AIQ_PRIO_COUNT];
-    int joined;
+    int joined; /* a member now: assigned (possibly nothing) and not lost since */
+    int ever_joined;
     int assigned;
     uint64_t rebalances; /* assign and revoke callbacks served */
+    /* Kafka reachability. librdkafka reports all brokers going down (an error event) but
+     * no event says one is back: a probe asks. */
+    int64_t down_since_ms; /* 0: reachable as far as we know */
+    struct probe *probe;   /* the probe in flight, NULL when none */
+    char down_why[256];
+    int lost_count; /* partitions in the last lost callback */
 };
 
 static part_t *part_get(aiq_consumer_t *c, int prio, int32_t partition, int create)
@@ -235,7 +246,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     c->rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        c->joined = 1;
+        c->joined = c->ever_joined = 1;
+        c->down_since_ms = 0; /* the coordinator just answered */
         c->assigned += parts->cnt;
         log_partitions(c, "assigned", parts);
         track_assigned(c, parts);
@@ -257,7 +269,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         begin_revoke(c, parts);
         return;
     }
-    /* Lost: another member may own them already; committing now could move its offsets. */
+    /* Lost: another member may own them already; committing now could move its offsets.
+     * This member is out of the group until its next assignment. */
+    c->joined = 0;
+    c->lost_count = parts->cnt;
     for (int i = 0; i < parts->cnt; i++) {
         int prio = aiq_topic_priority(c->prefix, parts->elems[i].topic);
         if (c->hooks.on_revoked && prio >= 0)
@@ -294,8 +309,73 @@ static void deliver(aiq_consumer_t *c, rd_kafka_message_t *m)
         rd_kafka_message_destroy(m);
         return;
     }
+    c->down_since_ms = 0; /* a fetch just answered */
     aiq_consumer_ref_t ref = {prio, m->partition, m->offset, p->generation};
     c->hooks.on_record(c->hooks.opaque, m, &ref);
+}
+
+/* librdkafka's client-wide errors, served inside the consumer poll (loop thread). Without
+ * this callback librdkafka would log them itself; they are logged the same way here. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    aiq_consumer_t *c = aiq_kafka_owner(opaque);
+    aiq_logc(c->log, AIQ_LOG_ERROR, "ERROR", "librdkafka ERROR: %s: %s",
+             rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !c->down_since_ms) {
+        c->down_since_ms = aiq_mono_ms();
+        snprintf(c->down_why, sizeof(c->down_why), "%s", reason);
+    }
+}
+
+typedef struct probe {
+    uv_work_t req;
+    aiq_consumer_t *c; /* NULL once the consumer closed: the probe only frees itself */
+    rd_kafka_t *rk;
+    rd_kafka_resp_err_t err;
+    atomic_int done; /* the pool thread left librdkafka */
+} probe_t;
+
+/* Pool thread: rd_kafka_metadata is thread-safe and blocks up to PROBE_TIMEOUT_MS. */
+static void probe_work(uv_work_t *req)
+{
+    probe_t *p = req->data;
+    const struct rd_kafka_metadata *md = NULL;
+    p->err = rd_kafka_metadata(p->rk, 0, NULL, &md, PROBE_TIMEOUT_MS);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    atomic_store(&p->done, 1);
+}
+
+static void probe_after(uv_work_t *req, int status)
+{
+    (void)status;
+    probe_t *p = req->data;
+    aiq_consumer_t *c = p->c;
+    if (c) {
+        c->probe = NULL;
+        if (p->err == RD_KAFKA_RESP_ERR_NO_ERROR && c->down_since_ms) {
+            aiq_log_info(c->log, "Kafka reachable again after %lld ms",
+                         (long long)(aiq_mono_ms() - c->down_since_ms));
+            c->down_since_ms = 0;
+        }
+    }
+    free(p);
+}
+
+static void probe_send(aiq_consumer_t *c)
+{
+    probe_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return;
+    p->c = c;
+    p->rk = c->rk;
+    p->req.data = p;
+    if (uv_queue_work(c->loop, &p->req, probe_work, probe_after)) {
+        free(p);
+        return;
+    }
+    c->probe = p;
 }
 
 static void consume_error(aiq_consumer_t *c, rd_kafka_message_t *m)
@@ -349,6 +429,7 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
         return rc;
     }
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_error_cb(conf, on_error);
     char errstr[512];
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!c->rk) {
@@ -455,6 +536,26 @@ int aiq_consumer_joined(const aiq_consumer_t *c)
     return c->joined;
 }
 
+int aiq_consumer_unready(aiq_consumer_t *c, char *why, size_t cap)
+{
+    if (c->down_since_ms && !c->probe)
+        probe_send(c);
+    if (c->down_since_ms) {
+        snprintf(why, cap, "Kafka unreachable for %lld ms: %s",
+                 (long long)(aiq_mono_ms() - c->down_since_ms), c->down_why);
+        return 1;
+    }
+    if (!c->ever_joined) {
+        snprintf(why, cap, "not yet joined the consumer group");
+        return 1;
+    }
+    if (!c->joined) {
+        snprintf(why, cap, "lost its %d partition(s); rejoining the consumer group", c->lost_count);
+        return 1;
+    }
+    return 0;
+}
+
 int aiq_consumer_assigned(const aiq_consumer_t *c)
 {
     return c->assigned;
@@ -489,6 +590,12 @@ void aiq_consumer_close(aiq_consumer_t *c)
     if (e)
         aiq_log_warn(c->log, "consumer close: %s", rd_kafka_err2str(e));
     rd_kafka_queue_destroy(c->q);
+    if (c->probe) {
+        /* The handle must outlive the probe's call: wait for it (bounded by its timeout). */
+        while (!atomic_load(&c->probe->done))
+            uv_sleep(10);
+        c->probe->c = NULL;
+    }
     rd_kafka_destroy(c->rk);
     for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
         for (int32_t i = 0; i < c->nparts[p]; i++)

@@ -53,8 +53,16 @@ void aiq_consumer_drop(aiq_consumer_t *c, const aiq_consumer_ref_t *ref);
  * (prio < 0: all); partitions assigned later follow the current state. */
 void aiq_consumer_set_fetching(aiq_consumer_t *c, int prio, int want);
 
-/* True once the group gave this member an assignment (possibly empty). */
+/* True while this member holds an assignment from the group (possibly empty, when the
+ * group has more members than partitions): from an assign until its partitions are lost. */
 int aiq_consumer_joined(const aiq_consumer_t *c);
+
+/* Whether the consumer can do its work: 0 when it is a member of the group (its assignment
+ * may legitimately be empty) and Kafka is reachable; else 1 with the reason in why (cap
+ * bytes). Kafka counts as unreachable from librdkafka's "all brokers down" until a record
+ * or an assignment arrives, or a metadata request (sent from here while down, one at a
+ * time, on a libuv pool thread) is answered. Loop thread. */
+int aiq_consumer_unready(aiq_consumer_t *c, char *why, size_t cap);
 
 /* Job partitions currently assigned. */
 int aiq_consumer_assigned(const aiq_consumer_t *c);

@@ -1,5 +1,5 @@
 /* admin_http.h — the worker's ops endpoints: GET /metrics (Prometheus text), /healthz (the
- * loop is turning), /readyz (group joined, not draining). Served by libmicrohttpd's own
+ * loop is turning), /readyz (the reason the loop publishes). Served by libmicrohttpd's own
  * thread from a snapshot the loop publishes, so scrapes never touch loop state. */
 #ifndef AIQ_ADMIN_HTTP_H
 #define AIQ_ADMIN_HTTP_H

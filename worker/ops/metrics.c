@@ -1,6 +1,13 @@
 #include "metrics.h"
 
+#include <curl/curl.h>
+#include <dirent.h>
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <lmdb.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -517,6 +524,113 @@ static json_t *snapshot_resilience(const aiq_metrics_gauges_t *g)
     return o;
 }
 
+/* ---- the process (the names of Prometheus' own process collector) ------------------- */
+
+/* Fields 14, 15 (utime, stime) and 22 (starttime, in clock ticks since boot) of
+ * /proc/self/stat; the command name (field 2) may hold spaces, so parse after its ')'. */
+static int proc_stat(double *cpu_s, double *start_ticks)
+{
+    char line[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof(line) - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    char *p = strrchr(line, ')');
+    unsigned long long ut, st, start;
+    if (!p || sscanf(p + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                     "%*d %*d %llu",
+                     &ut, &st, &start) != 3)
+        return -1;
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    *cpu_s = (double)(ut + st) / tick;
+    *start_ticks = (double)start / tick;
+    return 0;
+}
+
+static long long boot_time_s(void)
+{
+    char line[256];
+    long long btime = -1;
+    FILE *f = fopen("/proc/stat", "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "btime %lld", &btime) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return btime;
+}
+
+static long long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    long long n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory stream's own descriptor */
+}
+
+/* Reads /proc on the loop thread: a few small files and one directory, well under 0.1 ms. */
+static void render_process(buf_t *b)
+{
+    double cpu, start;
+    long long vsz, rss, btime = boot_time_s(), fds = open_fds();
+    long page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/statm", "r");
+    int mem = f && fscanf(f, "%lld %lld", &vsz, &rss) == 2;
+    if (f)
+        fclose(f);
+    if (proc_stat(&cpu, &start) == 0) {
+        put(b,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n",
+            cpu);
+        if (btime > 0)
+            put(b,
+                "# HELP process_start_time_seconds Start time of the process since unix epoch "
+                "in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                "process_start_time_seconds %.2f\n",
+                (double)btime + start);
+    }
+    if (mem)
+        put(b,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n"
+            "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+            "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %lld\n",
+            rss * page, vsz * page);
+    if (fds >= 0)
+        put(b,
+            "# HELP process_open_fds Number of open file descriptors.\n"
+            "# TYPE process_open_fds gauge\nprocess_open_fds %lld\n",
+            fds);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        put(b,
+            "# HELP process_max_fds Maximum number of open file descriptors.\n"
+            "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+            (unsigned long long)rl.rlim_cur);
+}
+
+/* Versions of aiq and of the libraries it runs with (the loaded ones, not the headers'). */
+static void render_build_info(buf_t *b, const char *w)
+{
+    const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    int lmaj = 0, lmin = 0, lpatch = 0;
+    mdb_version(&lmaj, &lmin, &lpatch);
+    put(b,
+        "# HELP aiq_build_info aiq's version and the versions of the libraries it runs with.\n"
+        "# TYPE aiq_build_info gauge\naiq_build_info{worker=\"%s\",version=\"%s\","
+        "librdkafka=\"%s\",libuv=\"%s\",libcurl=\"%s\",lmdb=\"%d.%d.%d\",jansson=\"%s\"} 1\n",
+        w, AIQ_VERSION, rd_kafka_version_str(), uv_version_string(), cv ? cv->version : "", lmaj,
+        lmin, lpatch, jansson_version_str());
+}
+
 char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
                          const char *worker_id)
 {
@@ -535,6 +649,8 @@ char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
                  m->provider, worker_id);
     render_histo(&b, "aiq_job_seconds", "Time from receipt to result acknowledged.", m->total,
                  worker_id);
+    render_build_info(&b, worker_id);
+    render_process(&b);
     if (b.failed) {
         free(b.s);
         return NULL;

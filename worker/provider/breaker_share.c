@@ -13,7 +13,6 @@
 #define MODEL_MAX        2048
 #define STORE_BYTES      (16u << 20) /* thousands of models fit many times over */
 #define STORE_READER     1024        /* one slot per process on the host, and then some */
-#define RECORD_BYTES     24          /* state, force, 6 spare, since_ms, version */
 #define RECORDS_PER_TURN 256         /* breaker records applied per loop turn at most */
 
 typedef struct entry {
@@ -41,33 +40,6 @@ struct aiq_breakers {
 
 /* ---- the host-shared store ----------------------------------------------------------- */
 
-static void record_pack(const aiq_breaker_shared_t *s, unsigned char out[RECORD_BYTES])
-{
-    memset(out, 0, RECORD_BYTES);
-    out[0] = (unsigned char)s->state;
-    out[1] = (unsigned char)s->force;
-    uint64_t since = (uint64_t)s->since_ms, v = s->version;
-    for (int i = 0; i < 8; i++) {
-        out[8 + i] = (unsigned char)(since >> (56 - 8 * i));
-        out[16 + i] = (unsigned char)(v >> (56 - 8 * i));
-    }
-}
-
-static int record_unpack(const MDB_val *val, aiq_breaker_shared_t *s)
-{
-    const unsigned char *p = val->mv_data;
-    if (val->mv_size != RECORD_BYTES || p[0] > AIQ_BREAKER_OPEN || p[1] > AIQ_BREAKER_FORCED_CLOSED)
-        return AIQ_EINVAL;
-    uint64_t since = 0, v = 0;
-    for (int i = 0; i < 8; i++) {
-        since = since << 8 | p[8 + i];
-        v = v << 8 | p[16 + i];
-    }
-    *s = (aiq_breaker_shared_t){(aiq_breaker_state_t)p[0], (aiq_breaker_force_t)p[1],
-                                (int64_t)since, v};
-    return 0;
-}
-
 /* Takes whatever newer transition another process on the host wrote. */
 static void store_pull(aiq_breaker_share_t *bs, entry_t *e)
 {
@@ -76,7 +48,8 @@ static void store_pull(aiq_breaker_share_t *bs, entry_t *e)
         return;
     MDB_val k = {strlen(e->model), e->model}, v;
     aiq_breaker_shared_t s;
-    if (mdb_get(txn, bs->dbi, &k, &v) == 0 && record_unpack(&v, &s) == 0)
+    if (mdb_get(txn, bs->dbi, &k, &v) == 0 &&
+        aiq_breaker_record_unpack(v.mv_data, v.mv_size, &s) == 0)
         aiq_breaker_apply(&e->b, &s);
     mdb_txn_abort(txn);
 }
@@ -93,14 +66,15 @@ static int store_push(aiq_breaker_share_t *bs, entry_t *e)
     }
     MDB_val k = {strlen(e->model), e->model}, v;
     aiq_breaker_shared_t cur;
-    if (mdb_get(txn, bs->dbi, &k, &v) == 0 && record_unpack(&v, &cur) == 0 &&
+    if (mdb_get(txn, bs->dbi, &k, &v) == 0 &&
+        aiq_breaker_record_unpack(v.mv_data, v.mv_size, &cur) == 0 &&
         cur.version >= e->b.shared.version) {
         mdb_txn_abort(txn);
         aiq_breaker_apply(&e->b, &cur);
         return 0;
     }
-    unsigned char rec[RECORD_BYTES];
-    record_pack(&e->b.shared, rec);
+    unsigned char rec[AIQ_BREAKER_RECORD_BYTES];
+    aiq_breaker_record_pack(&e->b.shared, rec);
     v = (MDB_val){sizeof(rec), rec};
     rc = mdb_put(txn, bs->dbi, &k, &v, 0);
     rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
