@@ -6,6 +6,7 @@
 
 #include <cmocka.h>
 
+#include "aiq_err.h"
 #include "breaker_state.h"
 
 static aiq_breaker_t fresh(void)
@@ -195,6 +196,41 @@ static void test_names_round_trip(void **state)
     assert_int_equal(aiq_breaker_state_parse("ajar"), -1);
 }
 
+/* Each topic prefix has its own directory; prefixes that differ only in bytes a file name
+ * must not hold stay apart, and "." or ".." can never climb out of the base. */
+static void test_scope_dir_per_prefix(void **state)
+{
+    (void)state;
+    char a[256], b[256];
+    assert_int_equal(aiq_breaker_scope_dir("/c/breakers", "aiq.", a, sizeof(a)), 0);
+    assert_string_equal(a, "/c/breakers/prefix-aiq.");
+    assert_int_equal(aiq_breaker_scope_dir("/c/breakers", "test-1_x.", b, sizeof(b)), 0);
+    assert_string_equal(b, "/c/breakers/prefix-test-1_x.");
+    assert_int_equal(aiq_breaker_scope_dir("/c/breakers", "", a, sizeof(a)), 0);
+    assert_string_equal(a, "/c/breakers/prefix-");
+    assert_int_equal(aiq_breaker_scope_dir("/c/breakers", "..", a, sizeof(a)), 0);
+    assert_string_equal(a, "/c/breakers/prefix-..");
+    assert_int_equal(aiq_breaker_scope_dir("/c/breakers", "a/b %", a, sizeof(a)), 0);
+    assert_string_equal(a, "/c/breakers/prefix-a%2Fb%20%25");
+    assert_int_equal(aiq_breaker_scope_dir("/c/breakers", "aiq.", a, 20), AIQ_ETOOBIG);
+}
+
+static void test_store_record_round_trip(void **state)
+{
+    (void)state;
+    aiq_breaker_shared_t s = {AIQ_BREAKER_OPEN, AIQ_BREAKER_FORCED_OPEN, 1796356395123, 42}, t;
+    unsigned char rec[AIQ_BREAKER_RECORD_BYTES];
+    aiq_breaker_record_pack(&s, rec);
+    assert_int_equal(aiq_breaker_record_unpack(rec, sizeof(rec), &t), 0);
+    assert_int_equal(t.state, s.state);
+    assert_int_equal(t.force, s.force);
+    assert_int_equal(t.since_ms, s.since_ms);
+    assert_int_equal(t.version, s.version);
+    assert_int_equal(aiq_breaker_record_unpack(rec, sizeof(rec) - 1, &t), AIQ_EINVAL);
+    rec[0] = 7;
+    assert_int_equal(aiq_breaker_record_unpack(rec, sizeof(rec), &t), AIQ_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +245,8 @@ int main(void)
         cmocka_unit_test(test_force_overrides_and_auto_lifts),
         cmocka_unit_test(test_apply_takes_only_newer_versions),
         cmocka_unit_test(test_names_round_trip),
+        cmocka_unit_test(test_scope_dir_per_prefix),
+        cmocka_unit_test(test_store_record_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
