@@ -331,12 +331,6 @@ static aiq_metrics_gauges_t gauges(aiq_worker_t *w)
     g.calls_inflight = ps.inflight;
     g.calls_waiting = ps.waiting;
     g.budget_tokens = ps.budget_tokens;
-    g.throttled = ps.throttled;
-    g.budget_denied = ps.budget_denied;
-    g.breaker_rejected = ps.breaker_rejected;
-    g.fallbacks = pls->fallbacks;
-    g.requeued = pls->requeued;
-    g.coalesced = pls->coalesced;
     g.dlq_unwritable = aiq_pipeline_dlq_error(w->pl) != NULL;
     g.dlq_waiting = pls->dlq_waiting;
     g.dlq_write_failures = pls->dlq_write_failures;

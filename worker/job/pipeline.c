@@ -205,6 +205,7 @@ static int sf_join(aiq_task_t *t)
                 l->followers->f_prev = t;
             l->followers = t;
             t->pl->stats.coalesced++;
+            aiq_metrics_count(t->pl->d.metrics, AIQ_METRICS_COALESCED);
             set_state(t, TASK_CALLING);
             return 1;
         }
@@ -840,6 +841,7 @@ static void task_requeue(aiq_task_t *t)
     aiq_topic_jobs(pl->d.cfg->topic_prefix, AIQ_PRIO_HIGH, t->out_topic, sizeof(t->out_topic));
     t->out_kind = OUT_REQUEUE;
     pl->stats.requeued++;
+    aiq_metrics_count(pl->d.metrics, AIQ_METRICS_REQUEUED);
     TLOG(t, AIQ_LOG_INFO, "attempts spent (%s); re-enqueued to %s", t->error_kind, t->out_topic);
     task_send(t);
 }
@@ -899,6 +901,7 @@ static void task_fallback(aiq_task_t *t)
     free(t->fallback_text);
     t->fallback_text = text;
     pl->stats.fallbacks++;
+    aiq_metrics_count(pl->d.metrics, AIQ_METRICS_FALLBACK);
     TLOG(t, AIQ_LOG_WARN, "answered by fallback %s after %d attempt(s): %s: %s (request id %s)",
          t->fallback, t->attempts, t->error_kind, t->error_msg,
          t->request_id[0] ? t->request_id : "none");

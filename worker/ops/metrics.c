@@ -52,6 +52,7 @@ struct aiq_metrics {
     uint64_t tokens_in[4], tokens_out[4];
     uint64_t model_calls_2xx, model_calls_4xx, model_calls_5xx, model_calls_none;
     uint64_t retries;
+    uint64_t events[AIQ_METRICS_EVENTS];
     uint64_t unpriced; /* answered model calls without a price: cost_usd null */
     uint64_t dlq[DLQ_KINDS];
     usage_t usage[USAGE_KEYS];
@@ -118,6 +119,12 @@ void aiq_metrics_model_call(aiq_metrics_t *m, long http_status)
 void aiq_metrics_retry(aiq_metrics_t *m)
 {
     m->retries++;
+}
+
+void aiq_metrics_count(aiq_metrics_t *m, aiq_metrics_event_t e)
+{
+    if (m && (unsigned)e < AIQ_METRICS_EVENTS)
+        m->events[e]++;
 }
 
 aiq_metrics_totals_t aiq_metrics_totals(const aiq_metrics_t *m)
@@ -347,15 +354,22 @@ static void render_gauges(buf_t *b, const aiq_metrics_gauges_t *g, const char *w
 #define RES_COUNTERS 9
 
 /* name, help, value: the resilience counters in render order */
-static void res_counters(const aiq_metrics_gauges_t *g, const char *names[RES_COUNTERS],
-                         uint64_t vals[RES_COUNTERS])
+static void res_counters(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
+                         const char *names[RES_COUNTERS], uint64_t vals[RES_COUNTERS])
 {
     static const char *const n[RES_COUNTERS] = {
         "throttled", "retry_budget_denied", "breaker_rejected", "fallbacks",  "requeued",
         "coalesced", "cache_hits",          "cache_misses",     "cache_stale"};
-    const uint64_t v[RES_COUNTERS] = {g->throttled,  g->budget_denied, g->breaker_rejected,
-                                      g->fallbacks,  g->requeued,      g->coalesced,
-                                      g->cache_hits, g->cache_misses,  g->cache_stale};
+    const uint64_t *e = m->events;
+    const uint64_t v[RES_COUNTERS] = {e[AIQ_METRICS_THROTTLED],
+                                      e[AIQ_METRICS_BUDGET_DENIED],
+                                      e[AIQ_METRICS_BREAKER_REJECTED],
+                                      e[AIQ_METRICS_FALLBACK],
+                                      e[AIQ_METRICS_REQUEUED],
+                                      e[AIQ_METRICS_COALESCED],
+                                      g->cache_hits,
+                                      g->cache_misses,
+                                      g->cache_stale};
     for (int i = 0; i < RES_COUNTERS; i++) {
         names[i] = n[i];
         vals[i] = v[i];
@@ -449,7 +463,8 @@ static void render_consumer(buf_t *b, const aiq_metrics_gauges_t *g, const char 
         w, (unsigned long long)g->rebalances);
 }
 
-static void render_resilience(buf_t *b, const aiq_metrics_gauges_t *g, const char *w)
+static void render_resilience(buf_t *b, const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
+                              const char *w)
 {
     static const char *const help[RES_COUNTERS] = {
         "Model calls answered 429 (throttling).",
@@ -463,7 +478,7 @@ static void render_resilience(buf_t *b, const aiq_metrics_gauges_t *g, const cha
         "Cache lookups that found only an expired entry (kept for stale-if-error)."};
     const char *names[RES_COUNTERS];
     uint64_t vals[RES_COUNTERS];
-    res_counters(g, names, vals);
+    res_counters(m, g, names, vals);
     static const char *const prom[RES_COUNTERS] = {
         "aiq_throttled_total",        "aiq_retry_budget_denied_total",
         "aiq_breaker_rejected_total", "aiq_fallbacks_total",
@@ -503,11 +518,11 @@ static void render_resilience(buf_t *b, const aiq_metrics_gauges_t *g, const cha
             g->breakers[i].state);
 }
 
-static json_t *snapshot_resilience(const aiq_metrics_gauges_t *g)
+static json_t *snapshot_resilience(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g)
 {
     const char *names[RES_COUNTERS];
     uint64_t vals[RES_COUNTERS];
-    res_counters(g, names, vals);
+    res_counters(m, g, names, vals);
     json_t *o = json_object();
     for (int i = 0; i < RES_COUNTERS; i++)
         json_object_set_new(o, names[i], json_integer((json_int_t)vals[i]));
@@ -640,7 +655,7 @@ char *aiq_metrics_render(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g,
     b.s[0] = '\0';
     render_counters(&b, m, worker_id);
     render_gauges(&b, g, worker_id);
-    render_resilience(&b, g, worker_id);
+    render_resilience(&b, m, g, worker_id);
     render_consumer(&b, g, worker_id);
     render_usage(&b, m, worker_id);
     render_histo(&b, "aiq_queue_wait_seconds", "Time from receipt to a free slot.", m->queue_wait,
@@ -737,7 +752,7 @@ char *aiq_metrics_snapshot(const aiq_metrics_t *m, const aiq_metrics_gauges_t *g
     for (int p = 0; p < 4; p++)
         backlog[p] = (uint64_t)(g->backlog[p] > 0 ? g->backlog[p] : 0);
     json_object_set_new(o, "backlog", per_prio_counts(backlog));
-    json_object_set_new(o, "resilience", snapshot_resilience(g));
+    json_object_set_new(o, "resilience", snapshot_resilience(m, g));
     uint64_t lag[4];
     int64_t oldest[4] = {0, 0, 0, 0};
     for (int p = 0; p < 4; p++)

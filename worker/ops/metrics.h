@@ -23,8 +23,8 @@ typedef struct aiq_metrics_gauges {
     int64_t assigned_partitions;
     /* The provider, breakers and cache (issue #4, #5), read at render time. */
     int64_t call_limit, calls_inflight, calls_waiting, budget_tokens;
-    uint64_t throttled, budget_denied, breaker_rejected, fallbacks, requeued;
-    uint64_t coalesced, cache_hits, cache_misses, cache_stale, cache_corrupt, cache_evicted;
+    /* the host's cache, counted by the cache itself across the workers sharing it */
+    uint64_t cache_hits, cache_misses, cache_stale, cache_corrupt, cache_evicted;
     uint64_t cache_entries, cache_bytes;
     int nbreakers; /* models with a breaker, at most AIQ_METRICS_BREAKERS shown */
     struct {
@@ -58,6 +58,19 @@ void aiq_metrics_model_call(aiq_metrics_t *m, long http_status);
 void aiq_metrics_usage(aiq_metrics_t *m, const char *operation, const char *model, int status,
                        int64_t total_ms, int64_t in_tokens, int64_t out_tokens, double cost_usd);
 void aiq_metrics_retry(aiq_metrics_t *m);
+
+/* Events counted where they happen (one owner: /metrics, the snapshot and the progress line
+ * all read them here). Allocation-free; loop thread. */
+typedef enum aiq_metrics_event {
+    AIQ_METRICS_THROTTLED = 0,    /* a model call answered 429 (throttling) */
+    AIQ_METRICS_BUDGET_DENIED,    /* a retry not made: the retry budget was empty */
+    AIQ_METRICS_BREAKER_REJECTED, /* a model call not made: the model's breaker was open */
+    AIQ_METRICS_FALLBACK,         /* a job answered by the fallback chain */
+    AIQ_METRICS_REQUEUED,         /* a job re-enqueued once to the high topic */
+    AIQ_METRICS_COALESCED,        /* a model call saved: an identical job joined one */
+    AIQ_METRICS_EVENTS
+} aiq_metrics_event_t;
+void aiq_metrics_count(aiq_metrics_t *m, aiq_metrics_event_t e);
 
 /* Totals since start, for the progress line: the same counters /metrics renders, so the
  * two never disagree. finished is indexed by aiq_result_status_t. Loop thread. */

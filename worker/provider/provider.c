@@ -295,7 +295,7 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
     aiq_retry_decision_t d = aiq_retry_decide(&p->retry, &p->lanes[c->lane].budget, &in);
     if (!d.retry) {
         if (d.end == AIQ_CALL_NO_BUDGET)
-            p->stats.budget_denied++;
+            aiq_metrics_count(p->d.metrics, AIQ_METRICS_BUDGET_DENIED);
         else if (d.end == AIQ_CALL_DEADLINE)
             p->stats.deadline_cut++;
         finish(c, d.end);
@@ -422,7 +422,7 @@ static void on_reply(void *opaque, const aiq_http_response_t *resp)
     switch (cls) {
     case AIQ_BEDROCK_THROTTLED:
         /* A throttled service is up: no breaker failure, but call less. */
-        p->stats.throttled++;
+        aiq_metrics_count(p->d.metrics, AIQ_METRICS_THROTTLED);
         aiq_breaker_share_abandon(p->d.breakers, c->model, probe);
         aiq_aimd_on_throttle(&l->aimd, now);
         break;
@@ -486,7 +486,7 @@ static void attempt(aiq_provider_call_t *c)
     }
     bool probe;
     if (!aiq_breaker_share_allow(p->d.breakers, c->model, now, &probe)) {
-        p->stats.breaker_rejected++;
+        aiq_metrics_count(p->d.metrics, AIQ_METRICS_BREAKER_REJECTED);
         finish(c, AIQ_CALL_BREAKER_OPEN);
         return;
     }

@@ -59,7 +59,7 @@ typedef struct aiq_provider_deps {
 } aiq_provider_deps_t;
 
 typedef struct aiq_provider_stats {
-    uint64_t calls, retries, throttled, budget_denied, breaker_rejected, deadline_cut;
+    uint64_t calls, retries, deadline_cut; /* the rest are counted in the metrics registry */
     int inflight, waiting, limit, budget_tokens;
 } aiq_provider_stats_t;
 
