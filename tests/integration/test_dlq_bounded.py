@@ -112,10 +112,11 @@ def test_oversized_records_are_cut_to_the_dlq_cap_and_the_partition_moves_on(aiq
         rows = [r for r in aiq_env.committed_vs_end() if r[0] == topic and r[1] == 0]
         return rows and rows[0][2] == rows[0][3] == offsets[b"after-big"] + 1
     wait_until(committed_past, 60, "the commit of partition 0 to move past the records")
-    status, text = get(base + "/metrics")
+    # /metrics is a snapshot refreshed each second
+    text = wait_until(lambda: (lambda t: metric(t, "aiq_dlq_total", kind="too_large") == 3 and t)(
+        get(base + "/metrics")[1]), 10, "aiq_dlq_total to count the three")
     assert metric(text, "aiq_dlq_writable") == 1
     assert metric(text, "aiq_dlq_waiting") == 0
-    assert metric(text, "aiq_dlq_total", kind="too_large") == 3
     assert w.stop() == 0
 
 
