@@ -8,6 +8,7 @@
 #include "timeutil.h"
 #include "topics.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,14 +21,28 @@ typedef enum out_kind {
     OUT_REQUEUE,    /* out_val: the job again, to the high topic */
 } out_kind_t;
 
-typedef enum task_state {
-    TASK_QUEUED = 0,
-    TASK_CALLING,
-    TASK_PUBLISHING,
-    TASK_DONE,
-} task_state_t;
+#ifndef AIQ_TASK_STRICT
+#define AIQ_TASK_STRICT 0 /* 1: an illegal state move aborts (debug and test builds) */
+#endif
 
-static const char *const state_names[] = {"queued", "calling", "publishing", "done"};
+static const char *const state_names[AIQ_TASK_NSTATES] = {
+    "queued", "started", "coalesced", "calling", "publishing", "done", "dropped"};
+
+/* The legal moves: moves[from] has bit `to` set. PUBLISHING -> PUBLISHING is a resend, or a
+ * record replaced by another (a refused result goes to the DLQ, a refused re-enqueue is
+ * answered by the fallback chain). DONE and DROPPED are final: the task is freed. */
+#define TO(s) (1u << (s))
+static const unsigned moves[AIQ_TASK_NSTATES] = {
+    [AIQ_TASK_QUEUED] = TO(AIQ_TASK_STARTED) | TO(AIQ_TASK_DROPPED),
+    /* refused, expired or a cache hit answer at once; the rest call or join a call */
+    [AIQ_TASK_STARTED] = TO(AIQ_TASK_COALESCED) | TO(AIQ_TASK_CALLING) | TO(AIQ_TASK_PUBLISHING),
+    /* promoted to call when its leader went away; answered by the leader's outcome, or
+     * expired when promoted too late */
+    [AIQ_TASK_COALESCED] = TO(AIQ_TASK_CALLING) | TO(AIQ_TASK_PUBLISHING) | TO(AIQ_TASK_DROPPED),
+    [AIQ_TASK_CALLING] = TO(AIQ_TASK_PUBLISHING) | TO(AIQ_TASK_DROPPED),
+    [AIQ_TASK_PUBLISHING] = TO(AIQ_TASK_PUBLISHING) | TO(AIQ_TASK_DONE) | TO(AIQ_TASK_DROPPED),
+};
+#undef TO
 
 struct aiq_task {
     aiq_sched_node_t node;
@@ -35,7 +50,7 @@ struct aiq_task {
     aiq_pipeline_t *pl;
     rd_kafka_message_t *msg;
     aiq_consumer_ref_t ref;
-    task_state_t state;
+    aiq_task_state_t state; /* changed by task_set_state only */
     aiq_job_t *job;
     char *id_hint;                                /* id of a rejected record, when it had one */
     int64_t received_ms, started_ms, deadline_ms; /* wall clock */
@@ -114,14 +129,6 @@ static void task_fallback(aiq_task_t *t);
 
 /* ---- bookkeeping ---------------------------------------------------------------- */
 
-static void set_state(aiq_task_t *t, task_state_t s)
-{
-    if (aiq_log_enabled(t->pl->d.log, AIQ_LOG_DEBUG))
-        aiq_logj(t->pl->d.log, AIQ_LOG_DEBUG, t->job ? t->job->id : t->id_hint, "state %s -> %s",
-                 state_names[t->state], state_names[s]);
-    t->state = s;
-}
-
 /* Logs about a task carry its job id and, when the job has one, its trace id. */
 #define TLOG(t, level, ...)                                                                        \
     aiq_logjt((t)->pl->d.log, (level), task_id(t), (t)->job ? (t)->job->traceparent : NULL,        \
@@ -130,6 +137,72 @@ static void set_state(aiq_task_t *t, task_state_t s)
 static const char *task_id(const aiq_task_t *t)
 {
     return t->job ? t->job->id : t->id_hint;
+}
+
+const char *aiq_task_state_name(aiq_task_state_t s)
+{
+    return (unsigned)s < AIQ_TASK_NSTATES ? state_names[s] : "?";
+}
+
+bool aiq_task_move_legal(aiq_task_state_t from, aiq_task_state_t to)
+{
+    return (unsigned)from < AIQ_TASK_NSTATES && (unsigned)to < AIQ_TASK_NSTATES &&
+           (moves[from] & (1u << to));
+}
+
+static void illegal_move(aiq_task_t *t, aiq_task_state_t s, int line)
+{
+    t->pl->stats.illegal_moves++;
+    TLOG(t, AIQ_LOG_ERROR, "illegal state move %s -> %s (line %d)", state_names[t->state],
+         state_names[s], line);
+    if (AIQ_TASK_STRICT)
+        abort();
+}
+
+/* Every state change goes through here (as curl's mstate()): checked against moves[],
+ * counted, and traced with the line that asked for it. An illegal move is a bug in this
+ * file: it is counted and logged, and still made, because the caller already acts on the
+ * new state; AIQ_TASK_STRICT builds abort instead. */
+#define task_set_state(t, s) task_set_state_at((t), (s), __LINE__)
+static void task_set_state_at(aiq_task_t *t, aiq_task_state_t s, int line)
+{
+    aiq_pipeline_stats_t *st = &t->pl->stats;
+    aiq_task_state_t from = t->state;
+    int legal = aiq_task_move_legal(from, s);
+    st->moves[from][s]++;
+    if (!legal)
+        illegal_move(t, s, line);
+    if (from == s)
+        return;
+    if (aiq_log_enabled(t->pl->d.log, AIQ_LOG_DEBUG))
+        TLOG(t, AIQ_LOG_DEBUG, "state %s -> %s (line %d)", state_names[from], state_names[s], line);
+    t->state = s;
+    st->entered[s]++;
+}
+
+/* Why the job was not answered by the model: the result's error kind and message. */
+static void task_error(aiq_task_t *t, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void task_error(aiq_task_t *t, const char *kind, const char *fmt, ...)
+{
+    va_list ap;
+    snprintf(t->error_kind, sizeof(t->error_kind), "%s", kind);
+    va_start(ap, fmt);
+    vsnprintf(t->error_msg, sizeof(t->error_msg), fmt, ap);
+    va_end(ap);
+}
+
+/* Decides the answer: its status and, when the model did not give it, the fallback that
+ * did (static name) and its text (taken; the answer text, or the support text of an
+ * error). The one place a status is set. */
+static void task_answer(aiq_task_t *t, aiq_result_status_t status, const char *fallback, char *text)
+{
+    t->status = status;
+    t->fallback = fallback;
+    if (text != t->fallback_text) {
+        free(t->fallback_text);
+        t->fallback_text = text;
+    }
 }
 
 static void task_free_now(aiq_task_t *t)
@@ -206,7 +279,7 @@ static int sf_join(aiq_task_t *t)
             l->followers = t;
             t->pl->stats.coalesced++;
             aiq_metrics_count(t->pl->d.metrics, AIQ_METRICS_COALESCED);
-            set_state(t, TASK_CALLING);
+            task_set_state(t, AIQ_TASK_COALESCED);
             return 1;
         }
     }
@@ -252,9 +325,13 @@ static void sf_promote(aiq_task_t *t)
 
 static void dlq_unfail(aiq_task_t *t);
 
+/* Frees a task: finished (DONE), or dropped unfinished, whose record is then redelivered
+ * to whoever owns its partition next. */
 static void task_release(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
+    if (t->state != AIQ_TASK_DONE)
+        task_set_state(t, AIQ_TASK_DROPPED);
     dlq_unfail(t);
     if (t->dlq_waiting)
         pl->stats.dlq_waiting--;
@@ -307,6 +384,8 @@ aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg, const aiq_
     t->msg = msg;
     t->ref = *ref;
     t->received_ms = aiq_now_ms();
+    t->state = AIQ_TASK_QUEUED; /* the initial state: entered, not moved to */
+    pl->stats.entered[AIQ_TASK_QUEUED]++;
     task_resolve(t);
     t->next = pl->live;
     if (pl->live)
@@ -317,6 +396,12 @@ aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg, const aiq_
 
 void aiq_task_drop(aiq_task_t *t)
 {
+    if (t->state == AIQ_TASK_PUBLISHING) {
+        /* Its delivery report would find it freed; only shutdown (aiq_pipeline_free, once
+         * the publisher reports no more) may drop it. */
+        illegal_move(t, AIQ_TASK_DROPPED, __LINE__);
+        return;
+    }
     task_release(t);
 }
 
@@ -333,6 +418,11 @@ aiq_task_t *aiq_task_of_node(aiq_sched_node_t *node)
 const char *aiq_task_model(const aiq_task_t *t)
 {
     return t->job ? t->call_model : NULL;
+}
+
+aiq_task_state_t aiq_task_state(const aiq_task_t *t)
+{
+    return t->state;
 }
 
 const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *t)
@@ -416,7 +506,7 @@ static void task_finish(aiq_task_t *t)
         if (t->job && called && t->status == AIQ_RESULT_SUCCEEDED && cost < 0)
             aiq_metrics_unpriced(t->pl->d.metrics);
     }
-    set_state(t, TASK_DONE);
+    task_set_state(t, AIQ_TASK_DONE);
     if (t->dlq_waiting) {
         t->dlq_waiting = 0;
         t->pl->stats.dlq_waiting--;
@@ -568,9 +658,8 @@ static void send_failed(aiq_task_t *t, int permanent, const char *errstr)
              "result to %s failed for good (%s); "
              "sending it to %s",
              t->out_topic, errstr, pl->dlq_topic);
-        snprintf(t->error_kind, sizeof(t->error_kind), "reply_failed");
-        snprintf(t->error_msg, sizeof(t->error_msg), "result could not be written to %s: %s",
-                 t->out_topic, errstr);
+        task_error(t, "reply_failed", "result could not be written to %s: %s", t->out_topic,
+                   errstr);
         snprintf(t->out_topic, sizeof(t->out_topic), "%s", pl->dlq_topic);
         t->out_kind = OUT_DLQ_RESULT;
         enter_dlq(t);
@@ -624,7 +713,7 @@ static void task_send(aiq_task_t *t)
     rd_kafka_headers_t *h = is_dlq(t)                    ? dlq_letter(t, val, &vlen)
                             : t->out_kind == OUT_REQUEUE ? requeue_headers(t)
                                                          : result_headers(t);
-    set_state(t, TASK_PUBLISHING);
+    task_set_state(t, AIQ_TASK_PUBLISHING);
     /* The answer is out of the task's hands: its slot (and its model's call slot) serves the
      * next job while the broker acknowledges; the offset waits for the ack. Before the send:
      * a failed send may end the task. */
@@ -739,9 +828,8 @@ static void task_publish_result(aiq_task_t *t)
     }
     if (encode_result(t, job->id, &r)) {
         /* Only invalid UTF-8 from the model gets here: answer without the text. */
-        snprintf(t->error_kind, sizeof(t->error_kind), "bad_model_output");
-        snprintf(t->error_msg, sizeof(t->error_msg), "model output is not valid UTF-8");
-        t->status = AIQ_RESULT_FAILED;
+        task_error(t, "bad_model_output", "model output is not valid UTF-8");
+        task_answer(t, AIQ_RESULT_FAILED, t->fallback, t->fallback_text);
         r.output_text = NULL;
         if (encode_result(t, job->id, &r)) {
             publish_to_dlq(t);
@@ -785,15 +873,14 @@ static void task_reject(aiq_task_t *t, aiq_job_reject_t why, const char *msg)
 {
     aiq_pipeline_t *pl = t->pl;
     t->pl->stats.rejected++;
-    snprintf(t->error_kind, sizeof(t->error_kind), "%s", aiq_job_reject_name(why));
-    snprintf(t->error_msg, sizeof(t->error_msg), "%s", msg);
+    task_error(t, aiq_job_reject_name(why), "%s", msg);
     TLOG(t, AIQ_LOG_WARN, "%s[%d]@%lld refused (%s): %s", rd_kafka_topic_name(t->msg->rkt),
          t->msg->partition, (long long)t->msg->offset, t->error_kind, msg);
     publish_to_dlq(t);
     if (!t->id_hint)
         return;
     aiq_result_t r = {0};
-    t->status = AIQ_RESULT_REJECTED;
+    task_answer(t, AIQ_RESULT_REJECTED, NULL, NULL);
     if (encode_result(t, t->id_hint, &r))
         return;
     rd_kafka_headers_t *h = result_headers(t);
@@ -871,11 +958,11 @@ static void task_fallback(aiq_task_t *t)
     aiq_op_vars_t vars = {job->operation, job->persona, job->payload};
     aiq_err_t err = {0};
     char *text = NULL;
+    const char *fallback = NULL;
     aiq_cache_body_t body;
     if (t->stale.body && aiq_cache_body_decode(t->stale.body, t->stale.len, &body, &err) == 0) {
         text = strdup(body.text);
-        t->status = AIQ_RESULT_DEGRADED;
-        t->fallback = "stale_cache";
+        fallback = "stale_cache";
         t->cache_stale = 1;
         t->cache_age_ms = t->stale.age_ms;
         t->reply.input_tokens = t->reply.output_tokens = 0;
@@ -887,19 +974,14 @@ static void task_fallback(aiq_task_t *t)
         static const char *const names[] = {"template", "simplified"};
         for (int i = 0; i < 2 && !text; i++) {
             if (aiq_op_fallback_configured(op, job->persona, canned[i]) &&
-                aiq_op_render_fallback(op, &vars, canned[i], &text, &err) == 0) {
-                t->status = AIQ_RESULT_DEGRADED;
-                t->fallback = names[i];
-            }
+                aiq_op_render_fallback(op, &vars, canned[i], &text, &err) == 0)
+                fallback = names[i];
         }
     }
-    if (!text) {
-        t->status = AIQ_RESULT_FAILED;
-        t->fallback = "error";
-        text = support_text(t, op);
-    }
-    free(t->fallback_text);
-    t->fallback_text = text;
+    if (text)
+        task_answer(t, AIQ_RESULT_DEGRADED, fallback, text);
+    else
+        task_answer(t, AIQ_RESULT_FAILED, "error", support_text(t, op));
     pl->stats.fallbacks++;
     aiq_metrics_count(pl->d.metrics, AIQ_METRICS_FALLBACK);
     TLOG(t, AIQ_LOG_WARN, "answered by fallback %s after %d attempt(s): %s: %s (request id %s)",
@@ -977,30 +1059,26 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
     t->provider_ms = o->provider_ms;
     t->http_status = o->http_status;
     snprintf(t->request_id, sizeof(t->request_id), "%s", o->request_id);
-    snprintf(t->error_kind, sizeof(t->error_kind), "%s", o->error_kind);
-    snprintf(t->error_msg, sizeof(t->error_msg), "%s", o->error_msg);
+    task_error(t, o->error_kind, "%s", o->error_msg);
     switch (o->end) {
     case AIQ_CALL_OK:
         t->reply = o->reply;
         memset(&o->reply, 0, sizeof(o->reply));
-        t->status = AIQ_RESULT_SUCCEEDED;
+        task_answer(t, AIQ_RESULT_SUCCEEDED, NULL, NULL);
         if (t->attempts > 0)
             cache_store(t);
         task_publish_result(t);
         return;
     case AIQ_CALL_FINAL:
         /* The request is wrong: a canned answer would hide that from the caller. */
-        t->status = AIQ_RESULT_FAILED;
-        t->fallback = "error";
-        free(t->fallback_text);
-        t->fallback_text = support_text(t, t->op);
+        task_answer(t, AIQ_RESULT_FAILED, "error", support_text(t, t->op));
         TLOG(t, AIQ_LOG_WARN, "model refused the job: %s: %s (request id %s)", t->error_kind,
              t->error_msg, t->request_id[0] ? t->request_id : "none");
         task_publish_result(t);
         return;
     case AIQ_CALL_REJECTED:
         /* The job asks for something its request cannot carry: it is refused, by name. */
-        t->status = AIQ_RESULT_REJECTED;
+        task_answer(t, AIQ_RESULT_REJECTED, NULL, NULL);
         TLOG(t, AIQ_LOG_WARN, "job refused: %s", t->error_msg);
         task_publish_result(t);
         return;
@@ -1099,21 +1177,19 @@ static void task_call(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
     if (t->deadline_ms <= aiq_now_ms()) {
-        t->status = AIQ_RESULT_EXPIRED;
-        snprintf(t->error_kind, sizeof(t->error_kind), "deadline_exceeded");
-        snprintf(t->error_msg, sizeof(t->error_msg), "deadline passed before the job started");
+        task_answer(t, AIQ_RESULT_EXPIRED, NULL, NULL);
+        task_error(t, "deadline_exceeded", "deadline passed before the job started");
         task_publish_result(t);
         return;
     }
-    set_state(t, TASK_CALLING);
+    task_set_state(t, AIQ_TASK_CALLING);
     pl->stats.model_calls++;
     t->call =
         aiq_provider_request(pl->d.provider, t->job, t->ref.prio, t->deadline_ms, on_outcome, t);
     if (t->call && t->job->stream)
         aiq_provider_on_partial(t->call, on_partial);
     if (!t->call) {
-        snprintf(t->error_kind, sizeof(t->error_kind), "out_of_memory");
-        snprintf(t->error_msg, sizeof(t->error_msg), "no memory for the model request");
+        task_error(t, "out_of_memory", "no memory for the model request");
         task_fallback(t);
     }
 }
@@ -1180,7 +1256,7 @@ static int cache_lookup(aiq_task_t *t)
     t->model = model;
     t->cache_hit = 1;
     t->cache_age_ms = age;
-    t->status = AIQ_RESULT_SUCCEEDED;
+    task_answer(t, AIQ_RESULT_SUCCEEDED, NULL, NULL);
     pl->stats.cache_hits++;
     task_publish_result(t);
     return 1;
@@ -1206,6 +1282,12 @@ static int reply_to_allowed(aiq_pipeline_t *pl, const char *topic, aiq_err_t *er
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
 {
     aiq_err_t err = {0};
+    if (t->state != AIQ_TASK_QUEUED) {
+        /* The caller's bug; running it again would answer the job twice. */
+        illegal_move(t, AIQ_TASK_STARTED, __LINE__);
+        return;
+    }
+    task_set_state(t, AIQ_TASK_STARTED);
     t->started_ms = aiq_now_ms();
     pl->stats.started++;
     if (!t->job) {
