@@ -150,32 +150,41 @@ bool aiq_task_move_legal(aiq_task_state_t from, aiq_task_state_t to)
            (moves[from] & (1u << to));
 }
 
-static void illegal_move(aiq_task_t *t, aiq_task_state_t s, int line)
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Counts and logs a move the table forbids (a bug); aborts in AIQ_TASK_STRICT builds. */
+#define illegal_move(t, s) illegal_move_at((t), (s), __FILE__, __LINE__)
+static void illegal_move_at(aiq_task_t *t, aiq_task_state_t s, const char *file, int line)
 {
     t->pl->stats.illegal_moves++;
-    TLOG(t, AIQ_LOG_ERROR, "illegal state move %s -> %s (line %d)", state_names[t->state],
-         state_names[s], line);
+    TLOG(t, AIQ_LOG_ERROR, "illegal state move %s -> %s (%s:%d)", state_names[t->state],
+         state_names[s], base_name(file), line);
     if (AIQ_TASK_STRICT)
         abort();
 }
 
 /* Every state change goes through here (as curl's mstate()): checked against moves[],
- * counted, and traced with the line that asked for it. An illegal move is a bug in this
+ * counted, and traced with the file and line that asked for it. An illegal move is a bug in this
  * file: it is counted and logged, and still made, because the caller already acts on the
  * new state; AIQ_TASK_STRICT builds abort instead. */
-#define task_set_state(t, s) task_set_state_at((t), (s), __LINE__)
-static void task_set_state_at(aiq_task_t *t, aiq_task_state_t s, int line)
+#define task_set_state(t, s) task_set_state_at((t), (s), __FILE__, __LINE__)
+static void task_set_state_at(aiq_task_t *t, aiq_task_state_t s, const char *file, int line)
 {
     aiq_pipeline_stats_t *st = &t->pl->stats;
     aiq_task_state_t from = t->state;
     int legal = aiq_task_move_legal(from, s);
     st->moves[from][s]++;
     if (!legal)
-        illegal_move(t, s, line);
+        illegal_move_at(t, s, file, line);
     if (from == s)
         return;
     if (aiq_log_enabled(t->pl->d.log, AIQ_LOG_DEBUG))
-        TLOG(t, AIQ_LOG_DEBUG, "state %s -> %s (line %d)", state_names[from], state_names[s], line);
+        TLOG(t, AIQ_LOG_DEBUG, "state %s -> %s (%s:%d)", state_names[from], state_names[s],
+             base_name(file), line);
     t->state = s;
     st->entered[s]++;
 }
@@ -399,7 +408,7 @@ void aiq_task_drop(aiq_task_t *t)
     if (t->state == AIQ_TASK_PUBLISHING) {
         /* Its delivery report would find it freed; only shutdown (aiq_pipeline_free, once
          * the publisher reports no more) may drop it. */
-        illegal_move(t, AIQ_TASK_DROPPED, __LINE__);
+        illegal_move(t, AIQ_TASK_DROPPED);
         return;
     }
     task_release(t);
@@ -1284,7 +1293,7 @@ void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *t)
     aiq_err_t err = {0};
     if (t->state != AIQ_TASK_QUEUED) {
         /* The caller's bug; running it again would answer the job twice. */
-        illegal_move(t, AIQ_TASK_STARTED, __LINE__);
+        illegal_move(t, AIQ_TASK_STARTED);
         return;
     }
     task_set_state(t, AIQ_TASK_STARTED);
