@@ -26,6 +26,7 @@
 #include "ops.h"
 #include "pipeline.h"
 #include "provider.h"
+#include "result.h"
 #include "publish.h"
 #include "timeutil.h"
 
@@ -608,6 +609,9 @@ static void pipeline_valid_job_called_published_done(void **state)
     assert_false(f->summary[0].error);
     assert_true(f->summary[0].lookup);
     assert_false(f->summary[0].hit);
+    aiq_metrics_totals_t m = aiq_metrics_totals(f->metrics);
+    assert_int_equal(m.finished[AIQ_RESULT_SUCCEEDED], 1);
+    assert_int_equal(m.dlq, 0);
 }
 
 static void pipeline_undecodable_record_to_dlq(void **state)
@@ -628,6 +632,9 @@ static void pipeline_undecodable_record_to_dlq(void **state)
     assert_int_equal(aiq_pipeline_stats(f->pl)->dlq, 1);
     assert_int_equal(aiq_pipeline_stats(f->pl)->rejected, 1);
     assert_false(f->summary[0].answered);
+    aiq_metrics_totals_t m = aiq_metrics_totals(f->metrics);
+    assert_int_equal(m.dlq, 1);
+    assert_int_equal(m.finished[AIQ_RESULT_REJECTED], 0); /* no id: not a job */
 }
 
 static void pipeline_invalid_job_with_id_to_dlq_and_rejected(void **state)
@@ -645,6 +652,9 @@ static void pipeline_invalid_job_with_id_to_dlq_and_rejected(void **state)
     assert_string_equal(jstr(r->json, "error.kind"), "invalid_job");
     assert_non_null(strstr(jstr(r->json, "error.message"), "priority"));
     ENTERED(f, 1, 1, 0, 0, 1, 1, 0);
+    aiq_metrics_totals_t m = aiq_metrics_totals(f->metrics);
+    assert_int_equal(m.dlq, 1);
+    assert_int_equal(m.finished[AIQ_RESULT_REJECTED], 1);
 }
 
 static void pipeline_reply_to_job_topic_refused(void **state)
@@ -832,6 +842,9 @@ static void pipeline_exhausted_requeued_to_high(void **state)
     ENTERED(f, 1, 1, 0, 1, 1, 1, 0);
     assert_int_equal(aiq_pipeline_stats(f->pl)->requeued, 1);
     assert_false(f->summary[0].answered); /* its second round answers */
+    aiq_metrics_totals_t m = aiq_metrics_totals(f->metrics);
+    for (int i = 0; i < AIQ_METRICS_STATUSES; i++)
+        assert_int_equal(m.finished[i], 0); /* not finished yet: no status counted */
 }
 
 static void pipeline_exhausted_without_room_falls_back(void **state)
