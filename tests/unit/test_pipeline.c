@@ -174,6 +174,8 @@ typedef struct fixture {
     int ncall_plan;
     aiq_task_t *done[MAX_SENT];
     int ndone;
+    int slots_freed;
+    aiq_task_t *start_on_slot_free; /* started from inside the next slot-free hook */
     aiq_task_summary_t summary[MAX_SENT];
 } fixture_t;
 
@@ -380,6 +382,19 @@ static void on_done(void *opaque, aiq_task_t *t)
     f->done[f->ndone++] = t;
 }
 
+/* The worker starts the next job from here (admission); so does a case that sets
+ * start_on_slot_free. */
+static void on_slot_free(void *opaque, aiq_task_t *t)
+{
+    fixture_t *f = opaque;
+    (void)t;
+    f->slots_freed++;
+    aiq_task_t *next = f->start_on_slot_free;
+    f->start_on_slot_free = NULL;
+    if (next)
+        aiq_pipeline_start(f->pl, next);
+}
+
 /* ---- setup ---------------------------------------------------------------------------------- */
 
 static int64_t on_cache_clock(void *ctx)
@@ -414,6 +429,7 @@ static void new_pipeline(fixture_t *f)
         .ops = f->ops,
         .cache = f->cache,
         .on_done = on_done,
+        .on_slot_free = on_slot_free,
         .opaque = f,
     };
     aiq_err_t err = {0};
@@ -740,6 +756,35 @@ static void pipeline_identical_jobs_share_one_call(void **state)
     assert_int_equal(seen, 7); /* one result per job */
     ENTERED(f, 3, 3, 2, 1, 3, 3, 0);
     assert_int_equal(aiq_pipeline_stats(f->pl)->moves[AIQ_TASK_COALESCED][AIQ_TASK_PUBLISHING], 2);
+}
+
+/* Regression: a follower's answer frees its job slot, and the job started in that slot
+ * (identical, say) no longer finds the leader's call: it must find the leader's answer in
+ * the cache, not call the model again. */
+static void pipeline_job_started_in_a_followers_slot_hits_cache(void **state)
+{
+    fixture_t *f = *state;
+    plan_call(f, CALL_HOLD, AIQ_CALL_OK, NULL);
+    start(f, JOB("job-k1", ""));
+    start(f, JOB("job-k2", ""));
+    f->start_on_slot_free = submit(f, JOB("job-k3", ""), aiq_now_ms());
+    call_deliver(&f->calls[0]);
+    assert_null(f->start_on_slot_free); /* started, from inside the delivery */
+    run_until_done(3);
+    assert_int_equal(f->ncalls, 1);
+    assert_int_equal(aiq_pipeline_stats(f->pl)->cache_hits, 1);
+    int hits = 0;
+    for (int i = 0; i < 3; i++) {
+        const sent_t *s = expect_sent(f, i, "t.results", "succeeded");
+        assert_string_equal(jstr(s->json, "output.text"), "answer from the call for job-k1");
+        if (strcmp(s->key, "job-k3") == 0) {
+            assert_true(json_is_true(json_object_get(json_object_get(s->json, "cache"), "hit")));
+            hits++;
+        }
+    }
+    assert_int_equal(hits, 1);
+    assert_int_equal(f->slots_freed, 3);
+    ENTERED(f, 3, 3, 1, 1, 3, 3, 0);
 }
 
 static void pipeline_leader_dropped_follower_promoted(void **state)
@@ -1117,6 +1162,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(pipeline_expired_before_start, setup, teardown),
         cmocka_unit_test_setup_teardown(pipeline_cache_hit_and_stale_fallback, setup, teardown),
         cmocka_unit_test_setup_teardown(pipeline_identical_jobs_share_one_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(pipeline_job_started_in_a_followers_slot_hits_cache, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(pipeline_leader_dropped_follower_promoted, setup, teardown),
         cmocka_unit_test_setup_teardown(pipeline_leader_without_call_promotes, setup, teardown),
         cmocka_unit_test_setup_teardown(pipeline_final_error_fails_with_support, setup, teardown),

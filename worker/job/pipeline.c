@@ -1010,7 +1010,8 @@ static int64_t ttl_of(const aiq_task_t *t)
     return pl->d.cfg->cache_ttl_s;
 }
 
-static void cache_store(aiq_task_t *t)
+/* Stores the model's answer r (borrowed) to t's job, which model gave. */
+static void cache_store(aiq_task_t *t, const aiq_bedrock_reply_t *r, const char *model)
 {
     aiq_pipeline_t *pl = t->pl;
     char *body;
@@ -1018,11 +1019,11 @@ static void cache_store(aiq_task_t *t)
     aiq_err_t err = {0};
     /* The cache body holds text, stop reason and token counts: an answer with more (tool
      * calls, a raw body, a guardrail trace) would come back from it without them. */
-    if (!pl->d.cache || !t->keyed || !t->reply.text || t->reply.extra ||
-        aiq_cache_body_encode(t->reply.text, t->reply.stop_reason, t->reply.input_tokens,
-                              t->reply.output_tokens, t->model, &body, &len))
+    if (!pl->d.cache || !t->keyed || !r->text || r->extra ||
+        aiq_cache_body_encode(r->text, r->stop_reason, r->input_tokens, r->output_tokens, model,
+                              &body, &len))
         return;
-    aiq_cache_meta_t meta = {t->job->operation, t->job->persona, t->model};
+    aiq_cache_meta_t meta = {t->job->operation, t->job->persona, model};
     if (aiq_cache_put(pl->d.cache, t->key, body, len, ttl_of(t), &meta, &err))
         TLOG(t, AIQ_LOG_WARN, "not cached: %s", err.msg);
     free(body);
@@ -1058,6 +1059,10 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
     aiq_task_t *t = opaque;
     t->call = NULL;
     partial_flush(t); /* the streamed text still gathered goes before the result */
+    /* Stored before the followers are answered: each answer frees a job slot, and an
+     * identical job started in it no longer finds this call, so it must find the cache. */
+    if (o->end == AIQ_CALL_OK && o->attempts > 0)
+        cache_store(t, &o->reply, o->model);
     if (t->sf_leader) {
         /* Answered: later identical jobs find the cache (or call again), not this task. */
         sf_unregister(t);
@@ -1074,8 +1079,6 @@ static void on_outcome(void *opaque, aiq_call_outcome_t *o)
         t->reply = o->reply;
         memset(&o->reply, 0, sizeof(o->reply));
         task_answer(t, AIQ_RESULT_SUCCEEDED, NULL, NULL);
-        if (t->attempts > 0)
-            cache_store(t);
         task_publish_result(t);
         return;
     case AIQ_CALL_FINAL:
