@@ -1,12 +1,12 @@
-/* test_pipeline.c — the job state machine (worker/job/pipeline.c) driven through every
- * transition on a real uv loop, with a real LMDB cache and the shipped operations file, and
- * fakes for what lies outside: the provider (aiq_provider_request/cancel/model are defined
- * here, so provider.o is not linked), the publisher (aiq_publisher_send records every record
- * and answers it as the case plans: acknowledged, a retriable or a permanent error, or not
- * queued), and consumed records (rd_kafka_message_t built here; rd_kafka_message_destroy,
- * rd_kafka_topic_name and rd_kafka_message_timestamp are interposed over librdkafka's).
- * Every case checks the states entered, the records published and zero illegal moves; the
- * last case checks that the cases together made every move the table allows. */
+/* test_pipeline.c — the job state machine (worker/job/: task, coalesce, fallback, records,
+ * pipeline) driven through every transition on a real uv loop, with a real LMDB cache and the
+ * shipped operations file, and fakes for what lies outside: the provider
+ * (aiq_provider_request/cancel/model are defined here, so provider.o is not linked), the publisher
+ * (aiq_publisher_send records every record and answers it as the case plans: acknowledged, a
+ * retriable or a permanent error, or not queued), and consumed records (rd_kafka_message_t built
+ * here; rd_kafka_message_destroy, rd_kafka_topic_name and rd_kafka_message_timestamp are interposed
+ * over librdkafka's). Every case checks the states entered, the records published and zero illegal
+ * moves; the last case checks that the cases together made every move the table allows. */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
