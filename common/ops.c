@@ -729,7 +729,8 @@ size_t aiq_ops_count(const aiq_ops_t *ops)
 const aiq_op_t *aiq_ops_find(const aiq_ops_t *ops, const char *operation)
 {
     aiq_op_t key = {.name = operation ? operation : ""};
-    const aiq_op_t *op = bsearch(&key, ops->ops, ops->n, sizeof(*ops->ops), cmp_op);
+    const aiq_op_t *op =
+        !ops->n ? NULL : bsearch(&key, ops->ops, ops->n, sizeof(*ops->ops), cmp_op);
     if (op)
         return op;
     return ops->unknown == AIQ_OPS_UNKNOWN_ALLOW ? &ops->deflt : NULL;
@@ -738,6 +739,8 @@ const aiq_op_t *aiq_ops_find(const aiq_ops_t *ops, const char *operation)
 static const price_t *price_find(const aiq_ops_t *ops, const char *model)
 {
     price_t key = {.model = model};
+    if (!ops->n_prices)
+        return NULL; /* no "models": bsearch must not get a NULL array */
     return bsearch(&key, ops->prices, ops->n_prices, sizeof(*ops->prices), cmp_price);
 }
 

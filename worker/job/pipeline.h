@@ -1,6 +1,7 @@
 /* pipeline.h — one job's life in the worker, as an explicit state machine:
- * decode → deadline → model call (with retries) → publish → done. Every transition goes
- * through one function that logs it. Loop thread only. */
+ * queued → started → (coalesced →) calling → publishing → done, or dropped. Every move goes
+ * through one function that checks it against a table, counts it and traces it. Loop
+ * thread only. */
 #ifndef AIQ_PIPELINE_H
 #define AIQ_PIPELINE_H
 
@@ -22,6 +23,24 @@
 typedef struct aiq_pipeline aiq_pipeline_t;
 typedef struct aiq_task aiq_task_t;
 
+/* Where a task is in its life. */
+typedef enum aiq_task_state {
+    AIQ_TASK_QUEUED = 0, /* decoded, in the backlog, waiting for admission */
+    AIQ_TASK_STARTED,    /* admitted: being checked and looked up in the cache */
+    AIQ_TASK_COALESCED,  /* waiting for an identical job's model call */
+    AIQ_TASK_CALLING,    /* its model call is waiting for a slot or in flight */
+    AIQ_TASK_PUBLISHING, /* a result, DLQ or re-enqueue record is not yet acknowledged */
+    AIQ_TASK_DONE,       /* every record acknowledged; on_done ran */
+    AIQ_TASK_DROPPED,    /* freed unfinished (revoked backlog, shutdown): redelivered later */
+    AIQ_TASK_NSTATES
+} aiq_task_state_t;
+
+const char *aiq_task_state_name(aiq_task_state_t s); /* "queued", ...; "?" out of range */
+
+/* Whether the pipeline may move a task from one state to the other (same-state: only
+ * publishing, a record sent again or replaced). */
+bool aiq_task_move_legal(aiq_task_state_t from, aiq_task_state_t to);
+
 /* Pipeline-internal counters (the job counters the progress line and /metrics show live in
  * the metrics registry; these feed the gauges fallbacks, requeued and coalesced). */
 typedef struct aiq_pipeline_stats {
@@ -31,6 +50,9 @@ typedef struct aiq_pipeline_stats {
     uint64_t coalesced;          /* model calls saved: identical jobs that joined one in flight */
     uint64_t dlq_write_failures; /* dead-letter writes that failed (each is retried) */
     int64_t dlq_waiting;         /* records waiting on the DLQ (they hold no job slot) */
+    uint64_t entered[AIQ_TASK_NSTATES];                 /* tasks that entered each state */
+    uint64_t moves[AIQ_TASK_NSTATES][AIQ_TASK_NSTATES]; /* [from][to], same-state included */
+    uint64_t illegal_moves; /* moves the table forbids: a bug, logged at error */
 } aiq_pipeline_stats_t;
 
 /* Called when a task is finished: every record it produced was acknowledged. The task is
@@ -81,12 +103,16 @@ void aiq_pipeline_free(aiq_pipeline_t *pl);
 aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg,
                          const aiq_consumer_ref_t *ref);
 
-/* Frees a task that never started (backlog dropped on revoke or drain). */
+/* Frees a task unfinished (backlog dropped on revoke or drain): it ends "dropped", its
+ * model call is cancelled, and the identical jobs waiting for that call get a new leader.
+ * A task that is publishing is refused (counted as an illegal move): its delivery report
+ * is still to come. */
 void aiq_task_drop(aiq_task_t *task);
 
 aiq_sched_node_t *aiq_task_node(aiq_task_t *task);
 aiq_task_t *aiq_task_of_node(aiq_sched_node_t *node);
 const aiq_consumer_ref_t *aiq_task_ref(const aiq_task_t *task);
+aiq_task_state_t aiq_task_state(const aiq_task_t *task);
 
 /* Whether a queued task's deadline (wall clock) is at or before now_ms. The record was
  * decoded once, by aiq_task_new; one that did not decode is never expired here
@@ -97,7 +123,8 @@ bool aiq_task_expired(const aiq_task_t *task, int64_t now_ms);
  * admission keys its per-model call slots on. Borrowed, valid while the task lives. */
 const char *aiq_task_model(const aiq_task_t *task);
 
-/* Runs a task from the backlog; on_done fires when it is finished. */
+/* Runs a task from the backlog; on_done fires when it is finished. A task that is not
+ * queued (started twice) is refused: counted as an illegal move, nothing else happens. */
 void aiq_pipeline_start(aiq_pipeline_t *pl, aiq_task_t *task);
 
 const aiq_pipeline_stats_t *aiq_pipeline_stats(const aiq_pipeline_t *pl);
