@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, SIM_KEY, SIM_SECRET, Sim, Worker, binary, run
+from aiqtest import ROOT, SIM_KEY, SIM_SECRET, Sim, Worker, binary, run
 
 USER, PASSWORD = "aiq", "sasl-test-secret"
 FAIL_WITHIN_S = 30

@@ -40,13 +40,12 @@ KAFKA_CPORT = os.environ.get("AIQ_SYSTEM_KAFKA_CONTROLLER_PORT", "19093")
 KAFKA_DIR = os.environ.get("AIQ_SYSTEM_KAFKA_DIR", str(ROOT / ".kafka-system"))
 BROKERS = f"127.0.0.1:{KAFKA_PORT}"
 
-# conftest reads the broker address when it is imported.
+# aiqtest (the tests' shared helpers) reads the broker address when it is imported.
 os.environ["AIQ_KAFKA_BROKERS"] = BROKERS
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from confluent_kafka import TopicPartition  # noqa: E402
 
-import conftest  # noqa: E402
-from conftest import Env, binary, run  # noqa: E402
+from aiqtest import BUILD, Env, HungEndpoint, binary, run  # noqa: E402
 
 PROGRESS_S = 5.0
 FAR_TIMEOUT_MS = 3600000  # for scenarios about throughput, not deadlines
@@ -905,7 +904,6 @@ def sc_hung_provider(wd, jobs, quick):
     ms, max <= 1 s: slack for a shared machine; also tests/integration/test_hung_provider.py);
     one fetched after its deadline within 100 ms of its receipt (p99). worker.backlog holds
     them all (AIQ_SYSTEM_HUNG_BACKLOG=500: the default, so that most wait in Kafka instead)."""
-    from test_hung_provider import HungEndpoint
     n = jobs or 10000
     backlog = int(os.environ.get("AIQ_SYSTEM_HUNG_BACKLOG", str(4 * n)))
     hung = HungEndpoint()
@@ -1033,7 +1031,7 @@ def main():
     seed = a.seed if a.seed is not None else int(time.time())
     random.seed(seed)
     base = pathlib.Path(a.workdir or f"/tmp/aiq-system-{time.strftime('%Y%m%d-%H%M%S')}")
-    say(f"broker {BROKERS} (data {KAFKA_DIR}), build {conftest.BUILD}, seed {seed}")
+    say(f"broker {BROKERS} (data {KAFKA_DIR}), build {BUILD}, seed {seed}")
 
     broker = Broker()
     state = broker.status()
