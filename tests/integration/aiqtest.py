@@ -104,15 +104,15 @@ class Broker:
             return None
         return "not started from" not in r.stdout
 
-    def start(self):
+    def start(self, timeout=180):
         """Starts it; returns kafka.sh's output (it names the listeners)."""
-        r = self.sh("start")
+        r = self.sh("start", timeout)
         if r.returncode != 0:
             raise RuntimeError(f"kafka.sh start failed:\n{r.stdout}{r.stderr}")
         return r.stdout
 
-    def stop(self):
-        r = self.sh("stop")
+    def stop(self, timeout=180):
+        r = self.sh("stop", timeout)
         if r.returncode != 0:
             raise RuntimeError(f"kafka.sh stop failed:\n{r.stdout}{r.stderr}")
 
