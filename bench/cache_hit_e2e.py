@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-from conftest import BROKERS, Env, binary, run  # noqa: E402
+from aiqtest import BROKERS, Env, binary, run  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 

@@ -51,9 +51,9 @@ def top_functions(path, k):
 def run_build(build, jobs, top):
     os.environ["AIQ_BUILD_DIR"] = build
     import importlib
-    import conftest
-    importlib.reload(conftest)
-    from conftest import BROKERS, Env, binary
+    import aiqtest
+    importlib.reload(aiqtest)  # it reads AIQ_BUILD_DIR when imported
+    from aiqtest import BROKERS, Env, binary
     from confluent_kafka import Producer
     env = Env(pathlib.Path(tempfile.mkdtemp(prefix="aiq-cg-")))
     sim = env.start_sim(latency_ms=5, contract=False)

@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-from conftest import BROKERS, ROOT, Env, binary, run  # noqa: E402
+from aiqtest import BROKERS, ROOT, Env, binary, run  # noqa: E402
 from confluent_kafka import TopicPartition  # noqa: E402
 
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"

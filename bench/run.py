@@ -38,7 +38,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
-from conftest import BROKERS, BUILD, SIM_KEY, SIM_SECRET, Env, Sim, binary, run  # noqa: E402
+from aiqtest import BROKERS, BUILD, SIM_KEY, SIM_SECRET, Env, Sim, binary, run  # noqa: E402
 from confluent_kafka import TopicPartition  # noqa: E402
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"  # aiq's bedrock.default_model

@@ -1,45 +1,12 @@
 """Ops endpoints of a real worker: /healthz, /readyz and /metrics agree with what it did."""
 import json
-import re
 import time
-import urllib.error
-import urllib.request
 
 from confluent_kafka import Producer
 
-from conftest import BROKERS, PRIORITIES, binary, run
-from test_schemas import schema
+from aiqtest import BROKERS, PRIORITIES, admin_port, binary, get, metric, run, schema
 
 METRICS = schema("metrics.schema.json")
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def admin_port(worker, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = re.search(r"ops endpoints on port (\d+)", worker.output())
-        if m:
-            return int(m.group(1))
-        time.sleep(0.1)
-    raise AssertionError("worker did not report its admin port:\n" + worker.output()[-2000:])
-
-
-def metric(text, name, **labels):
-    """Value of the sample of `name` whose labels include `labels`."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        lbl = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.rindex("}") + 1]))
-        if all(lbl.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no sample {name} {labels}")
 
 
 def test_admin_http_health_ready_and_metrics(aiq_env):

@@ -6,7 +6,7 @@ import time
 
 from confluent_kafka import Producer, TopicPartition
 
-from conftest import BROKERS, PRIORITIES, binary, run
+from aiqtest import BROKERS, PRIORITIES, binary, run
 
 MAX_JOB_BYTES = 4096
 

@@ -11,8 +11,7 @@ import time
 import pytest
 from confluent_kafka import TopicPartition
 
-from test_consumer_core import sim_config, submit, wait_until
-from test_schemas import SCHEMAS, schema
+from aiqtest import SCHEMAS, schema, sim_config, submit, wait_until
 
 ALERT = schema("alert.schema.json")
 EXAMPLES = sorted(glob.glob(os.path.join(SCHEMAS, "examples", "alert-*.json")))

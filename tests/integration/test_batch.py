@@ -10,7 +10,7 @@ from collections import Counter
 
 from confluent_kafka import TopicPartition
 
-from conftest import BROKERS, PRIORITIES, binary, run
+from aiqtest import BROKERS, PRIORITIES, binary, run
 
 
 def write_batch(path, n, bad=()):

@@ -8,7 +8,7 @@ against bedrock-sim (no Kafka, no worker unless named).
 (b) invalid requests, sent raw and signed (past botocore's client-side validation), get 400
     ValidationException from the sim, and botocore's model refuses each of them too.
 (a) what the sim records is judged by bedrock_model (botocore's validator plus max, enum and
-    pattern); conftest's Sim does this for every integration test at teardown."""
+    pattern); aiqtest's Sim does this for every integration test at teardown."""
 import base64
 import json
 import subprocess
@@ -21,7 +21,7 @@ import botocore.exceptions
 import pytest
 from botocore.retries import standard
 from botocore.validate import validate_parameters
-from conftest import BROKERS, ROOT, SIM_KEY, SIM_SECRET, Sim, binary, run
+from aiqtest import BROKERS, ROOT, SIM_KEY, SIM_SECRET, Sim, binary, run
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 ERROR_NS = ":http://internal.amazon.com/coral/com.amazon.bedrock/"

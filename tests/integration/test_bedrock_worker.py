@@ -5,13 +5,9 @@ refused by name, prompt-cache tokens and their cost, ModelNotReady retried witho
 the adaptive limit, and the x-amzn-RequestId of a failed call in the result and the log."""
 import json
 import time
-import urllib.request
 
-from conftest import BROKERS, binary, run
-from test_admin_http import admin_port
-from test_dlq import produce_raw
-from test_metrics import scrape, total
-from test_schemas import RESULT
+from aiqtest import (BROKERS, RESULT, admin_port, binary, produce_raw, run, scrape, sim_config,
+                     submit, total)
 
 FAMILIES = {
     "anthropic.claude-3-haiku-20240307-v1:0": "anthropic",
@@ -22,12 +18,6 @@ FAMILIES = {
     "cohere.command-r-v1:0": "cohere",
 }
 STOPS = {"end_turn", "max_tokens", "stop_sequence"}
-
-
-def submit(env, jobs):
-    ndjson = "".join(json.dumps(j) + "\n" for j in jobs)
-    r = run([binary("aiq-submit"), "-b", BROKERS, "--prefix", env.prefix, "-"], input=ndjson)
-    assert r.returncode == 0, r.stderr
 
 
 def results_of(env, n, timeout=90):
@@ -43,13 +33,6 @@ def results_of(env, n, timeout=90):
         if res["status"] != "partial":
             out[res["job_id"]] = res
     return out
-
-
-def configure(sim, conf):
-    req = urllib.request.Request(sim.url + "/_sim/config", data=json.dumps(conf).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.load(r)
 
 
 def scrape_when(port, cond, timeout=20):
@@ -245,7 +228,7 @@ def test_bedrock_model_not_ready_is_not_throttling(aiq_env):
     port = admin_port(w)
     aiq_env.wait_group_stable(1)
     limit0 = total(scrape(port), "aiq_model_concurrency_limit")
-    configure(sim, {"errors": [{"status": 429, "type": "ModelNotReadyException", "rate": 0.3}]})
+    sim_config(sim, errors=[{"status": 429, "type": "ModelNotReadyException", "rate": 0.3}])
     t = aiq_env.tag
     jobs = [{"id": f"nr-{t}-{i}", "operation": "x", "payload": {"i": i},
              "cache": {"bypass": True}} for i in range(40)]
@@ -267,8 +250,8 @@ def test_bedrock_request_id_in_failed_result_and_log(aiq_env):
     w = aiq_env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0")
     port = admin_port(w)
     aiq_env.wait_group_stable(1)
-    configure(sim, {"errors": [{"status": 400, "type": "ValidationException", "rate": 1.0,
-                                "message": "Malformed input request"}]})
+    sim_config(sim, errors=[{"status": 400, "type": "ValidationException", "rate": 1.0,
+                             "message": "Malformed input request"}])
     t = aiq_env.tag
     submit(aiq_env, [{"id": f"rid-{t}", "operation": "x", "payload": {},
                       "model": "acme.unpriced-v1", "cache": {"bypass": True}}])
@@ -282,7 +265,7 @@ def test_bedrock_request_id_in_failed_result_and_log(aiq_env):
         time.sleep(0.2)
     assert rid in w.output()
     # An answered call without a price: cost null, and counted.
-    configure(sim, {"errors": None})
+    sim_config(sim, errors=None)
     submit(aiq_env, [{"id": f"unp-{t}", "operation": "x", "payload": {},
                       "model": "acme.unpriced-v1", "cache": {"bypass": True}}])
     u = results_of(aiq_env, 2)[f"unp-{t}"]
@@ -357,8 +340,8 @@ def test_bedrock_stream_exception_is_the_error(aiq_env):
                              AIQ_WORKER_RETRY_THROTTLE_FLOOR_MS=5)
     port = admin_port(w)
     aiq_env.wait_group_stable(1)
-    configure(sim, {"errors": [{"status": 429, "type": "ThrottlingException", "rate": 0.4,
-                                "in_stream": True}]})
+    sim_config(sim, errors=[{"status": 429, "type": "ThrottlingException", "rate": 0.4,
+                             "in_stream": True}])
     t = aiq_env.tag
     jobs = [{"id": f"se-{t}-{i}", "operation": "x", "stream": True, "cache": {"bypass": True},
              "messages": convo(f"throttled stream {i}")} for i in range(20)]

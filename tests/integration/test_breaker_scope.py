@@ -8,9 +8,7 @@ import os
 
 from confluent_kafka.admin import AdminClient
 
-from conftest import BROKERS, Env, binary, run
-from test_consumer_core import submit
-from test_resilience import Results, jobs
+from aiqtest import BROKERS, Env, Results, binary, jobs, run, submit
 
 FAST_FAIL = dict(AIQ_BREAKER_FAILURES=3, AIQ_BREAKER_FAILURE_RATE_PCT=0,
                  AIQ_BREAKER_COOLDOWN_MS=120000, AIQ_WORKER_RETRY_BASE_MS=10,

@@ -5,9 +5,7 @@ import json
 import random
 import time
 
-from test_consumer_core import sim_config, submit
-from test_resilience import Results
-from test_schemas import RESULT
+from aiqtest import RESULT, Results, sim_config, submit
 
 
 def shuffled(d, rng):
@@ -133,7 +131,7 @@ def test_sigkill_during_write_bursts_leaves_a_usable_cache(aiq_env, tmp_path):
     environment still opens, verifies, and serves hits to the next worker."""
     import signal
     import subprocess
-    from conftest import BROKERS, binary, run
+    from aiqtest import BROKERS, binary, run
 
     sim = aiq_env.start_sim(latency_ms=1)
     cache = tmp_path / "shared-cache"

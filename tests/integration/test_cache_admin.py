@@ -10,7 +10,7 @@ import time
 
 from confluent_kafka import Producer
 
-from conftest import BROKERS, binary, run
+from aiqtest import BROKERS, binary, run
 
 
 def admin(cache_dir, *args, env=None):

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, ROOT
+from aiqtest import BUILD, ROOT
 
 COMPOSE = os.path.join(ROOT, "tools", "bin", "docker-compose")
 COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")

@@ -2,141 +2,14 @@
 drain, SIGKILL redelivery and the second-signal exit. Every test drives real aiq-worker and
 bedrock-sim processes; counts are exact where the design makes them exact, and bounded
 (with the bound derived next to the assertion) where timing makes them vary."""
-import datetime
 import json
 import re
 import signal
-import threading
 import time
-import urllib.request
 
-from confluent_kafka import Producer, TopicPartition
-
-from conftest import BROKERS, PRIORITIES, binary, run
-from test_dlq import produce_raw
-from test_schemas import RESULT
-
-
-# ---- helpers ---------------------------------------------------------------------------
-
-
-def submit(env, jobs):
-    """Submits jobs with aiq-submit (NDJSON on stdin, quiet); fails the test on any refusal."""
-    r = run([binary("aiq-submit"), "-q", "-b", BROKERS, "--prefix", env.prefix, "-"],
-            input="".join(json.dumps(j) + "\n" for j in jobs))
-    assert r.returncode == 0, r.stderr
-
-
-def rfc3339(epoch_s):
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def sim_config(sim, **conf):
-    """Changes bedrock-sim's runtime settings (e.g. latency_ms) through POST /_sim/config."""
-    req = urllib.request.Request(sim.url + "/_sim/config", data=json.dumps(conf).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as r:
-        assert r.status == 200
-
-
-def wait_until(cond, timeout, what, interval=0.05):
-    """Polls cond() until it returns something truthy; returns it, or fails with `what`."""
-    deadline = time.time() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def log_lines(worker):
-    """The worker's JSON log lines (stderr and stdout share the log file)."""
-    out = []
-    for line in worker.output().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
-
-
-def log_text(worker):
-    return "\n".join(str(l.get("msg", l)) for l in log_lines(worker))
-
-
-class Watcher:
-    """Reads a topic from the beginning in a background thread and remembers, for every
-    record, when this process saw it (time.time()) together with the record itself."""
-
-    def __init__(self, env, topic):
-        self.lock = threading.Lock()
-        self.items = []  # (arrival_s, message, decoded value)
-        self.stopping = threading.Event()
-        self.c = env.consumer(**{"fetch.wait.max.ms": 10})
-        self.c.assign([TopicPartition(topic, p, 0) for p in range(env.partitions)])
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            while not self.stopping.is_set():
-                m = self.c.poll(0.05)
-                if m is None or m.error():
-                    continue
-                now = time.time()
-                with self.lock:
-                    self.items.append((now, m, json.loads(m.value())))
-        finally:
-            self.c.close()
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.items)
-
-    def ids(self):
-        return {v["job_id"] for _, _, v in self.snapshot()}
-
-    def count(self, pred=lambda v: True):
-        return sum(1 for _, _, v in self.snapshot() if pred(v))
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(10)
-
-
-def read_to_end(env, topic, timeout=30):
-    """Every record of topic up to its current end (high watermarks taken first): exact
-    once the writers have flushed, with no waiting for records that may never come."""
-    c = env.consumer()
-    try:
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(env.partitions)}
-        c.assign([TopicPartition(topic, p, 0) for p in range(env.partitions) if ends[p] > 0])
-        out, todo = [], {p for p, end in ends.items() if end > 0}
-        deadline = time.time() + timeout
-        while todo and time.time() < deadline:
-            m = c.poll(0.2)
-            if m is None or m.error():
-                continue
-            out.append(m)
-            if m.offset() + 1 >= ends[m.partition()]:
-                todo.discard(m.partition())
-        assert not todo, f"could not read {topic} to its end: partitions {todo} left"
-        return out
-    finally:
-        c.close()
-
-
-def committed_map(env):
-    """{(topic, partition): (committed or None, end)} for every job partition of the group."""
-    return {(t, p): (c if c >= 0 else None, end) for t, p, c, end in env.committed_vs_end()}
-
-
-def all_committed(env):
-    return all(end == 0 or c == end for c, end in committed_map(env).values())
+from aiqtest import (PRIORITIES, RESULT, Results, all_committed, commit_interval_s, committed_map,
+                     log_text, produce_raw, produce_raw_ts, read_to_end, rfc3339, sim_config,
+                     submit, wait_until)
 
 
 # ---- 1. priority under overload ------------------------------------------------------
@@ -149,7 +22,7 @@ def test_consumer_priority_under_overload(aiq_env):
     sim = aiq_env.start_sim(latency_ms=LATENCY_MS)
     w = aiq_env.start_worker(AIQ_WORKER_MAX_INFLIGHT=SLOTS, AIQ_WORKER_BACKLOG=BACKLOG)
     aiq_env.wait_group_stable(1)
-    results = Watcher(aiq_env, aiq_env.results_topic)
+    results = Results(aiq_env)
     try:
         tag = aiq_env.tag
         submit(aiq_env, [{"id": f"low-{tag}-{i}", "operation": "content-generation",
@@ -173,7 +46,7 @@ def test_consumer_priority_under_overload(aiq_env):
         wait_until(lambda: results.count(is_crit) >= N_CRIT, 30, "the critical results")
         snap = results.snapshot()
     finally:
-        results.stop()
+        results.close()
 
     crit = [(arr, m, v) for arr, m, v in snap if is_crit(v)]
     assert len(crit) == N_CRIT and len({v["job_id"] for _, _, v in crit}) == N_CRIT
@@ -272,16 +145,6 @@ def test_consumer_deadline_expired_without_model_call(aiq_env):
     assert len(read_to_end(aiq_env, aiq_env.results_topic)) == n  # and no late duplicate
 
 
-def produce_raw_ts(topic, jobs, timestamp_ms):
-    """Produces jobs as they are (no created_at filled in) with an explicit record timestamp."""
-    p = Producer({"bootstrap.servers": BROKERS})
-    errors = []
-    for j in jobs:
-        p.produce(topic, key=j["id"], value=json.dumps(j), timestamp=timestamp_ms,
-                  on_delivery=lambda err, msg: err and errors.append(err))
-    assert p.flush(30) == 0 and not errors, errors
-
-
 # ---- 3. graceful drain ---------------------------------------------------------------
 
 DRAIN_SLOTS, DRAIN_JOBS, DRAIN_LATENCY_MS, DRAIN_TIMEOUT_MS = 5, 30, 2000, 10000
@@ -354,14 +217,6 @@ def test_consumer_graceful_drain_commits_exactly_the_answered(aiq_env):
 KILL_JOBS, KILL_SLOTS, KILL_LATENCY_MS = 2000, 10, 20
 
 
-def commit_interval_s():
-    """How often the worker commits finished offsets: worker.commit_interval_ms when this
-    build has it, else librdkafka's auto-commit interval the consumer sets (1 s)."""
-    r = run([binary("aiq-worker"), "--print-config"])
-    m = re.search(r"^worker\.commit_interval_ms = (\d+)$", r.stdout, re.M)
-    return int(m.group(1)) / 1000 if m else 1.0
-
-
 def test_consumer_kill9_loses_nothing(aiq_env):
     sim = aiq_env.start_sim(latency_ms=KILL_LATENCY_MS)
     settings = dict(AIQ_WORKER_MAX_INFLIGHT=KILL_SLOTS, AIQ_KAFKA_SESSION_TIMEOUT_MS=6000)
@@ -372,7 +227,7 @@ def test_consumer_kill9_loses_nothing(aiq_env):
     interval_s = commit_interval_s()
     jobs = [{"id": f"k9-{aiq_env.tag}-{i:05d}", "operation": "vc-analysis",
              "priority": PRIORITIES[i % 4], "payload": {"i": i}} for i in range(KILL_JOBS)]
-    results = Watcher(aiq_env, aiq_env.results_topic)
+    results = Results(aiq_env)
     try:
         submit(aiq_env, jobs)
         wait_until(lambda: len(results.ids()) >= KILL_JOBS // 3, 60, "a third of the results")
@@ -389,7 +244,7 @@ def test_consumer_kill9_loses_nothing(aiq_env):
         wait_until(lambda: all_committed(aiq_env), 60, "every partition committed",
                    interval=0.5)
     finally:
-        results.stop()
+        results.close()
     # Results are acknowledged before their offsets are committed: the topic's end now
     # holds every result there will be.
     snap = [(None, m, json.loads(m.value())) for m in read_to_end(aiq_env, aiq_env.results_topic)]

@@ -9,15 +9,12 @@ import json
 import math
 import re
 import signal
-import threading
 import time
 
 import pytest
-from confluent_kafka import TopicPartition
 
-from conftest import PRIORITIES
-from test_consumer_core import (all_committed, commit_interval_s, log_lines, log_text,
-                                read_to_end, sim_config, submit, wait_until)
+from aiqtest import (PRIORITIES, Results, all_committed, commit_interval_s, log_lines, log_text,
+                     read_to_end, sim_config, submit, wait_until)
 
 # Jobs carry a deadline far beyond any run here: an expired job is answered without a
 # model call, which would make a backlog drain faster than the model allows.
@@ -64,61 +61,6 @@ def hand_overs(w):
         if m and int(m.group(1)) > 0:
             out.append((epoch_ms(line["ts"]), int(m.group(1))))
     return out
-
-
-class Results:
-    """Reads the results topic from the beginning in a background thread, keeping counts
-    incrementally (per job id, worker and priority) so polling them stays cheap with
-    tens of thousands of records; also keeps (arrival time here, record timestamp ms,
-    decoded value) of every record."""
-
-    def __init__(self, env):
-        self.lock = threading.Lock()
-        self.items = []
-        self.per_id, self.per_worker, self.per_prio = {}, {}, {}
-        self.stopping = threading.Event()
-        self.c = env.consumer(**{"fetch.wait.max.ms": 10})
-        self.c.assign([TopicPartition(env.results_topic, p, 0) for p in range(env.partitions)])
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            while not self.stopping.is_set():
-                batch = self.c.consume(500, 0.05)
-                now = time.time()
-                for m in batch:
-                    if m.error():
-                        continue
-                    v = json.loads(m.value())
-                    with self.lock:
-                        self.items.append((now, m.timestamp()[1], v))
-                        for d, k in ((self.per_id, v["job_id"]), (self.per_worker, v["worker"]),
-                                     (self.per_prio, v["priority"])):
-                            d[k] = d.get(k, 0) + 1
-        finally:
-            self.c.close()
-
-    def answered(self):
-        """Distinct job ids answered so far."""
-        with self.lock:
-            return len(self.per_id)
-
-    def of_worker(self, wid):
-        with self.lock:
-            return self.per_worker.get(wid, 0)
-
-    def of_prio(self, prio):
-        with self.lock:
-            return self.per_prio.get(prio, 0)
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.items)
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(10)
 
 
 def committed_rows_ok(env):
@@ -189,7 +131,7 @@ def test_scenario_crash(aiq_env, membership):
         # Redone work is committed once every partition's committed offset is its end.
         wait_until(lambda: all_committed(env), 60, "every partition committed", interval=0.5)
     finally:
-        res.stop()
+        res.close()
 
     # Drain the remaining workers cleanly: only then is the results topic final.
     for w in slots:
@@ -328,7 +270,7 @@ def test_scenario_rebalance(aiq_env):
         t_all = time.time()
         wait_until(lambda: all_committed(env), 60, "every partition committed", interval=0.5)
     finally:
-        res.stop()
+        res.close()
     rc2, rc3 = w2.stop(), w3.stop()
     w1.stop()  # closes its log file; it has exited already
 
@@ -458,7 +400,7 @@ def test_scenario_priority(aiq_env):
         low_at_crit = res.of_prio("low")
         snap = res.snapshot()
     finally:
-        res.stop()
+        res.close()
     assert w.stop() == 0, w.output()[-3000:]  # not the other ~48,000 low jobs
 
     crit = [v for _, _, v in snap if v["priority"] == "critical"]

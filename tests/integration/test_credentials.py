@@ -8,7 +8,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import BROKERS, SIM_KEY, SIM_SECRET, binary, run
+from aiqtest import BROKERS, SIM_KEY, SIM_SECRET, binary, run
 
 LIFETIME_S = 70  # every fetch hands out credentials expiring this far ahead
 REFRESH_S = 65   # so the worker refreshes 5 s after each fetch

@@ -2,27 +2,9 @@
 worker keeps going, and a valid job submitted after them is still answered."""
 import json
 
-from confluent_kafka import Producer
-
-from conftest import BROKERS, binary, run
-from test_schemas import RESULT
+from aiqtest import BROKERS, RESULT, binary, produce_raw, run
 
 MAX_JOB_BYTES = 4096
-
-
-def produce_raw(topic, records):
-    """Produces (key, value) pairs; returns {value: (partition, offset)} from delivery reports."""
-    p = Producer({"bootstrap.servers": BROKERS})
-    where = {}
-
-    def on_delivery(err, msg):
-        assert err is None, err
-        where[msg.value()] = (msg.partition(), msg.offset())
-
-    for key, value in records:
-        p.produce(topic, value=value, key=key, on_delivery=on_delivery)
-    assert p.flush(30) == 0
-    return where
 
 
 def test_dlq_malformed_records_then_valid_job(aiq_env):

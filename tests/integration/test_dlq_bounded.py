@@ -8,25 +8,12 @@ import os
 import time
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
-                                  NewTopic)
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import BROKERS
-from test_admin_http import admin_port, get, metric
-from test_consumer_core import wait_until
-from test_schemas import schema
+from aiqtest import BROKERS, admin_port, get, metric, schema, set_topic_config, wait_until
 
 DLQ_MAX = 262144  # the DLQ topic's max.message.bytes in this test (broker default ~1 MB)
 ALERT = schema("alert.schema.json")
-
-
-def set_topic_config(topic, **conf):
-    admin = AdminClient({"bootstrap.servers": BROKERS})
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry(k.replace("_", "."), str(v),
-                    incremental_operation=AlterConfigOpType.SET) for k, v in conf.items()])
-    for f in admin.incremental_alter_configs([res]).values():
-        f.result(30)
 
 
 def produce(topic, partition, records, **conf):

@@ -9,7 +9,7 @@ import time
 
 from confluent_kafka import Producer
 
-from conftest import BROKERS
+from aiqtest import BROKERS
 
 
 def test_sigterm_with_hung_calls_exits_after_the_drain_timeout(aiq_env):

@@ -3,8 +3,7 @@ exactly once, exactly 1,000 model calls, and every job partition committed to it
 import json
 import subprocess
 
-from conftest import PRIORITIES, binary, run, BROKERS
-from test_schemas import RESULT
+from aiqtest import BROKERS, PRIORITIES, RESULT, binary, run
 
 N_JOBS = 1000
 

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import ROOT, binary
+from aiqtest import ROOT, binary
 
 BIN = os.path.join(ROOT, "tools", "bin")
 HELM = os.path.join(BIN, "helm")

@@ -16,7 +16,6 @@ Needs tools/bin/helm (tools/deploy-tools.sh) and aiq-worker (AIQ_BUILD_DIR); no 
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +24,7 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import ROOT, binary
+from aiqtest import ROOT, binary, free_port
 
 HELM = os.path.join(ROOT, "tools", "bin", "helm")
 CHART = os.path.join(ROOT, "helm", "aiq-worker")
@@ -219,12 +218,6 @@ def test_unknown_setting_renders_but_the_worker_refuses_it(tmp_path):
                        env=pod.process_env())
     assert r.returncode == 2
     assert "worker.max_inflite" in r.stderr
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_status(url):

@@ -10,14 +10,11 @@ timings.total_ms)."""
 import datetime
 import json
 import os
-import socket
-import threading
 import time
 
 from confluent_kafka import Producer
 
-from conftest import BROKERS
-from test_consumer_core import rfc3339
+from aiqtest import BROKERS, HungEndpoint, percentile, rfc3339
 
 N = int(os.environ.get("AIQ_HUNG_JOBS", "10000"))
 TIMEOUT_MS = 5000
@@ -29,44 +26,8 @@ MAX_BOUND_MS = 1000
 # A record fetched after its deadline is answered in the callback that receives it.
 RECEIPT_P99_MS = 100
 
-class HungEndpoint:
-    """Accepts TCP connections and never answers: a provider that hangs."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        self.sock.settimeout(0.2)
-        while not self.stopping:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.conns.append(c)  # held open, never read, never answered
-
-    def close(self):
-        self.stopping = True
-        self.thread.join(2)
-        for c in self.conns:
-            c.close()
-        self.sock.close()
-
-
 def parse_ms(ts):
     return int(datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-def percentile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def lateness(env, n, created):

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import BROKERS, BUILD, ROOT, run
+from aiqtest import BROKERS, BUILD, ROOT, run
 
 BINARIES = ["aiq-worker", "aiq-submit", "aiq-admin", "bedrock-sim"]
 PUBLIC = re.compile(r"^(aiq_producer_|aiq_results_|aiq_collector_|aiq_job_check(_ex)?$)")

@@ -4,41 +4,30 @@ aiq-submit and aiq-admin work end to end (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN); 
 missing or no credentials each exits non-zero, quickly, saying why."""
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from conftest import ROOT, SIM_KEY, SIM_SECRET, Sim, Worker, binary, run
+from aiqtest import SIM_KEY, SIM_SECRET, Broker, Sim, Worker, binary, free_port, run
 
 USER, PASSWORD = "aiq", "sasl-test-secret"
 FAIL_WITHIN_S = 30
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory):
     """A broker of its own (PLAINTEXT + SASL_PLAINTEXT), so the suite's broker stays as it is."""
-    env = dict(os.environ, AIQ_KAFKA_PORT=str(free_port()),
-               AIQ_KAFKA_CONTROLLER_PORT=str(free_port()), AIQ_KAFKA_SASL_PORT=str(free_port()),
-               AIQ_KAFKA_DIR=str(tmp_path_factory.mktemp("kafka-sasl")),
-               AIQ_KAFKA_SASL_USER=USER, AIQ_KAFKA_SASL_PASSWORD=PASSWORD,
-               AIQ_KAFKA_HEAP_OPTS="-Xms128m -Xmx512m")
-    script = os.path.join(ROOT, "tools", "kafka", "kafka.sh")
-    r = run([script, "start"], env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "SASL_PLAINTEXT listener on" in r.stdout
+    sasl_port = free_port()
+    broker = Broker(free_port(), free_port(), tmp_path_factory.mktemp("kafka-sasl"),
+                    AIQ_KAFKA_SASL_PORT=sasl_port, AIQ_KAFKA_SASL_USER=USER,
+                    AIQ_KAFKA_SASL_PASSWORD=PASSWORD, AIQ_KAFKA_HEAP_OPTS="-Xms128m -Xmx512m")
+    assert "SASL_PLAINTEXT listener on" in broker.start()
     try:
-        yield "127.0.0.1:" + env["AIQ_KAFKA_SASL_PORT"]
+        yield f"127.0.0.1:{sasl_port}"
     finally:
-        run([script, "stop"], env=env)
+        broker.sh("stop")
 
 
 def sasl_env(mechanism, password=PASSWORD, user=USER):

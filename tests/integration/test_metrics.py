@@ -4,32 +4,9 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import PRIORITIES, binary
-from test_admin_http import admin_port
-from test_consumer_core import submit, wait_until
-from test_schemas import schema
-
-
-
-
-def scrape(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    samples = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            samples.setdefault(s.name, []).append((s.labels, s.value))
-    return samples
-
-
-def total(samples, name, **labels):
-    return sum(v for lbl, v in samples.get(name, [])
-               if all(lbl.get(k) == want for k, want in labels.items()))
+from aiqtest import PRIORITIES, admin_port, binary, schema, scrape, submit, total, wait_until
 
 
 def test_metrics_parse_and_count_a_known_workload(aiq_env):

@@ -9,9 +9,7 @@ import time
 
 from confluent_kafka import Producer
 
-from conftest import BROKERS
-from test_consumer_core import sim_config
-from test_resilience import Results
+from aiqtest import BROKERS, Results, sim_config
 
 HUNG, THROTTLED, HEALTHY = "vendor.hung-model-v1:0", "vendor.throttled-v1:0", "vendor.healthy-v1:0"
 

@@ -5,8 +5,7 @@ stops the worker at start with the file, the line and the problem."""
 import json
 import time
 
-from conftest import BROKERS, binary, run
-from test_schemas import RESULT
+from aiqtest import RESULT, submit
 
 OP_MODEL = "custom.model-it-v1:0"
 JOB_MODEL = "job.model-it-v1:0"
@@ -36,13 +35,6 @@ def write_ops(tmp_path, doc, name="ops.json"):
     return str(path)
 
 
-def submit(env, jobs):
-    ndjson = "".join(json.dumps(j) + "\n" for j in jobs)
-    r = run([binary("aiq-submit"), "-b", BROKERS, "--prefix", env.prefix, "-"], input=ndjson)
-    assert r.returncode == 0, r.stderr
-    assert sorted(r.stdout.split()) == sorted(j["id"] for j in jobs)
-
-
 def test_operations_file_sets_model_prompt_and_api(aiq_env, tmp_path):
     sim = aiq_env.start_sim(latency_ms=2)
     path = write_ops(tmp_path, OPERATIONS)
@@ -63,7 +55,7 @@ def test_operations_file_sets_model_prompt_and_api(aiq_env, tmp_path):
     # Anthropic body (it once was).
     jobs.append({"id": f"op-{t}-invbad", "operation": "it-inv", "model": DEFAULT_MODEL,
                  "payload": {"greeting": "no"}})
-    submit(aiq_env, jobs)
+    submit(aiq_env, jobs, acked=True)
 
     records = aiq_env.read_all(aiq_env.results_topic, len(jobs), timeout=90)
     results = {json.loads(m.value())["job_id"]: json.loads(m.value()) for m in records}
@@ -112,7 +104,8 @@ def test_operations_reject_mode_sends_unlisted_to_dlq(aiq_env, tmp_path):
                                   AIQ_WORKER_UNKNOWN_OPERATIONS="reject")
     t = aiq_env.tag
     submit(aiq_env, [{"id": f"rej-{t}", "operation": "not-listed", "payload": {}},
-                     {"id": f"ok-{t}", "operation": "it-op", "payload": {"greeting": "x"}}])
+                     {"id": f"ok-{t}", "operation": "it-op", "payload": {"greeting": "x"}}],
+           acked=True)
     records = aiq_env.read_all(aiq_env.results_topic, 2, timeout=90)
     results = {json.loads(m.value())["job_id"]: json.loads(m.value()) for m in records}
     assert results[f"ok-{t}"]["status"] == "succeeded", results

@@ -7,7 +7,7 @@ import time
 
 from confluent_kafka import TopicPartition
 
-from test_consumer_core import rfc3339, submit, wait_until
+from aiqtest import rfc3339, submit, wait_until
 
 SLOW_MS = 10000
 SHORT_MS = 2000

@@ -3,53 +3,29 @@ shared one, which must not be stopped) goes not ready with the reason when the b
 within 2x the session timeout, is ready again when it is back and answers jobs then, and goes
 not ready at once when it drains."""
 import json
-import os
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 
-import conftest
-from conftest import ROOT, Env, binary, run
-from test_admin_http import admin_port, get, metric
+import aiqtest
+from aiqtest import Broker, Env, admin_port, binary, free_port, get, metric, run
 
-KAFKA_SH = os.path.join(ROOT, "tools", "kafka", "kafka.sh")
 SESSION_MS = 6000
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class OwnBroker:
-    """tools/kafka/kafka.sh on free ports and a data dir of the test's own."""
-
-    def __init__(self, data_dir):
-        self.port = free_port()
-        self.env = dict(os.environ, AIQ_KAFKA_PORT=str(self.port),
-                        AIQ_KAFKA_CONTROLLER_PORT=str(free_port()), AIQ_KAFKA_DIR=data_dir)
-        self.brokers = f"127.0.0.1:{self.port}"
-
-    def sh(self, cmd):
-        r = subprocess.run([KAFKA_SH, cmd], env=self.env, capture_output=True, text=True,
-                           timeout=240)
-        assert r.returncode == 0, f"kafka.sh {cmd}:\n{r.stdout}{r.stderr}"
 
 
 @pytest.fixture
 def own_broker(tmp_path_factory, monkeypatch):
+    """tools/kafka/kafka.sh on free ports and a data dir of the test's own; Env uses it."""
     data = str(tmp_path_factory.mktemp("kafka"))
-    b = OwnBroker(data)
-    b.sh("start")
-    monkeypatch.setattr(conftest, "BROKERS", b.brokers)
+    b = Broker(free_port(), free_port(), data)
+    b.start(timeout=240)
+    monkeypatch.setattr(aiqtest, "BROKERS", b.address)
     try:
         yield b
     finally:
-        b.sh("stop")
+        b.stop(timeout=240)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -71,7 +47,7 @@ def inflight(base):
 def submit(b, prefix, n, tag):
     jobs = "".join(json.dumps({"operation": "vc-analysis", "priority": "normal",
                                "payload": {"i": i, "t": tag}}) + "\n" for i in range(n))
-    return run([binary("aiq-submit"), "-q", "--wait", "--wait-timeout-ms", "60000", "-b", b.brokers,
+    return run([binary("aiq-submit"), "-q", "--wait", "--wait-timeout-ms", "60000", "-b", b.address,
                 "--prefix", prefix, "-"], input=jobs)
 
 
@@ -86,7 +62,7 @@ def test_readyz_through_broker_outage_and_drain(tmp_path, own_broker):
         r = submit(own_broker, env.prefix, 3, "before")
         assert r.returncode == 0, r.stderr
 
-        own_broker.sh("stop")
+        own_broker.stop(timeout=240)
         t0 = time.time()
         took, body = wait_status(base, 503, 2 * SESSION_MS / 1000 + 5)
         # kafka.sh stop returns once the broker exited, so the outage began before t0.
@@ -96,7 +72,7 @@ def test_readyz_through_broker_outage_and_drain(tmp_path, own_broker):
         st, body = get(base + "/readyz")
         assert st == 503, body
 
-        own_broker.sh("start")
+        own_broker.start(timeout=240)
         wait_status(base, 200, 120)
         r = submit(own_broker, env.prefix, 3, "after")
         assert r.returncode == 0, r.stderr  # ready meant it: jobs are answered again
@@ -110,7 +86,7 @@ def test_readyz_through_broker_outage_and_drain(tmp_path, own_broker):
         w = env.start_worker(AIQ_ADMIN_LISTEN="127.0.0.1:0")
         base = f"http://127.0.0.1:{admin_port(w)}"
         wait_status(base, 200, 60)
-        p = subprocess.Popen([binary("aiq-submit"), "-q", "-b", own_broker.brokers, "--prefix",
+        p = subprocess.Popen([binary("aiq-submit"), "-q", "-b", own_broker.address, "--prefix",
                               env.prefix, "-"], stdin=subprocess.PIPE, text=True)
         p.communicate(json.dumps({"operation": "vc-analysis", "payload": {"d": 1}}) + "\n",
                       timeout=60)

@@ -4,7 +4,7 @@ twice."""
 import json
 import time
 
-from conftest import BROKERS, binary, run
+from aiqtest import BROKERS, binary, run
 
 N_JOBS = 1000
 

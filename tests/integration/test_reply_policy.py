@@ -9,8 +9,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import BROKERS, Env
-from test_schemas import RESULT
+from aiqtest import BROKERS, Env, RESULT
 
 INTERNAL = {  # suffix after the prefix (or the full name) -> words in the reason
     "jobs.critical": "job topic", "jobs.high": "job topic", "jobs.normal": "job topic",

@@ -4,23 +4,9 @@ import glob
 import json
 import os
 
-import jsonschema
 import pytest
 
-from conftest import ROOT, binary, run
-
-SCHEMAS = os.path.join(ROOT, "schemas")
-
-
-def schema(name):
-    with open(os.path.join(SCHEMAS, name)) as f:
-        s = json.load(f)
-    jsonschema.Draft202012Validator.check_schema(s)
-    return jsonschema.Draft202012Validator(s, format_checker=jsonschema.FormatChecker())
-
-
-JOB = schema("job.schema.json")
-RESULT = schema("result.schema.json")
+from aiqtest import JOB, RESULT, SCHEMAS, binary, run
 
 VALID = {"id": "j1", "operation": "vc-analysis", "payload": {}}
 INVALID = [

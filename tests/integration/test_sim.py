@@ -14,7 +14,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import SIM_KEY, SIM_SECRET, Sim, binary
+from aiqtest import SIM_KEY, SIM_SECRET, Sim, binary, percentile
 
 REGION = "us-east-1"
 ERROR_NS = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
@@ -101,11 +101,6 @@ def parallel(sim, n, threads=8, model="sim-a"):
         t.join()
     assert len(out) == n
     return out
-
-
-def percentile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import time
 
 from confluent_kafka import Producer
 
-from conftest import BROKERS
-from test_consumer_core import rfc3339
-from test_schemas import RESULT
+from aiqtest import BROKERS, RESULT, rfc3339
 
 
 def test_created_at_epoch_expires_and_far_future_is_rejected(aiq_env):

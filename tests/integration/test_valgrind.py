@@ -19,8 +19,7 @@ import time
 import pytest
 from confluent_kafka import Producer, TopicPartition
 
-from conftest import BROKERS, SIM_KEY, SIM_SECRET, binary, run
-from test_consumer_core import sim_config
+from aiqtest import BROKERS, SIM_KEY, SIM_SECRET, binary, run, sim_config
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("AIQ_VALGRIND") != "1" or not shutil.which("valgrind"),
@@ -45,7 +44,7 @@ def errors_in(log_path):
 
 
 class ValgrindSim:
-    """bedrock-sim under valgrind; stands in for conftest's Sim (url, stop)."""
+    """bedrock-sim under valgrind; stands in for aiqtest's Sim (url, stop)."""
 
     def __init__(self, tmp_path):
         self.log = tmp_path / "sim.valgrind"

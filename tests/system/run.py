@@ -25,7 +25,6 @@ import json
 import os
 import pathlib
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -34,19 +33,16 @@ import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-KAFKA_SH = ROOT / "tools" / "kafka" / "kafka.sh"
 KAFKA_PORT = os.environ.get("AIQ_SYSTEM_KAFKA_PORT", "19092")
 KAFKA_CPORT = os.environ.get("AIQ_SYSTEM_KAFKA_CONTROLLER_PORT", "19093")
 KAFKA_DIR = os.environ.get("AIQ_SYSTEM_KAFKA_DIR", str(ROOT / ".kafka-system"))
 BROKERS = f"127.0.0.1:{KAFKA_PORT}"
 
-# conftest reads the broker address when it is imported.
+# aiqtest (the tests' shared helpers) reads the broker address when it is imported.
 os.environ["AIQ_KAFKA_BROKERS"] = BROKERS
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from confluent_kafka import TopicPartition  # noqa: E402
-
-import conftest  # noqa: E402
-from conftest import Env, binary, run  # noqa: E402
+from aiqtest import (BUILD, Broker, Env, HungEndpoint, Results, binary, free_port,  # noqa: E402
+                     percentile, rfc3339, run, set_topic_config, sim_post)
 
 PROGRESS_S = 5.0
 FAR_TIMEOUT_MS = 3600000  # for scenarios about throughput, not deadlines
@@ -56,59 +52,9 @@ def say(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def rfc3339_ms(epoch_s):
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---- the suite's own broker ----------------------------------------------------------------
-
-
-class Broker:
-    """The broker of tools/kafka/kafka.sh on the suite's ports and data dir."""
-
-    def __init__(self):
-        self.env = dict(os.environ, AIQ_KAFKA_PORT=KAFKA_PORT,
-                        AIQ_KAFKA_CONTROLLER_PORT=KAFKA_CPORT, AIQ_KAFKA_DIR=KAFKA_DIR)
-
-    def _sh(self, cmd, timeout=180):
-        return subprocess.run([str(KAFKA_SH), cmd], env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
-
-    def status(self):
-        """None when no broker answers; else whether it was started from KAFKA_DIR."""
-        r = self._sh("status", timeout=60)
-        if r.returncode != 0:
-            return None
-        return "not started from" not in r.stdout
-
-    def start(self):
-        r = self._sh("start")
-        if r.returncode != 0:
-            raise RuntimeError(f"kafka.sh start failed:\n{r.stdout}{r.stderr}")
-
-    def stop(self):
-        r = self._sh("stop")
-        if r.returncode != 0:
-            raise RuntimeError(f"kafka.sh stop failed:\n{r.stdout}{r.stderr}")
-
-
-# ---- bedrock-sim control -------------------------------------------------------------------
-
-
-def sim_post(sim, path, body):
-    req = urllib.request.Request(sim.url + path, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        if r.status != 200:
-            raise RuntimeError(f"bedrock-sim {path}: HTTP {r.status}")
-        return json.load(r)
+def suite_broker():
+    """The suite's own broker (kafka.sh on the suite's ports and data dir)."""
+    return Broker(KAFKA_PORT, KAFKA_CPORT, KAFKA_DIR)
 
 
 # ---- submitting ----------------------------------------------------------------------------
@@ -153,7 +99,7 @@ class Submitter:
                 lines = []
                 for i in range(self.sent, self.sent + batch):
                     job = self.make(i, now)
-                    job.setdefault("created_at", rfc3339_ms(now))
+                    job.setdefault("created_at", rfc3339(now))
                     self.deadlines[job["id"]] = now + job.get("timeout_ms", 45000) / 1000
                     lines.append(json.dumps(job))
                 self.proc.stdin.write("\n".join(lines) + "\n")
@@ -186,45 +132,27 @@ class Submitter:
 # ---- collecting ----------------------------------------------------------------------------
 
 
-class Collector:
-    """Reads the results and DLQ topics from the beginning in a background thread."""
+class Collector(Results):
+    """Reads the results and DLQ topics from the beginning in a background thread
+    (aiqtest.Results). What it keeps differs from Results: per job id (arrival_s, status,
+    result, record timestamp ms), and the dead letters by job id with their error kind."""
 
     def __init__(self, env):
-        self.env = env
-        self.lock = threading.Lock()
         # id -> [(arrival_s, status, result, record timestamp ms)]
         self.results = collections.defaultdict(list)
         self.dlq = {}  # id -> error kind
         self.dlq_unknown = 0  # dead letters without a readable job id
         self.records = 0
-        self.stopping = threading.Event()
-        self.topics = [env.results_topic, env.dlq_topic]
-        self.c = env.consumer(**{"fetch.wait.max.ms": 50})
-        self.c.assign([TopicPartition(t, p, 0) for t in self.topics
-                       for p in range(env.partitions)])
-        self.positions = {}
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(env, topics=[env.results_topic, env.dlq_topic],
+                         **{"fetch.wait.max.ms": 50})
 
-    def _run(self):
-        try:
-            while not self.stopping.is_set():
-                msgs = self.c.consume(1000, 0.2)
-                now = time.time()
-                with self.lock:
-                    for m in msgs:
-                        if m.error():
-                            continue
-                        self.records += 1
-                        self.positions[(m.topic(), m.partition())] = m.offset() + 1
-                        if m.topic() == self.env.results_topic:
-                            r = json.loads(m.value())
-                            self.results[r["job_id"]].append(
-                                (now, r["status"], r, m.timestamp()[1]))
-                        else:
-                            self._dead_letter(m)
-        finally:
-            self.c.close()
+    def take(self, m, now):
+        self.records += 1
+        if m.topic() == self.env.results_topic:
+            r = json.loads(m.value())
+            self.results[r["job_id"]].append((now, r["status"], r, m.timestamp()[1]))
+        else:
+            self._dead_letter(m)
 
     def _dead_letter(self, m):
         headers = {k: (v or b"").decode(errors="replace") for k, v in (m.headers() or [])}
@@ -240,26 +168,6 @@ class Collector:
     def answered(self, ids):
         with self.lock:
             return sum(1 for i in ids if i in self.results or i in self.dlq)
-
-    def catch_up(self, timeout=60):
-        """Waits until everything written to both topics so far has been read."""
-        c = self.env.consumer()
-        try:
-            ends = {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1]
-                    for t in self.topics for p in range(self.env.partitions)}
-        finally:
-            c.close()
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with self.lock:
-                if all(self.positions.get(tp, 0) >= end for tp, end in ends.items()):
-                    return True
-            time.sleep(0.2)
-        return False
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(15)
 
 
 # ---- one scenario's run --------------------------------------------------------------------
@@ -381,7 +289,7 @@ class Run:
             self.sigterm(w)
         self._stop.set()
         caught_up = self.collector.catch_up()
-        self.collector.stop()
+        self.collector.close(15)
         if not caught_up:
             self.check(False, "could not read the results topic to its end")
         elapsed = time.time() - self.t0
@@ -488,7 +396,7 @@ def sc_broker_restart(wd, jobs, quick):
     r.env.wait_group_stable(2)
     r.submit(n, rate=rate)
     r.wait_until_answered(n // 3, 300)
-    broker = Broker()
+    broker = suite_broker()
     say("broker-restart: stopping the broker")
     t = time.time()
     broker.stop()
@@ -744,16 +652,6 @@ def raw_producer(**conf):
     return Producer(c)
 
 
-def set_topic_config(topic, **conf):
-    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
-    admin = AdminClient({"bootstrap.servers": BROKERS})
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
-        for k, v in conf.items()])
-    for f in admin.incremental_alter_configs([res]).values():
-        f.result(30)
-
-
 DLQ_MAX = 262144  # the DLQ topic's max.message.bytes in the oversized-record scenario
 
 
@@ -905,7 +803,6 @@ def sc_hung_provider(wd, jobs, quick):
     ms, max <= 1 s: slack for a shared machine; also tests/integration/test_hung_provider.py);
     one fetched after its deadline within 100 ms of its receipt (p99). worker.backlog holds
     them all (AIQ_SYSTEM_HUNG_BACKLOG=500: the default, so that most wait in Kafka instead)."""
-    from test_hung_provider import HungEndpoint
     n = jobs or 10000
     backlog = int(os.environ.get("AIQ_SYSTEM_HUNG_BACKLOG", str(4 * n)))
     hung = HungEndpoint()
@@ -917,7 +814,7 @@ def sc_hung_provider(wd, jobs, quick):
     r.env.wait_group_stable(1)
     r.submit(n, make=lambda i, now: plain_job("hung-provider", r.env.tag, i, timeout_ms=5000,
                                               priority="normal",
-                                              created_at=rfc3339_ms(now)),
+                                              created_at=rfc3339(now)),
              rate=int(os.environ.get("AIQ_SYSTEM_HUNG_RATE", "2000")))
     r.stall_s = 60
 
@@ -942,11 +839,6 @@ def sc_hung_provider(wd, jobs, quick):
                 f"jobs fetched after their deadline answered on receipt: {q(after)}")
     r.post = post
     return r
-
-
-def percentile(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else None
 
 
 def lateness_quantiles(xs):
@@ -991,7 +883,7 @@ def run_scenario(name, workdir, jobs, quick):
                 if w.proc.poll() is None:
                     w.proc.kill()
             r._stop.set()
-            r.collector.stop()
+            r.collector.close(15)
             if r.sub:
                 r.sub.kill()
             try:
@@ -1033,9 +925,9 @@ def main():
     seed = a.seed if a.seed is not None else int(time.time())
     random.seed(seed)
     base = pathlib.Path(a.workdir or f"/tmp/aiq-system-{time.strftime('%Y%m%d-%H%M%S')}")
-    say(f"broker {BROKERS} (data {KAFKA_DIR}), build {conftest.BUILD}, seed {seed}")
+    say(f"broker {BROKERS} (data {KAFKA_DIR}), build {BUILD}, seed {seed}")
 
-    broker = Broker()
+    broker = suite_broker()
     state = broker.status()
     if state is False:
         sys.exit(f"run.py: a broker on {BROKERS} was not started from {KAFKA_DIR}; the suite "
