@@ -32,6 +32,11 @@ environment:
                              mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (default: none)
   AIQ_KAFKA_SASL_USER        its user (default aiq); SCRAM credentials are stored in the
   AIQ_KAFKA_SASL_PASSWORD    cluster's metadata (password default aiq-secret)
+  AIQ_KAFKA_CONSUMER_SESSION_MS    Kafka 4.x: the session of consumer-protocol (KIP-848) groups,
+  AIQ_KAFKA_CONSUMER_HEARTBEAT_MS  and their heartbeat interval; the broker decides both for
+                             its members (group.consumer.session.timeout.ms, default 45000,
+                             whose minimum of 45000 is lowered with it; and
+                             group.consumer.heartbeat.interval.ms, default 5000)
   AIQ_KAFKA_SSL_PORT         optional: also an SSL listener on 127.0.0.1 (default: none)
   AIQ_KAFKA_SASL_SSL_PORT    optional: also a SASL_SSL listener (same mechanisms and user as
                              SASL_PLAINTEXT) on 127.0.0.1 (default: none)
@@ -85,6 +90,8 @@ SASL_PASSWORD="${AIQ_KAFKA_SASL_PASSWORD:-aiq-secret}"
 SSL_PORT="${AIQ_KAFKA_SSL_PORT:-}"
 SASL_SSL_PORT="${AIQ_KAFKA_SASL_SSL_PORT:-}"
 TLS="$DATA/tls"
+CONSUMER_SESSION_MS="${AIQ_KAFKA_CONSUMER_SESSION_MS:-}"
+CONSUMER_HEARTBEAT_MS="${AIQ_KAFKA_CONSUMER_HEARTBEAT_MS:-}"
 SCRAM_MARK="$DATA/scram-users"
 STOP_TIMEOUT=30
 JAVA="${JAVA:-java}"
@@ -295,6 +302,18 @@ version_settings() {
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 EOF
+    # KIP-848 groups: the broker, not the client, sets session and heartbeat. A session
+    # below the broker's floor needs the floor lowered with it (likewise the heartbeat).
+    if [ -n "$CONSUMER_SESSION_MS" ]; then
+        echo "group.consumer.session.timeout.ms=$CONSUMER_SESSION_MS"
+        [ "$CONSUMER_SESSION_MS" -ge 45000 ] \
+            || echo "group.consumer.min.session.timeout.ms=$CONSUMER_SESSION_MS"
+    fi
+    if [ -n "$CONSUMER_HEARTBEAT_MS" ]; then
+        echo "group.consumer.heartbeat.interval.ms=$CONSUMER_HEARTBEAT_MS"
+        [ "$CONSUMER_HEARTBEAT_MS" -ge 5000 ] \
+            || echo "group.consumer.min.heartbeat.interval.ms=$CONSUMER_HEARTBEAT_MS"
+    fi
 }
 
 write_log_config() {
@@ -356,6 +375,10 @@ check_version_mark() {
 }
 
 cmd_start() {
+    local v
+    for v in "$CONSUMER_SESSION_MS" "$CONSUMER_HEARTBEAT_MS"; do
+        [ -z "$v" ] || [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "not a number of milliseconds: '$v'"
+    done
     if answers; then
         say "a broker already answers on $BROKER"
         return 0
