@@ -48,6 +48,7 @@ class Answers:
     def __init__(self, env):
         self.lock = threading.Lock()
         self.first = {}  # job id -> (arrival, worker)
+        self.by = {}  # job id -> [worker, ...] of every result, in arrival order
         self.per_worker = {}  # worker -> [arrival, ...]
         self.total = 0
         self.stopping = threading.Event()
@@ -66,6 +67,7 @@ class Answers:
                 with self.lock:
                     self.total += 1
                     self.first.setdefault(r["job_id"], (now, r["worker"]))
+                    self.by.setdefault(r["job_id"], []).append(r["worker"])
                     self.per_worker.setdefault(r["worker"], []).append(now)
         self.c.close()
 
@@ -175,12 +177,14 @@ def storm(protocol, wd, n, kills, span_s=60.0):
     env = system.Env(wd)
     env.start_sim(latency_ms=LATENCY_MS)
     slots = [env.start_worker(**settings(protocol)) for _ in range(3)]
+    slot_ids = [f"w{k}-{env.tag}" for k in range(3)]
     env.wait_group_stable(3, timeout=120)
     answers = Answers(env)
     # Spread over the kills' span, so every kill lands on workers with work running.
     sub = system.Submitter(env, n, lambda i, now: system.plain_job("storm", env.tag, i),
                            rate=n / span_s)
     done = 0
+    killed = set()  # worker ids SIGKILLed
     t0 = time.time()
     try:
         every = span_s / kills
@@ -189,23 +193,33 @@ def storm(protocol, wd, n, kills, span_s=60.0):
         while done < kills:
             time.sleep(every)
             k = rnd.randrange(3)
+            killed.add(slot_ids[k])
             slots[k].proc.send_signal(signal.SIGKILL)
             slots[k].proc.wait(10)
             done += 1
             time.sleep(0.5)
             slots[k] = env.start_worker(**settings(protocol))
+            slot_ids[k] = f"w{len(env.workers) - 1}-{env.tag}"
         complete = wait_answered(answers, sub, 600)
         took = time.time() - t0
         time.sleep(3)
         with answers.lock:
             total = answers.total
             lost = sum(1 for i in sub.acked if i not in answers.first)
+            # A redone job first answered by a worker that was never killed was redone
+            # because of a hand-over, not a crash.
+            by_survivor = sum(len(w) - 1 for w in answers.by.values()
+                              if len(w) > 1 and w[0] not in killed)
+            # Kills of a worker that had answered nothing yet (it owned no partitions).
+            idle = sum(1 for w in killed if w not in answers.per_worker)
     finally:
         answers.stop()
         env.close()
     dup = total - (len(sub.acked) - lost)
     return {"kills": done, "jobs": len(sub.acked), "lost": lost, "complete": complete,
             "duplicates": dup, "duplicates_per_kill": round(dup / max(1, done), 1),
+            "duplicates_first_answered_by_a_survivor": by_survivor,
+            "kills_of_workers_that_had_answered_nothing": idle,
             "all_answered_after_s": round(took, 1)}
 
 
