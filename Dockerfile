@@ -18,7 +18,7 @@ WORKDIR /src
 # tests (Debian's source package, pinned and checksummed), rebuilt only when the pin moves.
 # RDKAFKA_PREFIX must be $AIQ_CACHE_DIR/librdkafka-<the version tools/librdkafka.sh pins>.
 ARG RDKAFKA_PREFIX=/opt/aiq/librdkafka-2.14.2
-COPY tools/librdkafka.sh tools/librdkafka.sh
+COPY tools/librdkafka.sh tools/lib.sh tools/
 RUN AIQ_CACHE_DIR=/opt/aiq tools/librdkafka.sh build \
  && test "$(AIQ_CACHE_DIR=/opt/aiq tools/librdkafka.sh prefix)" = "$RDKAFKA_PREFIX"
 COPY . .

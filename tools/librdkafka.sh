@@ -44,8 +44,8 @@ JOBS="${AIQ_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 # one is missing.
 REQUIRED_FEATURES=(zlib ssl sasl_cyrus sasl_scram sasl_oauthbearer zstd lz4_ext curl)
 
-say() { echo "librdkafka: $*"; }
-die() { echo "librdkafka: $*" >&2; exit 1; }
+AIQ_SCRIPT=librdkafka
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The stamp's "sha256" line names the tarball a build came from: a prefix without the
 # stamp, or from another tarball, is rebuilt.
