@@ -36,10 +36,14 @@ export AIQ_KAFKA_CONSUMER_HEARTBEAT_MS="${AIQ_KAFKA_CONSUMER_HEARTBEAT_MS:-2000}
 
 # The compatibility subset: the paths where the librdkafka and broker versions matter.
 COMPAT_TESTS=(tests/integration/test_e2e.py tests/integration/test_rebalance.py
-    tests/integration/test_dlq.py tests/integration/test_kafka_sasl.py)
+    tests/integration/test_dlq.py tests/integration/test_kafka_sasl.py
+    tests/integration/test_group_protocol.py)
 # The KIP-848 run: group joins, crashes (static and dynamic members) and leaves.
+# Static members restarted after a SIGKILL wait for the broker's session under KIP-848
+# (test_group_protocol.py), so the crash scenario runs with dynamic members here.
 KIP848_TESTS=(tests/integration/test_e2e.py tests/integration/test_rebalance.py
-    tests/integration/test_consumer_scenarios.py::test_scenario_crash
+    tests/integration/test_group_protocol.py
+    "tests/integration/test_consumer_scenarios.py::test_scenario_crash[dynamic]"
     tests/integration/test_consumer_scenarios.py::test_scenario_rebalance)
 
 step "bootstrap"
