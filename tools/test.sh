@@ -52,13 +52,13 @@ tools/bootstrap.sh
 step "lint"
 tools/lint.sh
 
-rdkafka_prefix=""
+rdk_prefix=""
 if [ "${AIQ_TEST_RDKAFKA:-built}" != system ]; then
-    rdkafka_prefix="$(tools/librdkafka.sh prefix)"
+    rdk_prefix="$(tools/librdkafka.sh prefix)" # fails when bootstrap could not build it
 fi
-step "build ($BUILD, librdkafka ${rdkafka_prefix:-of the system})"
+step "build ($BUILD, librdkafka ${rdk_prefix:-of the system})"
 cmake -S . -B "$BUILD" -DAIQ_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DAIQ_RDKAFKA_PREFIX="$rdkafka_prefix" >/dev/null
+    -DAIQ_RDKAFKA_PREFIX="$rdk_prefix" >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 
 step "unit tests"
@@ -67,7 +67,7 @@ ctest --test-dir "$BUILD" -L unit --output-on-failure
 if [ "${AIQ_TEST_SANITIZE:-1}" = 1 ]; then
     step "unit tests under ASan+UBSan"
     cmake -S . -B "$BUILD-asan" -DAIQ_WERROR=ON -DAIQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
-        -DAIQ_RDKAFKA_PREFIX="$rdkafka_prefix" >/dev/null
+        -DAIQ_RDKAFKA_PREFIX="$rdk_prefix" >/dev/null
     cmake --build "$BUILD-asan" -j "$JOBS"
     ASAN_OPTIONS=detect_leaks=1 ctest --test-dir "$BUILD-asan" -L unit --output-on-failure
 fi
@@ -78,7 +78,7 @@ if [ "${AIQ_TEST_FUZZ_SECONDS:-20}" != 0 ]; then
 fi
 
 matrix=0
-[ "${AIQ_TEST_MATRIX:-1}" = 1 ] && [ -n "$rdkafka_prefix" ] && matrix=1
+[ "${AIQ_TEST_MATRIX:-1}" = 1 ] && [ -n "$rdk_prefix" ] && matrix=1
 if [ "$matrix" = 1 ]; then
     step "build against the system librdkafka ($BUILD_OLD)"
     cmake -S . -B "$BUILD_OLD" -DAIQ_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
