@@ -34,7 +34,13 @@ static const cfg_entry_t table[] = {
     {"kafka.group_instance_id", CFG_STR, S(group_instance_id), 0, 0, "", AIQ_CFG_WORKER,
      "Static membership id (e.g. the pod name); empty for dynamic membership"},
     {"kafka.session_timeout_ms", CFG_INT, S(session_timeout_ms), 6000, 300000, "10000",
-     AIQ_CFG_WORKER, "Group session timeout; a dead worker's partitions move after this"},
+     AIQ_CFG_WORKER,
+     "Group session timeout; a dead worker's partitions move after this (classic protocol "
+     "only: under consumer the broker's group.consumer.session.timeout.ms rules)"},
+    {"kafka.group_protocol", CFG_STR, S(group_protocol), 1, 0, "classic", AIQ_CFG_WORKER,
+     "Consumer group protocol: classic (JoinGroup/SyncGroup, cooperative-sticky) or consumer "
+     "(KIP-848: the broker assigns and times out members; needs Kafka >= 4.0 and "
+     "librdkafka >= 2.12)"},
     {"worker.id", CFG_STR, S(worker_id), 0, 0, "", AIQ_CFG_WORKER,
      "Worker id in results, logs and DLQ headers; empty = <hostname>-<pid>"},
     {"worker.max_inflight", CFG_INT, S(max_inflight), 1, 10000, "10", AIQ_CFG_WORKER,
@@ -258,6 +264,10 @@ static int set_entry(aiq_config_t *cfg, const cfg_entry_t *e, const char *value,
     if (strcmp(e->name, "log.level") == 0 && (strcmp(value, "debug") && strcmp(value, "info") &&
                                               strcmp(value, "warn") && strcmp(value, "error")))
         return aiq_err_set(err, AIQ_EINVAL, "log.level: '%s' is not debug|info|warn|error", value);
+    if (strcmp(e->name, "kafka.group_protocol") == 0 && strcmp(value, "classic") &&
+        strcmp(value, "consumer"))
+        return aiq_err_set(err, AIQ_EINVAL, "kafka.group_protocol: '%s' is not classic|consumer",
+                           value);
     if (strcmp(e->name, "worker.unknown_operations") == 0 && strcmp(value, "allow") &&
         strcmp(value, "reject"))
         return aiq_err_set(err, AIQ_EINVAL, "worker.unknown_operations: '%s' is not allow|reject",

@@ -21,6 +21,7 @@ typedef struct aiq_config {
     char *group_id;
     char *group_instance_id;
     int64_t session_timeout_ms;
+    char *group_protocol; /* "classic" or "consumer" (KIP-848) */
     /* worker */
     char *worker_id;
     int64_t max_inflight;

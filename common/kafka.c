@@ -77,30 +77,95 @@ static int set_table(rd_kafka_conf_t *conf, const prop_t *t, aiq_err_t *err)
     return 0;
 }
 
+/* Client options the consumer protocol (KIP-848) leaves to the broker; librdkafka >= 2.12
+ * refuses them there, aiq says so first and names the broker's settings instead. */
+static const char *const consumer_forbidden[] = {
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+};
+
+static int linked_or(int version)
+{
+    return version ? version : rd_kafka_version();
+}
+
+int aiq_kafka_worker_commits(int rdkafka_version)
+{
+    return linked_or(rdkafka_version) >= AIQ_RDKAFKA_REBAL_COMMIT;
+}
+
+static int is_consumer_protocol(const aiq_config_t *cfg)
+{
+    return cfg->group_protocol && strcmp(cfg->group_protocol, "consumer") == 0;
+}
+
+/* Runs before the pass-through is applied, so an option librdkafka does not know (2.0.2 has
+ * no group.protocol) is still refused with the reason that matters. */
+static int check_group_protocol(const aiq_config_t *cfg, int version, aiq_err_t *err)
+{
+    int consumer = is_consumer_protocol(cfg);
+    size_t n = sizeof(consumer_forbidden) / sizeof(*consumer_forbidden);
+    for (int i = 0; i < cfg->n_passthru; i++) {
+        const char *k = cfg->passthru_key[i];
+        if (strcmp(k, "group.protocol") == 0)
+            return aiq_err_set(err, AIQ_EINVAL,
+                               "kafka.rdkafka.group.protocol: set kafka.group_protocol "
+                               "(classic|consumer) instead");
+        for (size_t j = 0; consumer && j < n; j++)
+            if (strcmp(k, consumer_forbidden[j]) == 0)
+                return aiq_err_set(err, AIQ_EINVAL,
+                                   "kafka.rdkafka.%s: not allowed with kafka.group_protocol="
+                                   "consumer (KIP-848: the broker assigns partitions and sets "
+                                   "group.consumer.session.timeout.ms and "
+                                   "group.consumer.heartbeat.interval.ms)",
+                                   k);
+    }
+    if (consumer && version < AIQ_RDKAFKA_KIP848)
+        return aiq_err_set(err, AIQ_EINVAL,
+                           "kafka.group_protocol=consumer needs librdkafka >= 2.12.0 (KIP-848), "
+                           "this worker has %d.%d.%d: build with tools/librdkafka.sh and "
+                           "-DAIQ_RDKAFKA_PREFIX, or use kafka.group_protocol=classic",
+                           (version >> 24) & 0xff, (version >> 16) & 0xff, (version >> 8) & 0xff);
+    return 0;
+}
+
 /* The worker's group membership. kafka.group_protocol=consumer (KIP-848) leaves the
- * assignor and the session to the broker: this is the one function that changes then. */
+ * assignor and the session to the broker: this is the one function that changes then.
+ * Static membership (group.instance.id) under both. */
 static int worker_group_options(rd_kafka_conf_t *conf, const aiq_config_t *cfg, aiq_err_t *err)
 {
-    char session[32];
-    snprintf(session, sizeof(session), "%lld", (long long)cfg->session_timeout_ms);
-    if (aiq_kafka_set(conf, "group.id", cfg->group_id, err) ||
-        aiq_kafka_set(conf, "partition.assignment.strategy", "cooperative-sticky", err) ||
-        aiq_kafka_set(conf, "session.timeout.ms", session, err))
+    if (aiq_kafka_set(conf, "group.id", cfg->group_id, err))
         return AIQ_EINVAL;
+    if (is_consumer_protocol(cfg)) {
+        if (aiq_kafka_set(conf, "group.protocol", "consumer", err))
+            return AIQ_EINVAL;
+    } else {
+        char session[32];
+        snprintf(session, sizeof(session), "%lld", (long long)cfg->session_timeout_ms);
+        if (aiq_kafka_set(conf, "partition.assignment.strategy", "cooperative-sticky", err) ||
+            aiq_kafka_set(conf, "session.timeout.ms", session, err))
+            return AIQ_EINVAL;
+    }
     if (cfg->group_instance_id && cfg->group_instance_id[0] &&
         aiq_kafka_set(conf, "group.instance.id", cfg->group_instance_id, err))
         return AIQ_EINVAL;
     return 0;
 }
 
-/* How the offsets the worker stores get committed: librdkafka's own auto-commit, which
- * holds back while a rebalance is in flight, where a commit would meet a new generation and
- * librdkafka 2.0.2 would declare the whole assignment lost. */
-static int worker_commit_options(rd_kafka_conf_t *conf, const aiq_config_t *cfg, aiq_err_t *err)
+/* How the offsets the worker stores get committed. librdkafka's auto-commit skips every tick
+ * while a rebalance is in flight, where a commit would meet a new generation and librdkafka
+ * before 2.10 would declare the whole assignment lost; from 2.10 on the worker commits on
+ * its own timer (consumer.c), also during rebalances, so a long one does not pile up
+ * finished but uncommitted jobs. */
+static int worker_commit_options(rd_kafka_conf_t *conf, const aiq_config_t *cfg, int version,
+                                 aiq_err_t *err)
 {
     char commit_ms[32];
     snprintf(commit_ms, sizeof(commit_ms), "%lld", (long long)cfg->commit_interval_ms);
-    if (aiq_kafka_set(conf, "enable.auto.commit", "true", err) ||
+    const char *auto_commit = aiq_kafka_worker_commits(version) ? "false" : "true";
+    if (aiq_kafka_set(conf, "enable.auto.commit", auto_commit, err) ||
         aiq_kafka_set(conf, "auto.commit.interval.ms", commit_ms, err))
         return AIQ_EINVAL;
     return 0;
@@ -109,7 +174,9 @@ static int worker_commit_options(rd_kafka_conf_t *conf, const aiq_config_t *cfg,
 static int worker_consumer_options(rd_kafka_conf_t *conf, const aiq_kafka_params_t *pa,
                                    aiq_err_t *err)
 {
-    return worker_group_options(conf, pa->cfg, err) || worker_commit_options(conf, pa->cfg, err)
+    int version = linked_or(pa->rdkafka_version);
+    return worker_group_options(conf, pa->cfg, err) ||
+                   worker_commit_options(conf, pa->cfg, version, err)
                ? AIQ_EINVAL
                : 0;
 }
@@ -227,6 +294,9 @@ int aiq_kafka_conf_new(rd_kafka_conf_t **out, aiq_kafka_role_t role,
         return aiq_err_set(err, AIQ_EINVAL, "kafka.brokers: required");
     if (r->worker && !params->cfg)
         return aiq_err_set(err, AIQ_EINVAL, "kafka: a worker client needs the worker's config");
+    if (role == AIQ_KAFKA_WORKER_CONSUMER &&
+        check_group_protocol(params->cfg, linked_or(params->rdkafka_version), err))
+        return AIQ_EINVAL;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf)
         return aiq_err_set(err, AIQ_ENOMEM, "out of memory");
@@ -283,8 +353,15 @@ static int wait_connected(rd_kafka_t *rk, int connect_ms, aiq_err_t *err)
             break;
         }
         if (aiq_mono_ms() >= until) {
-            rc = aiq_err_set(err, AIQ_ETIMEDOUT, "no answer from Kafka within %d s%s%s",
-                             connect_ms / 1000, last[0] ? ": " : "", last);
+            /* librdkafka 2.0 logged a security.protocol hint itself when a listener hung up
+             * on the first request; newer ones only log that the peer closed it. */
+            const char *hint = strstr(last, "security.protocol")
+                                   ? ""
+                                   : " (is the broker up, and does security.protocol match "
+                                     "its listener?)";
+            rc = aiq_err_set(err, AIQ_ETIMEDOUT, "no answer from Kafka within %d s%s%s%s",
+                             connect_ms / 1000, last[0] ? ": " : "", last, hint);
+
             break;
         }
     }

@@ -42,8 +42,23 @@ typedef struct aiq_kafka_params {
     const aiq_config_t *cfg;
     const char *const *props; /* NULL-terminated name, value, ... pairs (libaiq_producer) */
     int env_props;            /* 1: also every AIQ_KAFKA_RDKAFKA_* variable (CLI tools) */
-    aiq_kafka_ctx_t *ctx;     /* NULL: no log callback; the caller sets its own opaque */
+    /* WORKER_CONSUMER: the librdkafka version (rd_kafka_version() form) the options are
+     * chosen for; 0: the linked one. Tests pass older ones. */
+    int rdkafka_version;
+    aiq_kafka_ctx_t *ctx; /* NULL: no log callback; the caller sets its own opaque */
 } aiq_kafka_params_t;
+
+/* librdkafka versions (rd_kafka_version() form) from which the worker relies on a feature. */
+#define AIQ_RDKAFKA_KIP848 0x020c0000 /* 2.12.0: group.protocol=consumer is GA */
+#define AIQ_RDKAFKA_REBAL_COMMIT                                                                   \
+    0x020a0000 /* 2.10.0: a commit during a cooperative rebalance                                  \
+                * no longer loses the assignment (#4908) */
+
+/* 1 when the worker's consumer commits on its own timer (librdkafka >= 2.10, whose
+ * auto-commit still skips every tick while a rebalance is in flight: the worker then
+ * commits during rebalances too), 0 when librdkafka auto-commits. version: as in
+ * aiq_kafka_params_t.rdkafka_version (0: the linked one). */
+int aiq_kafka_worker_commits(int rdkafka_version);
 
 /* Builds the conf of a role: bootstrap.servers and client.id, the role's properties and the
  * user's pass-through properties. Worker roles apply cfg's kafka.rdkafka.* first and their
@@ -52,7 +67,11 @@ typedef struct aiq_kafka_params {
  * so a user's setting wins there. With ctx, the opaque is ctx and librdkafka logs through
  * ctx->log. Returns 0 with *out (the caller owns it), or AIQ_EINVAL naming the property
  * (pass-through ones as kafka.rdkafka.<name> or the environment variable) and librdkafka's
- * reason. Any thread. */
+ * reason. The worker consumer follows kafka.group_protocol: under consumer (KIP-848) the
+ * broker assigns partitions and owns session and heartbeat, so partition.assignment.strategy,
+ * session.timeout.ms, heartbeat.interval.ms and group.protocol.type are refused from the
+ * pass-through, as is consumer itself on a librdkafka older than 2.12 (AIQ_EINVAL saying
+ * why). Any thread. */
 int aiq_kafka_conf_new(rd_kafka_conf_t **out, aiq_kafka_role_t role,
                        const aiq_kafka_params_t *params, aiq_err_t *err);
 

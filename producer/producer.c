@@ -62,6 +62,15 @@ static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     free(id);
 }
 
+/* What to check when no broker answered: librdkafka 2.0 logged a security.protocol hint
+ * itself when a listener hung up on the first request, newer ones only that it hung up. */
+static const char *no_answer_hint(const char *last_err)
+{
+    return strstr(last_err, "security.protocol")
+               ? ""
+               : " (is the broker up, and does security.protocol match its listener?)";
+}
+
 /* Errors that retrying cannot cure: a refused login or TLS handshake (librdkafka would
  * retry them for ever) and librdkafka's own fatal errors. */
 static int permanent_kafka_error(rd_kafka_t *rk, int err)
@@ -364,8 +373,8 @@ int aiq_producer_connect(aiq_producer_t *p, int timeout_ms, char *errstr, size_t
         if (p->fatal)
             return aiq_producer_error(p, errstr, errlen);
         if (aiq_mono_ms() >= until) {
-            snprintf(errstr, errlen, "no answer from Kafka within %d ms%s%s", timeout_ms,
-                     p->last_err[0] ? ": " : "", p->last_err);
+            snprintf(errstr, errlen, "no answer from Kafka within %d ms%s%s%s", timeout_ms,
+                     p->last_err[0] ? ": " : "", p->last_err, no_answer_hint(p->last_err));
             return AIQ_SUBMIT_ETIMEDOUT;
         }
     }
@@ -422,8 +431,8 @@ static int results_connect(aiq_results_t *r, int timeout_ms, char *errstr, size_
             return AIQ_SUBMIT_EKAFKA;
         }
         if (aiq_mono_ms() >= until) {
-            snprintf(errstr, errlen, "no answer from Kafka within %d ms%s%s", timeout_ms,
-                     r->last_err[0] ? ": " : "", r->last_err);
+            snprintf(errstr, errlen, "no answer from Kafka within %d ms%s%s%s", timeout_ms,
+                     r->last_err[0] ? ": " : "", r->last_err, no_answer_hint(r->last_err));
             return AIQ_SUBMIT_ETIMEDOUT;
         }
     }

@@ -9,6 +9,7 @@
 #include "timeutil.h"
 #include "topics.h"
 
+#include <librdkafka/rdkafka.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -301,7 +302,7 @@ static int parse_opts(opts_t *o, int argc, char **argv)
             usage(stdout);
             exit(0);
         case 'V':
-            printf("aiq-submit %s\n", AIQ_VERSION);
+            printf("aiq-submit %s (librdkafka %s)\n", AIQ_VERSION, rd_kafka_version_str());
             exit(0);
         default:
             fprintf(stderr, "aiq-submit: see --help\n");

@@ -2,8 +2,10 @@
 # Installs what building and testing aiq needs, and does nothing that is already done:
 #   1. Debian packages (apt-get only for those missing; AIQ_BOOTSTRAP_SKIP_APT=1 skips this)
 #   2. Python test requirements (tests/requirements.txt)
-#   3. the Kafka broker jars (tools/kafka/kafka.sh fetch)
-#   4. the deployment checkers (tools/deploy-tools.sh; AIQ_BOOTSTRAP_SKIP_DEPLOY_TOOLS=1 skips)
+#   3. librdkafka 2.14.2, built once from Debian's source package into a cache directory
+#      (tools/librdkafka.sh build; AIQ_BOOTSTRAP_SKIP_RDKAFKA=1 skips)
+#   4. the Kafka broker jars, 4.2 and 3.9 (tools/kafka/kafka.sh fetch)
+#   5. the deployment checkers (tools/deploy-tools.sh; AIQ_BOOTSTRAP_SKIP_DEPLOY_TOOLS=1 skips)
 # Runs as root, or through sudo when not root.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +19,10 @@ PACKAGES=(
     librdkafka-dev libuv1-dev libcurl4-openssl-dev libjansson-dev liblmdb-dev
     libcmocka-dev libmicrohttpd-dev libssl-dev libzstd-dev
     liblz4-dev libsasl2-dev
-    kafkacat clang-format curl
+    kafkacat clang-format curl openssl
+    # librdkafka's own build (tools/librdkafka.sh; python3 below): zlib, and the keyring
+    # apt checks the Debian source package against
+    zlib1g-dev debian-archive-keyring
     # libFuzzer (clang-14 + its runtime in libclang-rt-14-dev) for tools/fuzz.sh; tools/valgrind.sh
     clang-14 libclang-rt-14-dev valgrind
 )
@@ -86,10 +91,18 @@ else
     die "pip install failed"
 fi
 
-# 3. Kafka broker jars
-tools/kafka/kafka.sh fetch
+# 3. A current librdkafka (Debian 12 has 2.0.2: no KIP-848, no SCRAM against Kafka 4.x)
+if [ "${AIQ_BOOTSTRAP_SKIP_RDKAFKA:-0}" = 1 ]; then
+    say "librdkafka: skipped (AIQ_BOOTSTRAP_SKIP_RDKAFKA=1)"
+else
+    tools/librdkafka.sh build
+fi
 
-# 4. Deployment checkers (docker-compose, helm, kubeconform), built from the Go module proxy
+# 4. Kafka broker jars: the default 4.2 and the 3.9 of the compatibility tests
+tools/kafka/kafka.sh fetch
+AIQ_KAFKA_VERSION=3.9.1 tools/kafka/kafka.sh fetch
+
+# 5. Deployment checkers (docker-compose, helm, kubeconform), built from the Go module proxy
 if [ "${AIQ_BOOTSTRAP_SKIP_DEPLOY_TOOLS:-0}" = 1 ]; then
     say "deploy tools: skipped (AIQ_BOOTSTRAP_SKIP_DEPLOY_TOOLS=1)"
 else

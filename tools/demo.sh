@@ -17,7 +17,8 @@ AIQ_SCRIPT=demo
 
 tools/bootstrap.sh
 say "building"
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIQ_RDKAFKA_PREFIX="$(rdkafka_prefix)" \
+    >/dev/null
 cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 mkdir -p "$RUN_DIR"

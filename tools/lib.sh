@@ -25,3 +25,8 @@ kafka_start_if_needed() {
 kafka_stop_if_started() {
     if [ "$aiq_started_kafka" = 1 ]; then "$AIQ_LIB_ROOT/tools/kafka/kafka.sh" stop; fi
 }
+
+# The librdkafka prefix tools/librdkafka.sh built (empty when there is none: the system's
+# then). Every build of tools/ configures with it (-DAIQ_RDKAFKA_PREFIX), so one build tree
+# never flips between two librdkafkas.
+rdkafka_prefix() { "$AIQ_LIB_ROOT/tools/librdkafka.sh" prefix 2>/dev/null || true; }

@@ -44,7 +44,8 @@ if grep -qsE '^AIQ_(SANITIZE|FUZZ):BOOL=ON' "$build_dir/CMakeCache.txt"; then
     die "$build_dir is a sanitizer build; valgrind needs a plain one (--build-dir DIR)"
 fi
 if [ "$build" = 1 ]; then
-    cmake -S . -B "$build_dir" -DAIQ_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null ||
+    cmake -S . -B "$build_dir" -DAIQ_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DAIQ_RDKAFKA_PREFIX="$(rdkafka_prefix)" >/dev/null ||
         die "configure failed"
     cmake --build "$build_dir" -j "$(nproc 2>/dev/null || echo 2)" \
         --target aiq-worker aiq-submit aiq-admin bedrock-sim >/dev/null || die "build failed"

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "worker.h"
 
+#include <librdkafka/rdkafka.h>
 #include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,7 +96,7 @@ int main(int argc, char **argv)
             return 0;
         }
         if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
-            printf("aiq-worker %s\n", AIQ_VERSION);
+            printf("aiq-worker %s (librdkafka %s)\n", AIQ_VERSION, rd_kafka_version_str());
             return 0;
         }
     }

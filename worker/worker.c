@@ -396,6 +396,17 @@ static void on_publisher_fatal(void *opaque, const char *errstr)
     uv_stop(w->loop);
 }
 
+static void on_consumer_fatal(void *opaque, const char *why)
+{
+    aiq_worker_t *w = opaque;
+    /* A consumer in a fatal state never consumes again: an idle worker that looks alive
+     * would hold its group slot for nothing. The consumer logged why. */
+    (void)why;
+    aiq_log_error(w->log, "consumer fatal: exiting for a restart");
+    w->exit_code = 70;
+    uv_stop(w->loop);
+}
+
 /* ---- construction ------------------------------------------------------------------ */
 
 /* The AWS credentials chain; a temporary source is fetched here, blocking for a bounded
@@ -515,7 +526,10 @@ int aiq_worker_new(aiq_worker_t **out, uv_loop_t *loop, const aiq_config_t *cfg,
                              .on_slot_free = on_slot_free,
                              .on_dlq_state = on_dlq_state,
                              .opaque = w};
-    aiq_consumer_hooks_t hooks = {.on_record = on_record, .on_revoked = on_revoked, .opaque = w};
+    aiq_consumer_hooks_t hooks = {.on_record = on_record,
+                                  .on_revoked = on_revoked,
+                                  .on_fatal = on_consumer_fatal,
+                                  .opaque = w};
     int rc;
     if ((rc = bedrock_conf(w, err)) || (rc = load_operations(w, err)))
         goto fail;

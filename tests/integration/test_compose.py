@@ -3,8 +3,10 @@
 docker-compose.yml is validated by the real Docker Compose CLI (`docker-compose config`,
 built by tools/deploy-tools.sh), for the default and the `monitoring` profile, and a broken
 copy must be refused. The Dockerfile cannot be built here, so it is checked against facts:
-its runtime stage must install the Debian package of every shared library the built
-binaries load directly (readelf NEEDED -> dpkg -S), run as non-root, check /healthz, and
+its runtime stage must carry the librdkafka the tests ran with (the pinned build of
+tools/librdkafka.sh, at the prefix the binaries' rpath names) and install the Debian package
+of every other shared library the built binaries and that librdkafka load directly
+(readelf NEEDED -> dpkg -S), run as non-root, check /healthz, and
 start aiq-worker; `cmake --install` must put all four binaries where the image copies them.
 """
 import json
@@ -58,8 +60,13 @@ def test_compose_default_stack():
     cfg = config_json()
     services = cfg["services"]
     assert set(services) == {"kafka", "topics", "bedrock-sim", "worker-1", "worker-2"}
-    assert services["kafka"]["image"].startswith("apache/kafka:3.9")
+    # The same broker version as tools/kafka/kafka.sh runs by default (pom.xml pins it).
+    with open(os.path.join(ROOT, "tools", "kafka", "pom.xml")) as f:
+        pinned = re.search(r"<kafka.version>(.+?)</kafka.version>", f.read()).group(1)
+    assert services["kafka"]["image"] == f"apache/kafka:{pinned}"
     kenv = services["kafka"]["environment"]
+    assert kenv["KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert services["worker-1"]["environment"]["AIQ_KAFKA_GROUP_PROTOCOL"] == "classic"
     assert kenv["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     assert services["topics"]["entrypoint"] == ["aiq-admin"]
     assert services["topics"]["command"][-2:] == ["topics", "create"]
@@ -155,28 +162,70 @@ def package_of(lib):
     return r.stdout.split(":")[0]
 
 
+def pinned_rdkafka_version():
+    with open(os.path.join(ROOT, "tools", "librdkafka.sh")) as f:
+        return re.search(r"^RDKAFKA_VERSION=(\S+)$", f.read(), re.M).group(1)
+
+
+def resolved(binary_path, lib):
+    """Where the dynamic loader finds `lib` for this binary (its rpath first)."""
+    out = subprocess.run(["ldd", str(binary_path)], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(rf"^\s*{re.escape(lib)} => (\S+)", out, re.M)
+    assert m, f"{lib} not resolved for {binary_path}:\n{out}"
+    return os.path.realpath(m.group(1))
+
+
+def needed(path):
+    out = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out)
+
+
 def test_dockerfile_installs_every_library_the_binaries_load(tmp_path):
-    runtime_pkgs = apt_packages(dockerfile_stages()[-1])
+    """Every library the installed binaries load comes into the runtime stage: librdkafka
+    as the build stage built it (the version and prefix the tests ran with), everything
+    else, librdkafka's own dependencies included, as a Debian package."""
+    stages = dockerfile_stages()
+    build, runtime = stages[0], stages[-1]
+    runtime_pkgs = apt_packages(runtime)
     prefix = tmp_path / "stage"
     r = subprocess.run(["cmake", "--install", BUILD, "--prefix", str(prefix)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    needed = {}
+    users = {}
     for name in BINARIES:
         path = prefix / "bin" / name
         assert path.exists(), f"cmake --install does not install {name}"
-        out = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True,
-                             check=True).stdout
-        for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out):
-            needed.setdefault(lib, set()).add(name)
-    if any(lib.startswith("libasan") for lib in needed):
+        for lib in needed(path):
+            users.setdefault(lib, set()).add(name)
+    if any(lib.startswith("libasan") for lib in users):
         pytest.skip("sanitizer build: its runtime libraries are not the image's")
-    assert "librdkafka.so.1" in needed
+    assert "librdkafka.so.1" in users
+    rdkafka = resolved(prefix / "bin" / "aiq-worker", "librdkafka.so.1")
+    want_prefix = f"/opt/aiq/librdkafka-{pinned_rdkafka_version()}"
+    if rdkafka.startswith(("/usr/lib/", "/lib/")):
+        pytest.skip(f"built against the system librdkafka ({rdkafka}); the image carries "
+                    f"the one tools/librdkafka.sh builds (-DAIQ_RDKAFKA_PREFIX)")
+    # The tests' librdkafka is the pinned build; the image builds the same pin the same way
+    # and puts it where the binaries' rpath points.
+    assert os.path.basename(os.path.dirname(os.path.dirname(rdkafka))) == \
+        f"librdkafka-{pinned_rdkafka_version()}", rdkafka
+    assert f"ARG RDKAFKA_PREFIX={want_prefix}" in build, "build stage pins another librdkafka"
+    assert re.search(r"AIQ_CACHE_DIR=/opt/aiq tools/librdkafka\.sh build", build)
+    assert '-DAIQ_RDKAFKA_PREFIX="$RDKAFKA_PREFIX"' in build
+    assert 'cp -a "$RDKAFKA_PREFIX"/lib/librdkafka.so* "/stage$RDKAFKA_PREFIX/lib/"' in build
+    assert "COPY --from=build /stage/opt/ /opt/" in runtime
+    assert "librdkafka1" not in runtime_pkgs, "Debian's 2.0.2 would shadow nothing but confuse"
+    for lib in needed(rdkafka):
+        users.setdefault(lib, set()).add("librdkafka.so.1")
     missing = {}
-    for lib, users in sorted(needed.items()):
+    for lib, who in sorted(users.items()):
+        if lib == "librdkafka.so.1":
+            continue
         pkg = package_of(lib)
         if pkg not in runtime_pkgs | BASE_PACKAGES:
-            missing[lib] = (pkg, sorted(users))
+            missing[lib] = (pkg, sorted(who))
     assert not missing, f"runtime stage lacks packages for: {missing}"
 
 

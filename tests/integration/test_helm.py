@@ -383,6 +383,7 @@ def test_rendered_config_is_accepted_by_the_worker(all_on, tmp_path):
     assert r.returncode == 0, r.stderr
     eff = dict(line.split(" = ", 1) for line in r.stdout.splitlines() if " = " in line)
     assert eff["kafka.group_instance_id"] == pod_name
+    assert eff["kafka.group_protocol"] == "consumer"  # static membership under KIP-848 too
     assert eff["worker.id"] == pod_name
     assert eff["worker.drain_timeout_ms"] == "45000"
     assert eff["worker.max_inflight"] == "50"
@@ -453,13 +454,15 @@ def test_kubeconform_rejects_broken_values(helm_env, tmp_path, broken, needle):
     (["replica=3"], "additional properties 'replica' not allowed"),
     (["workload.kind=DaemonSet"], "at '/workload/kind': value must be one of"),
     (["kafka.sasl.mechanism=GSSAPI"], "at '/kafka/sasl/mechanism': value must be one of"),
+    (["kafka.groupProtocol=eager"], "at '/kafka/groupProtocol': value must be one of"),
     (["drain.timeoutMs=-1"], "at '/drain/timeoutMs'"),
     # the templates' own checks
     (["workload.kind=Deployment", "cache.persistence.enabled=true"],
      "cache.persistence needs workload.kind StatefulSet"),
     (["kafka.sasl.enabled=true"], "kafka.sasl.existingSecret is required"),
     (["autoscaling.enabled=true", "resources.requests=null"], "needs resources.requests.cpu"),
-], ids=["resources-string", "unknown-key", "bad-kind", "sasl-mechanism", "negative-drain",
+], ids=["resources-string", "unknown-key", "bad-kind", "sasl-mechanism", "group-protocol",
+         "negative-drain",
         "managed-key", "pvc-in-deployment", "sasl-no-secret", "hpa-no-cpu-request"])
 def test_helm_refuses_bad_values(helm_env, sets, needle):
     r = template(helm_env, sets=sets, check=False)

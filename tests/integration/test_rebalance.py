@@ -2,11 +2,13 @@
 jobs and commits before the partitions move, so no job is lost and none is answered
 twice."""
 import json
+import os
 import time
 
 from aiqtest import BROKERS, binary, run
 
 N_JOBS = 1000
+PROTOCOL = os.environ.get("AIQ_KAFKA_GROUP_PROTOCOL", "classic")
 
 
 def test_rebalance_join_under_load_no_loss_no_duplicates(aiq_env):
@@ -33,7 +35,10 @@ def test_rebalance_join_under_load_no_loss_no_duplicates(aiq_env):
     assert len(keys) == N_JOBS, f"{len(keys) - N_JOBS} duplicate result(s)"
     assert sim.stats()["requests"] == N_JOBS
     assert "handed over" in w1.output()
-    assert "running job(s) of revoked partitions" in w1.output(), "the revoke did not wait"
+    if PROTOCOL == "classic":
+        # The sticky assignor moves the critical partitions, which have jobs running. Under
+        # consumer (KIP-848) the broker's assignor picks what moves, often idle partitions.
+        assert "running job(s) of revoked partitions" in w1.output(), "the revoke did not wait"
     assert w1.stop() == 0 and w2.stop() == 0
     for t, p, committed, end in aiq_env.committed_vs_end():
         if end > 0:

@@ -111,6 +111,24 @@ static void config_set_int_out_of_range(void **state)
     assert_int_equal(cfg->session_timeout_ms, 10000);
 }
 
+/* kafka.group_protocol is classic or consumer (KIP-848), classic by default. */
+static void config_set_group_protocol(void **state)
+{
+    aiq_config_t *cfg = *state;
+    aiq_err_t err = {0};
+    assert_string_equal(cfg->group_protocol, "classic");
+    assert_int_equal(aiq_config_set(cfg, "kafka.group_protocol", "consumer", &err), 0);
+    assert_string_equal(cfg->group_protocol, "consumer");
+    assert_int_equal(aiq_config_set(cfg, "kafka.group_protocol", "cooperative", &err), AIQ_EINVAL);
+    assert_non_null(strstr(err.msg, "kafka.group_protocol"));
+    assert_non_null(strstr(err.msg, "classic|consumer"));
+    assert_string_equal(cfg->group_protocol, "consumer"); /* unchanged */
+    setenv("AIQ_KAFKA_GROUP_PROTOCOL", "classic", 1);
+    assert_int_equal(aiq_config_load_env(cfg, &err), 0);
+    unsetenv("AIQ_KAFKA_GROUP_PROTOCOL");
+    assert_string_equal(cfg->group_protocol, "classic");
+}
+
 static void config_set_rejects_non_integer(void **state)
 {
     aiq_config_t *cfg = *state;
@@ -391,6 +409,7 @@ int main(void)
         CFG_TEST(config_set_rejects_unknown_key),
         CFG_TEST(config_set_strings),
         CFG_TEST(config_set_log_level),
+        CFG_TEST(config_set_group_protocol),
         CFG_TEST(config_passthru),
         CFG_TEST(config_passthru_is_bounded),
         CFG_TEST(config_load_file),

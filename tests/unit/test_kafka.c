@@ -1,6 +1,7 @@
 /* test_kafka.c — the Kafka layer (common/kafka.h): each role's conf carries exactly the
  * properties its client set before the layer existed, pass-through properties are applied in
- * the documented order and named when wrong, the log context reaches librdkafka's callbacks,
+ * the documented order and named when wrong, kafka.group_protocol (classic, consumer) and
+ * who commits follow the librdkafka version, the log context reaches librdkafka's callbacks,
  * and partition counts and connecting work against librdkafka's mock cluster. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -67,13 +68,130 @@ static void kafka_worker_consumer_props(void **state)
     expect_prop(conf, "group.instance.id", "pod-3");
     expect_prop(conf, "partition.assignment.strategy", "cooperative-sticky");
     expect_prop(conf, "session.timeout.ms", "12000");
-    expect_prop(conf, "enable.auto.commit", "true");
+    /* The worker commits itself from librdkafka 2.10 on (kafka_worker_commits_...). */
+    expect_prop(conf, "enable.auto.commit", aiq_kafka_worker_commits(0) ? "false" : "true");
     expect_prop(conf, "auto.commit.interval.ms", "75");
     expect_prop(conf, "enable.auto.offset.store", "false");
     expect_prop(conf, "auto.offset.reset", "smallest"); /* librdkafka's name for earliest */
     expect_prop(conf, "fetch.wait.max.ms", "50");
     expect_prop(conf, "queued.max.messages.kbytes", "2048");
     expect_prop(conf, "max.partition.fetch.bytes", "262144");
+    rd_kafka_conf_destroy(conf);
+    aiq_config_free(cfg);
+}
+
+#define V2_0_2  0x020002ff /* Debian 12's librdkafka */
+#define V2_10_0 0x020a00ff
+
+static int linked_has_kip848(void)
+{
+    return rd_kafka_version() >= AIQ_RDKAFKA_KIP848;
+}
+
+/* Builds the worker consumer's conf as if librdkafka were `version`; NULL with err on a
+ * refusal. */
+static rd_kafka_conf_t *consumer_conf(const aiq_config_t *cfg, int version, aiq_err_t *err)
+{
+    rd_kafka_conf_t *conf = NULL;
+    aiq_kafka_params_t pa = {.brokers = cfg->brokers, .cfg = cfg, .rdkafka_version = version};
+    return aiq_kafka_conf_new(&conf, AIQ_KAFKA_WORKER_CONSUMER, &pa, err) ? NULL : conf;
+}
+
+/* kafka.group_protocol=consumer (KIP-848): no assignor, session or heartbeat of the
+ * worker's (librdkafka's defaults stay), static membership still set, and the consumer is
+ * created from it. */
+static void kafka_group_protocol_consumer_leaves_them_to_the_broker(void **state)
+{
+    (void)state;
+    if (!linked_has_kip848())
+        skip(); /* linked against a librdkafka without group.protocol */
+    aiq_config_t *cfg = worker_cfg();
+    aiq_err_t err = {0};
+    assert_int_equal(aiq_config_set(cfg, "kafka.group_protocol", "consumer", &err), 0);
+    assert_int_equal(aiq_config_set(cfg, "kafka.group_instance_id", "pod-3", &err), 0);
+    rd_kafka_conf_t *conf = consumer_conf(cfg, 0, &err);
+    assert_non_null(conf);
+    expect_prop(conf, "group.protocol", "consumer");
+    expect_prop(conf, "group.instance.id", "pod-3");
+    expect_prop(conf, "session.timeout.ms", "45000"); /* librdkafka's default: not ours */
+    expect_prop(conf, "heartbeat.interval.ms", "3000");
+    expect_prop(conf, "partition.assignment.strategy", "range,roundrobin");
+    expect_prop(conf, "enable.auto.commit", "false");
+    char errstr[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk)
+        fail_msg("librdkafka refuses the consumer conf: %s", errstr);
+    rd_kafka_destroy(rk);
+    aiq_config_free(cfg);
+}
+
+static void kafka_group_protocol_consumer_refuses_classic_options(void **state)
+{
+    (void)state;
+    static const char *const forbidden[][2] = {{"session.timeout.ms", "30000"},
+                                               {"heartbeat.interval.ms", "3000"},
+                                               {"partition.assignment.strategy", "range"},
+                                               {"group.protocol.type", "consumer"}};
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(*forbidden); i++) {
+        aiq_config_t *cfg = worker_cfg();
+        aiq_err_t err = {0};
+        char key[128];
+        snprintf(key, sizeof(key), "kafka.rdkafka.%s", forbidden[i][0]);
+        assert_int_equal(aiq_config_set(cfg, key, forbidden[i][1], &err), 0);
+        rd_kafka_conf_t *conf = consumer_conf(cfg, V2_10_0, &err); /* classic passes them */
+        assert_non_null(conf);
+        rd_kafka_conf_destroy(conf);
+        assert_int_equal(aiq_config_set(cfg, "kafka.group_protocol", "consumer", &err), 0);
+        assert_null(consumer_conf(cfg, AIQ_RDKAFKA_KIP848, &err));
+        assert_int_equal(err.code, AIQ_EINVAL);
+        assert_non_null(strstr(err.msg, key));
+        assert_non_null(strstr(err.msg, "kafka.group_protocol=consumer"));
+        assert_non_null(strstr(err.msg, "group.consumer.session.timeout.ms"));
+        aiq_config_free(cfg);
+    }
+}
+
+static void kafka_group_protocol_consumer_needs_librdkafka_2_12(void **state)
+{
+    (void)state;
+    aiq_config_t *cfg = worker_cfg();
+    aiq_err_t err = {0};
+    assert_int_equal(aiq_config_set(cfg, "kafka.group_protocol", "consumer", &err), 0);
+    assert_null(consumer_conf(cfg, V2_0_2, &err));
+    assert_non_null(strstr(err.msg, "librdkafka >= 2.12.0"));
+    assert_non_null(strstr(err.msg, "has 2.0.2"));
+    assert_null(consumer_conf(cfg, AIQ_RDKAFKA_KIP848 - 1, &err));
+    aiq_config_free(cfg);
+}
+
+static void kafka_group_protocol_only_through_its_key(void **state)
+{
+    (void)state;
+    aiq_config_t *cfg = worker_cfg();
+    aiq_err_t err = {0};
+    assert_int_equal(aiq_config_set(cfg, "kafka.rdkafka.group.protocol", "consumer", &err), 0);
+    assert_null(consumer_conf(cfg, 0, &err));
+    assert_non_null(strstr(err.msg, "set kafka.group_protocol"));
+    aiq_config_free(cfg);
+}
+
+/* librdkafka before 2.10 could lose the assignment on a commit during a cooperative
+ * rebalance: it auto-commits (between rebalances only); from 2.10 the worker commits. */
+static void kafka_worker_commits_from_librdkafka_2_10(void **state)
+{
+    (void)state;
+    aiq_config_t *cfg = worker_cfg();
+    aiq_err_t err = {0};
+    assert_int_equal(aiq_kafka_worker_commits(V2_0_2), 0);
+    assert_int_equal(aiq_kafka_worker_commits(V2_10_0), 1);
+    rd_kafka_conf_t *conf = consumer_conf(cfg, V2_0_2, &err);
+    assert_non_null(conf);
+    expect_prop(conf, "enable.auto.commit", "true");
+    expect_prop(conf, "auto.commit.interval.ms", "75");
+    rd_kafka_conf_destroy(conf);
+    conf = consumer_conf(cfg, V2_10_0, &err);
+    assert_non_null(conf);
+    expect_prop(conf, "enable.auto.commit", "false");
     rd_kafka_conf_destroy(conf);
     aiq_config_free(cfg);
 }
@@ -305,6 +423,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kafka_worker_consumer_props),
+        cmocka_unit_test(kafka_group_protocol_consumer_leaves_them_to_the_broker),
+        cmocka_unit_test(kafka_group_protocol_consumer_refuses_classic_options),
+        cmocka_unit_test(kafka_group_protocol_consumer_needs_librdkafka_2_12),
+        cmocka_unit_test(kafka_group_protocol_only_through_its_key),
+        cmocka_unit_test(kafka_worker_commits_from_librdkafka_2_10),
         cmocka_unit_test(kafka_worker_producer_and_follower_props),
         cmocka_unit_test(kafka_library_and_cli_props),
         cmocka_unit_test(kafka_passthrough_order),

@@ -706,7 +706,7 @@ int main(int argc, char **argv)
             o.help = 1; /* after the loop: the help of the command, if one is named */
             break;
         case 'V':
-            printf("aiq-admin %s\n", AIQ_VERSION);
+            printf("aiq-admin %s (librdkafka %s)\n", AIQ_VERSION, rd_kafka_version_str());
             return 0;
         default:
             usage(stderr);

@@ -12,6 +12,9 @@
 #define RECORDS_PER_TURN 128
 #define TICK_MS          100
 #define MAX_PARTITIONS   4096
+/* Kafka's UNRELEASED_INSTANCE_ID (KIP-848 static membership); librdkafka 2.0's header, which
+ * predates the consumer protocol, does not name it. */
+#define ERR_UNRELEASED_INSTANCE_ID 111
 /* While Kafka is believed down, a metadata request (on a libuv pool thread: it blocks) asks
  * whether a broker answers again, one at a time, each waiting at most this long. */
 #define PROBE_TIMEOUT_MS 1000
@@ -36,6 +39,12 @@ struct aiq_consumer {
     uv_loop_t *loop;
     aiq_bridge_t *bridge; /* NULL until started */
     uv_timer_t revoke_timer;
+    uv_timer_t commit_timer; /* manual_commit only */
+    int manual_commit;       /* aiq_kafka_worker_commits(): the worker commits, not librdkafka */
+    int64_t commit_interval_ms;
+    char protocol[16]; /* kafka.group_protocol */
+    int fatal_reported;
+    int open_handles;                          /* uv handles to close before the struct goes */
     rd_kafka_topic_partition_list_t *revoking; /* handed over once their jobs finished */
     int64_t revoke_timeout_ms;
     int closing;
@@ -378,8 +387,33 @@ static void probe_send(aiq_consumer_t *c)
     c->probe = p;
 }
 
+/* librdkafka stops consuming after a fatal error: tell the owner once, with a hint for the
+ * one a restart under KIP-848 runs into. */
+static void report_fatal(aiq_consumer_t *c)
+{
+    char why[512], msg[900];
+    rd_kafka_resp_err_t e = rd_kafka_fatal_error(c->rk, why, sizeof(why));
+    if (c->fatal_reported)
+        return;
+    c->fatal_reported = 1;
+    snprintf(msg, sizeof(msg), "consumer fatal error: %s%s", why,
+             (int)e == ERR_UNRELEASED_INSTANCE_ID
+                 ? " (kafka.group_protocol=consumer: a process with this kafka.group_instance_id "
+                   "died without leaving; the broker frees the id after "
+                   "group.consumer.session.timeout.ms, so restart after that)"
+                 : "");
+    aiq_log_error(c->log, "%s", msg);
+    if (c->hooks.on_fatal)
+        c->hooks.on_fatal(c->hooks.opaque, msg);
+}
+
 static void consume_error(aiq_consumer_t *c, rd_kafka_message_t *m)
 {
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+        report_fatal(c);
+        rd_kafka_message_destroy(m);
+        return;
+    }
     if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
         aiq_log_warn(c->log, "consumer: %s%s%s", m->rkt ? rd_kafka_topic_name(m->rkt) : "",
                      m->rkt ? ": " : "", rd_kafka_message_errstr(m));
@@ -401,6 +435,25 @@ static int serve_one(void *opaque)
     return 1;
 }
 
+/* Async commits of the manual timer: a failure is retried by the next tick, so it is only
+ * worth a debug line (a rebalance in flight answers REBALANCE_IN_PROGRESS for a moment). */
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    (void)offsets;
+    aiq_consumer_t *c = aiq_kafka_owner(opaque);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        aiq_log_debug(c->log, "commit: %s (retried next tick)", rd_kafka_err2str(err));
+}
+
+static void on_commit_tick(uv_timer_t *t)
+{
+    aiq_consumer_t *c = t->data;
+    if (c->assigned > 0 && !c->fatal_reported)
+        rd_kafka_commit(c->rk, NULL, 1);
+}
+
 int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *cfg, aiq_log_t *log,
                      const aiq_consumer_hooks_t *hooks, aiq_err_t *err)
 {
@@ -413,6 +466,9 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
     for (int p = 0; p < AIQ_PRIO_COUNT; p++)
         c->fetching[p] = 1;
     c->revoke_timeout_ms = cfg->revoke_timeout_ms;
+    c->commit_interval_ms = cfg->commit_interval_ms;
+    c->manual_commit = aiq_kafka_worker_commits(0);
+    snprintf(c->protocol, sizeof(c->protocol), "%s", cfg->group_protocol);
     snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
     for (int p = 0; p < AIQ_PRIO_COUNT; p++) {
         if (aiq_topic_jobs(cfg->topic_prefix, (aiq_priority_t)p, c->topics[p], AIQ_TOPIC_MAX)) {
@@ -429,6 +485,8 @@ int aiq_consumer_new(aiq_consumer_t **out, uv_loop_t *loop, const aiq_config_t *
         return rc;
     }
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    if (c->manual_commit)
+        rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
     rd_kafka_conf_set_error_cb(conf, on_error);
     char errstr[512];
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
@@ -464,9 +522,16 @@ int aiq_consumer_start(aiq_consumer_t *c, aiq_err_t *err)
     if (rc)
         return rc;
     uv_timer_init(c->loop, &c->revoke_timer);
-    c->revoke_timer.data = c;
-    aiq_log_info(c->log, "subscribed to %s, %s, %s, %s", c->topics[0], c->topics[1], c->topics[2],
-                 c->topics[3]);
+    uv_timer_init(c->loop, &c->commit_timer);
+    c->revoke_timer.data = c->commit_timer.data = c;
+    c->open_handles = 2;
+    if (c->manual_commit)
+        uv_timer_start(&c->commit_timer, on_commit_tick, (uint64_t)c->commit_interval_ms,
+                       (uint64_t)c->commit_interval_ms);
+    aiq_log_info(c->log, "subscribed to %s, %s, %s, %s (group protocol %s, %s)", c->topics[0],
+                 c->topics[1], c->topics[2], c->topics[3], c->protocol,
+                 c->manual_commit ? "the worker commits, also during rebalances"
+                                  : "librdkafka auto-commits between rebalances");
     return 0;
 }
 
@@ -573,7 +638,9 @@ size_t aiq_consumer_pending(const aiq_consumer_t *c)
 
 static void on_closed(uv_handle_t *h)
 {
-    free(h->data);
+    aiq_consumer_t *c = h->data;
+    if (--c->open_handles == 0)
+        free(c);
 }
 
 void aiq_consumer_close(aiq_consumer_t *c)
@@ -602,10 +669,12 @@ void aiq_consumer_close(aiq_consumer_t *c)
             aiq_offsets_free(c->parts[p][i].tracker);
         free(c->parts[p]);
     }
-    if (c->bridge)
+    if (c->bridge) {
         uv_close((uv_handle_t *)&c->revoke_timer, on_closed);
-    else
+        uv_close((uv_handle_t *)&c->commit_timer, on_closed);
+    } else {
         free(c);
+    }
 }
 
 void aiq_consumer_lag(aiq_consumer_t *c, aiq_consumer_lag_t *out)

@@ -31,6 +31,9 @@ typedef struct aiq_consumer_hooks {
      * aiq_consumer_drop for each record). Running jobs may finish; on a revoke the
      * hand-over waits for them up to worker.revoke_timeout_ms. */
     void (*on_revoked)(void *opaque, int prio, int32_t partition);
+    /* The consumer hit a fatal error (librdkafka will not consume again): why, with a
+     * hint where one helps. May be NULL. Called once, on the loop thread. */
+    void (*on_fatal)(void *opaque, const char *why);
     void *opaque;
 } aiq_consumer_hooks_t;
 
