@@ -690,3 +690,31 @@ def percentile(xs, q):
     """The q-quantile (0..1) of xs, nearest rank from below; None for no values."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
+
+
+# ---- Kafka security helpers (test_kafka_sasl.py, test_kafka_tls.py) --------------------
+
+AUTH_FAIL_WITHIN_S = 30
+
+
+def rdkafka_version():
+    """The librdkafka the binaries under test load (aiq-worker --version says)."""
+    out = run([binary("aiq-worker"), "--version"]).stdout
+    return tuple(int(x) for x in re.search(r"librdkafka (\d+)\.(\d+)\.(\d+)", out).groups())
+
+
+def broker_major():
+    """The Kafka major version kafka.sh runs in this environment (AIQ_KAFKA_VERSION)."""
+    return int(run([KAFKA_SH, "version"]).stdout.strip().split(".")[0])
+
+
+def scram_refused():
+    """librdkafka before 2.6.1 computes a SCRAM proof Kafka 4.x refuses (librdkafka #4895)."""
+    return rdkafka_version() < (2, 6, 1) and broker_major() >= 4
+
+
+def timed(args, env):
+    """Runs a CLI with env added; returns (CompletedProcess, seconds it took)."""
+    t0 = time.monotonic()
+    r = run(args, env=dict(os.environ, **env), timeout=AUTH_FAIL_WITHIN_S + 30)
+    return r, time.monotonic() - t0

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import binary, run
+from aiqtest import binary, run
 
 PROTOCOL = os.environ.get("AIQ_KAFKA_GROUP_PROTOCOL", "classic")
 # The broker's consumer-group session (tools/test.sh starts its brokers with 10 s).

@@ -16,25 +16,12 @@ import uuid
 
 import pytest
 
-from aiqtest import ROOT, SIM_KEY, SIM_SECRET, Broker, Sim, Worker, binary, free_port, run
+from aiqtest import (SIM_KEY, SIM_SECRET, Broker, Sim, Worker, binary, free_port, run,
+                     scram_refused, timed)
 
 USER, PASSWORD = "aiq", "sasl-test-secret"
 FAIL_WITHIN_S = 30
-KAFKA_SH = os.path.join(ROOT, "tools", "kafka", "kafka.sh")
-
-
-def rdkafka_version():
-    """The librdkafka the binaries under test load (aiq-worker --version says)."""
-    out = run([binary("aiq-worker"), "--version"]).stdout
-    return tuple(int(x) for x in re.search(r"librdkafka (\d+)\.(\d+)\.(\d+)", out).groups())
-
-
-def broker_major():
-    """The Kafka major version kafka.sh runs in this environment (AIQ_KAFKA_VERSION)."""
-    return int(run([KAFKA_SH, "version"]).stdout.strip().split(".")[0])
-
-
-SCRAM_REFUSED = rdkafka_version() < (2, 6, 1) and broker_major() >= 4
+SCRAM_REFUSED = scram_refused()
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +45,6 @@ def sasl_env(mechanism, password=PASSWORD, user=USER):
     if user is not None:
         env.update(AIQ_KAFKA_RDKAFKA_SASL_USERNAME=user, AIQ_KAFKA_RDKAFKA_SASL_PASSWORD=password)
     return env
-
-
-def timed(args, env):
-    t0 = time.monotonic()
-    r = run(args, env=dict(os.environ, **env), timeout=FAIL_WITHIN_S + 30)
-    return r, time.monotonic() - t0
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"])

@@ -11,8 +11,10 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, SIM_KEY, SIM_SECRET, Sim, Worker, binary, run
-from test_kafka_sasl import SCRAM_REFUSED, free_port, timed
+from aiqtest import (ROOT, SIM_KEY, SIM_SECRET, Sim, Worker, binary, free_port, run,
+                     scram_refused, timed)
+
+SCRAM_REFUSED = scram_refused()
 
 USER, PASSWORD = "aiq", "tls-test-secret"
 FAIL_WITHIN_S = 30
