@@ -88,9 +88,12 @@ def test_process_and_build_info_metrics(aiq_env):
     [(labels, value)] = samples["aiq_build_info"]
     assert value == 1
     version = subprocess.run([binary("aiq-worker"), "--version"], capture_output=True,
-                             text=True).stdout.split()[-1]
+                             text=True).stdout.split()[1]  # "aiq-worker V (librdkafka L)"
     assert labels["version"] == version and labels["worker"] == f"w0-{aiq_env.tag}"
     # the librdkafka the worker loaded (the system's; confluent_kafka may bundle another)
     assert labels["librdkafka"] and labels["librdkafka"][0].isdigit(), labels
+    loaded = subprocess.run([binary("aiq-worker"), "--version"], capture_output=True,
+                            text=True).stdout.split("librdkafka ")[-1].rstrip(")\n")
+    assert labels["librdkafka"] == loaded, (labels, loaded)
     assert all(labels[k] for k in ("libuv", "libcurl", "lmdb", "jansson")), labels
     assert w.stop() == 0, w.output()[-3000:]
