@@ -645,8 +645,7 @@ static void pipeline_undecodable_record_to_dlq(void **state)
     expect_header(s, "aiq.dlq.error-kind=not_json\n");
     expect_header(s, "aiq.dlq.original-timestamp-type=CreateTime\n");
     ENTERED(f, 1, 1, 0, 0, 1, 1, 0);
-    assert_int_equal(aiq_pipeline_stats(f->pl)->dlq, 1);
-    assert_int_equal(aiq_pipeline_stats(f->pl)->rejected, 1);
+    assert_int_equal(aiq_metrics_totals(f->metrics).dlq, 1);
     assert_false(f->summary[0].answered);
     aiq_metrics_totals_t m = aiq_metrics_totals(f->metrics);
     assert_int_equal(m.dlq, 1);
@@ -699,7 +698,7 @@ static void pipeline_expired_before_start(void **state)
     const sent_t *s = expect_sent(f, 0, "t.results", "expired");
     assert_string_equal(jstr(s->json, "error.kind"), "deadline_exceeded");
     ENTERED(f, 1, 1, 0, 0, 1, 1, 0);
-    assert_int_equal(aiq_pipeline_stats(f->pl)->expired, 1);
+    assert_int_equal(aiq_metrics_totals(f->metrics).finished[AIQ_RESULT_EXPIRED], 1);
     assert_true(f->summary[0].error);
 }
 
@@ -743,7 +742,7 @@ static void pipeline_identical_jobs_share_one_call(void **state)
     start(f, JOB("job-c", ""));
     assert_int_equal(f->ncalls, 1);
     ENTERED(f, 3, 3, 2, 1, 0, 0, 0);
-    assert_int_equal(aiq_pipeline_stats(f->pl)->coalesced, 2);
+    assert_int_equal(aiq_metrics_event_count(f->metrics, AIQ_METRICS_COALESCED), 2);
     call_deliver(&f->calls[0]);
     run_until_done(3);
     assert_int_equal(f->nsent, 3);
@@ -885,7 +884,7 @@ static void pipeline_exhausted_requeued_to_high(void **state)
     expect_header(s, "aiq.requeued-from=t.jobs.normal\n");
     expect_header(s, "aiq.requeue-reason=ThrottlingException\n");
     ENTERED(f, 1, 1, 0, 1, 1, 1, 0);
-    assert_int_equal(aiq_pipeline_stats(f->pl)->requeued, 1);
+    assert_int_equal(aiq_metrics_event_count(f->metrics, AIQ_METRICS_REQUEUED), 1);
     assert_false(f->summary[0].answered); /* its second round answers */
     aiq_metrics_totals_t m = aiq_metrics_totals(f->metrics);
     for (int i = 0; i < AIQ_METRICS_STATUSES; i++)
@@ -921,8 +920,8 @@ static void pipeline_exhausted_without_room_falls_back(void **state)
         }
     }
     ENTERED(f, 2, 2, 0, 2, 2, 2, 0);
-    assert_int_equal(aiq_pipeline_stats(f->pl)->fallbacks, 2);
-    assert_int_equal(aiq_pipeline_stats(f->pl)->requeued, 0);
+    assert_int_equal(aiq_metrics_event_count(f->metrics, AIQ_METRICS_FALLBACK), 2);
+    assert_int_equal(aiq_metrics_event_count(f->metrics, AIQ_METRICS_REQUEUED), 0);
 }
 
 /* An operation whose template cannot render (a field it requires is missing) falls back to

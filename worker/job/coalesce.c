@@ -56,7 +56,6 @@ int aiq__sf_join(aiq_task_t *t)
             if (l->followers)
                 l->followers->f_prev = t;
             l->followers = t;
-            t->pl->stats.coalesced++;
             aiq_metrics_count(t->pl->d.metrics, AIQ_METRICS_COALESCED);
             aiq__task_set_state(t, AIQ_TASK_COALESCED);
             return 1;

@@ -67,7 +67,6 @@ void aiq__task_fallback(aiq_task_t *t)
         aiq__task_answer(t, AIQ_RESULT_DEGRADED, fallback, text);
     else
         aiq__task_answer(t, AIQ_RESULT_FAILED, "error", aiq__support_text(t, op));
-    pl->stats.fallbacks++;
     aiq_metrics_count(pl->d.metrics, AIQ_METRICS_FALLBACK);
     TLOG(t, AIQ_LOG_WARN, "answered by fallback %s after %d attempt(s): %s: %s (request id %s)",
          t->fallback, t->attempts, t->error_kind, t->error_msg,

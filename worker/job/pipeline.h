@@ -41,16 +41,15 @@ const char *aiq_task_state_name(aiq_task_state_t s); /* "queued", ...; "?" out o
  * publishing, a record sent again or replaced). */
 bool aiq_task_move_legal(aiq_task_state_t from, aiq_task_state_t to);
 
-/* Pipeline-internal counters (the job counters the progress line and /metrics show live in
- * the metrics registry; these feed the gauges fallbacks, requeued and coalesced). */
+/* What only the pipeline knows. Jobs answered by status, dead letters, fallbacks, re-enqueues
+ * and coalesced calls are counted once, in the metrics registry (metrics.h), which the
+ * progress line, /metrics and the snapshot read. */
 typedef struct aiq_pipeline_stats {
-    uint64_t started, succeeded, failed, expired, rejected, dlq, model_calls;
-    uint64_t publish_retries, requeued, fallbacks;
-    uint64_t cache_hits;         /* answered from a fresh cache entry */
-    uint64_t coalesced;          /* model calls saved: identical jobs that joined one in flight */
-    uint64_t dlq_write_failures; /* dead-letter writes that failed (each is retried) */
-    int64_t dlq_waiting;         /* records waiting on the DLQ (they hold no job slot) */
-    uint64_t entered[AIQ_TASK_NSTATES];                 /* tasks that entered each state */
+    uint64_t started, model_calls, publish_retries;
+    uint64_t cache_hits;                /* answered from a fresh cache entry */
+    uint64_t dlq_write_failures;        /* dead-letter writes that failed (each is retried) */
+    int64_t dlq_waiting;                /* records waiting on the DLQ (they hold no job slot) */
+    uint64_t entered[AIQ_TASK_NSTATES]; /* tasks that entered each state */
     uint64_t moves[AIQ_TASK_NSTATES][AIQ_TASK_NSTATES]; /* [from][to], same-state included */
     uint64_t illegal_moves; /* moves the table forbids: a bug, logged at error */
 } aiq_pipeline_stats_t;

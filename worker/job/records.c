@@ -243,7 +243,6 @@ static void enter_dlq(aiq_task_t *t)
 
 static void publish_to_dlq(aiq_task_t *t)
 {
-    t->pl->stats.dlq++;
     aiq_metrics_dlq(t->pl->d.metrics, t->error_kind);
     t->out_kind = OUT_DLQ_RECORD;
     snprintf(t->out_topic, sizeof(t->out_topic), "%s", t->pl->dlq_topic);
@@ -342,20 +341,6 @@ void aiq__task_publish_result(aiq_task_t *t)
     }
     snprintf(t->out_topic, sizeof(t->out_topic), "%s", reply_topic(t, job->reply_to));
     t->out_kind = OUT_RESULT;
-    switch (t->status) {
-    case AIQ_RESULT_SUCCEEDED:
-        t->pl->stats.succeeded++;
-        break;
-    case AIQ_RESULT_EXPIRED:
-        t->pl->stats.expired++;
-        break;
-    case AIQ_RESULT_REJECTED:
-        t->pl->stats.rejected++;
-        break;
-    default:
-        t->pl->stats.failed++;
-        break;
-    }
     task_send(t);
 }
 
@@ -376,7 +361,6 @@ static void on_reject_delivered(void *opaque, rd_kafka_resp_err_t err, int perma
 void aiq__task_reject(aiq_task_t *t, aiq_job_reject_t why, const char *msg)
 {
     aiq_pipeline_t *pl = t->pl;
-    t->pl->stats.rejected++;
     aiq__task_error(t, aiq_job_reject_name(why), "%s", msg);
     TLOG(t, AIQ_LOG_WARN, "%s[%d]@%lld refused (%s): %s", rd_kafka_topic_name(t->msg->rkt),
          t->msg->partition, (long long)t->msg->offset, t->error_kind, msg);
@@ -419,7 +403,6 @@ void aiq__task_requeue(aiq_task_t *t)
     t->out_len = strlen(t->out_val);
     aiq_topic_jobs(pl->d.cfg->topic_prefix, AIQ_PRIO_HIGH, t->out_topic, sizeof(t->out_topic));
     t->out_kind = OUT_REQUEUE;
-    pl->stats.requeued++;
     aiq_metrics_count(pl->d.metrics, AIQ_METRICS_REQUEUED);
     TLOG(t, AIQ_LOG_INFO, "attempts spent (%s); re-enqueued to %s", t->error_kind, t->out_topic);
     task_send(t);

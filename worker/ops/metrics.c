@@ -127,6 +127,11 @@ void aiq_metrics_count(aiq_metrics_t *m, aiq_metrics_event_t e)
         m->events[e]++;
 }
 
+uint64_t aiq_metrics_event_count(const aiq_metrics_t *m, aiq_metrics_event_t e)
+{
+    return m && (unsigned)e < AIQ_METRICS_EVENTS ? m->events[e] : 0;
+}
+
 aiq_metrics_totals_t aiq_metrics_totals(const aiq_metrics_t *m)
 {
     aiq_metrics_totals_t t = {.retries = m->retries};

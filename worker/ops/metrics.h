@@ -71,6 +71,7 @@ typedef enum aiq_metrics_event {
     AIQ_METRICS_EVENTS
 } aiq_metrics_event_t;
 void aiq_metrics_count(aiq_metrics_t *m, aiq_metrics_event_t e);
+uint64_t aiq_metrics_event_count(const aiq_metrics_t *m, aiq_metrics_event_t e);
 
 /* Totals since start, for the progress line: the same counters /metrics renders, so the
  * two never disagree. finished is indexed by aiq_result_status_t. Loop thread. */

@@ -302,7 +302,6 @@ static void failed(aiq_provider_call_t *c, aiq_bedrock_class_t cls, const aiq_ht
         return;
     }
     c->retry_cost += d.cost;
-    p->stats.retries++;
     aiq_metrics_retry(p->d.metrics);
     aiq_logjt(p->d.log, throttled ? AIQ_LOG_DEBUG : AIQ_LOG_INFO, c->job->id, c->job->traceparent,
               "attempt %d failed (%s%s%s), retrying in %lld ms", c->out.attempts, c->out.error_kind,

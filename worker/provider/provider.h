@@ -59,7 +59,8 @@ typedef struct aiq_provider_deps {
 } aiq_provider_deps_t;
 
 typedef struct aiq_provider_stats {
-    uint64_t calls, retries, deadline_cut; /* the rest are counted in the metrics registry */
+    uint64_t calls, deadline_cut; /* retries, throttling, budget and breaker refusals are
+                                   * counted in the metrics registry */
     int inflight, waiting, limit, budget_tokens;
 } aiq_provider_stats_t;
 
