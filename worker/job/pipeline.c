@@ -119,26 +119,16 @@ void aiq__task_call(aiq_task_t *t)
     }
 }
 
-/* Computes the job's cache key (unless it bypasses the cache) and answers from a fresh
- * entry (returns 1). An expired entry is kept for the fallback chain. */
+/* Answers from a fresh entry under the key made at fetch (returns 1). An expired entry is
+ * kept for the fallback chain. */
 static int cache_lookup(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
     const aiq_job_t *job = t->job;
-    if (job->cache_bypass)
-        return 0;
-    const aiq_op_t *op = t->op;
-    size_t ndrop = 0;
-    const char *const *drop = op ? aiq_op_volatile_fields(op, &ndrop) : NULL;
     const char *model = t->call_model;
     aiq_err_t err = {0};
-    if (aiq_cache_key_job(job, model, drop, ndrop, t->key, &err)) {
-        TLOG(t, AIQ_LOG_WARN, "no cache key: %s", err.msg);
-        return 0;
-    }
-    t->keyed = 1;
-    if (!pl->d.cache)
-        return 0;
+    if (job->cache_bypass || !t->keyed || !pl->d.cache)
+        return 0; /* the key was made at fetch (task.c), or the job is not cached */
     aiq_cache_entry_t e;
     aiq_cache_state_t st = aiq_cache_get(pl->d.cache, t->key, &e);
     if (st == AIQ_CACHE_STALE) {
@@ -178,6 +168,7 @@ static void task_refuse(aiq_task_t *t, const char *reason)
     aiq_job_free(t->job);
     t->job = NULL;
     t->op = NULL;
+    t->keyed = 0; /* a refused job is not cached: its answer carries no key */
     aiq__task_reject(t, AIQ_JOB_INVALID, reason);
 }
 

@@ -153,8 +153,25 @@ void aiq__task_release(aiq_task_t *t)
         task_free_now(t);
 }
 
+/* The job's cache key, unless it bypasses the cache: what the lookup, single-flight and the
+ * cache put use. Without one (a payload too large to canonicalise) the job just is not
+ * cached, and says so. */
+static void task_key(aiq_task_t *t)
+{
+    size_t ndrop = 0;
+    const char *const *drop = t->op ? aiq_op_volatile_fields(t->op, &ndrop) : NULL;
+    aiq_err_t err = {0};
+    if (t->job->cache_bypass)
+        return;
+    if (aiq_cache_key_job(t->job, t->call_model, drop, ndrop, t->key, &err))
+        TLOG(t, AIQ_LOG_WARN, "no cache key: %s", err.msg);
+    else
+        t->keyed = 1;
+}
+
 /* Decodes the record once, at fetch, and resolves what every later step needs: operation,
- * model and deadline. A record that does not decode keeps why for aiq_pipeline_start. */
+ * model, deadline and cache key. A record that does not decode keeps why for
+ * aiq_pipeline_start. */
 static void task_resolve(aiq_task_t *t)
 {
     aiq_pipeline_t *pl = t->pl;
@@ -168,6 +185,7 @@ static void task_resolve(aiq_task_t *t)
     t->op = pl->d.ops ? aiq_ops_find(pl->d.ops, t->job->operation) : NULL;
     t->call_model = pl->d.provider ? aiq_provider_model(pl->d.provider, t->job) : t->job->model;
     t->deadline_ms = deadline_of(t);
+    task_key(t);
 }
 
 aiq_task_t *aiq_task_new(aiq_pipeline_t *pl, rd_kafka_message_t *msg, const aiq_consumer_ref_t *ref)
