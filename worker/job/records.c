@@ -268,7 +268,10 @@ double aiq__task_cost(aiq_pipeline_t *pl, const aiq_task_t *t)
     return usd;
 }
 
-static int encode_result(aiq_task_t *t, const char *id, aiq_result_t *r)
+/* Fills the rest of r from the task and encodes it into out_val. Returns 0 or the code of
+ * aiq_result_encode, with err saying why; the caller, which knows what to do instead,
+ * logs it. */
+static int encode_result(aiq_task_t *t, const char *id, aiq_result_t *r, aiq_err_t *err)
 {
     aiq_pipeline_t *pl = t->pl;
     int64_t now = aiq_now_ms();
@@ -300,14 +303,9 @@ static int encode_result(aiq_task_t *t, const char *id, aiq_result_t *r)
         if (t->status == AIQ_RESULT_FAILED && t->fallback)
             r->error_support = t->fallback_text;
     }
-    aiq_err_t err = {0};
     free(t->out_val);
     t->out_val = NULL;
-    if (aiq_result_encode(r, &t->out_val, &t->out_len, &err)) {
-        aiq_logj(pl->d.log, AIQ_LOG_ERROR, id, "cannot encode result: %s", err.msg);
-        return -1;
-    }
-    return 0;
+    return aiq_result_encode(r, &t->out_val, &t->out_len, err);
 }
 
 void aiq__task_publish_result(aiq_task_t *t)
@@ -329,12 +327,15 @@ void aiq__task_publish_result(aiq_task_t *t)
     } else if (t->status == AIQ_RESULT_DEGRADED) {
         r.output_text = t->fallback_text;
     }
-    if (encode_result(t, job->id, &r)) {
+    aiq_err_t err = {0};
+    if (encode_result(t, job->id, &r, &err)) {
         /* Only invalid UTF-8 from the model gets here: answer without the text. */
+        TLOG(t, AIQ_LOG_WARN, "%s; answering without the model's text", err.msg);
         aiq__task_error(t, "bad_model_output", "model output is not valid UTF-8");
         aiq__task_answer(t, AIQ_RESULT_FAILED, t->fallback, t->fallback_text);
         r.output_text = NULL;
-        if (encode_result(t, job->id, &r)) {
+        if (encode_result(t, job->id, &r, &err)) {
+            TLOG(t, AIQ_LOG_ERROR, "cannot encode result (%s); dead-lettering the job", err.msg);
             publish_to_dlq(t);
             return;
         }
@@ -368,11 +369,14 @@ void aiq__task_reject(aiq_task_t *t, aiq_job_reject_t why, const char *msg)
     if (!t->id_hint)
         return;
     aiq_result_t r = {0};
-    aiq__task_answer(t, AIQ_RESULT_REJECTED, NULL, NULL);
-    if (encode_result(t, t->id_hint, &r))
-        return;
-    rd_kafka_headers_t *h = result_headers(t);
     aiq_err_t err = {0};
+    aiq__task_answer(t, AIQ_RESULT_REJECTED, NULL, NULL);
+    if (encode_result(t, t->id_hint, &r, &err)) {
+        /* The DLQ record alone answers for this record. */
+        TLOG(t, AIQ_LOG_WARN, "rejected result not encoded: %s", err.msg);
+        return;
+    }
+    rd_kafka_headers_t *h = result_headers(t);
     t->pending++;
     if (aiq_publisher_send(pl->d.pub, pl->results_topic, t->id_hint, strlen(t->id_hint), t->out_val,
                            t->out_len, h, on_reject_delivered, t, &err)) {
