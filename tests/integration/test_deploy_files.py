@@ -231,7 +231,7 @@ def test_dashboard_worker_variable():
             assert '$worker' in labels, f"{name} not filtered by $worker in {expr!r}"
 
 
-PIPELINE_C = os.path.join(ROOT, "worker", "job", "pipeline.c")
+TASK_C = os.path.join(ROOT, "worker", "job", "task.c")  # aiq_task_summary
 ERROR_STATUSES = {"failed", "expired", "degraded"}  # README "Alerts": error_rate
 
 
@@ -254,7 +254,7 @@ def test_error_rate_has_one_definition():
     for t in panels[0]["targets"]:
         assert error_rate_statuses(t["expr"]) == ERROR_STATUSES, t["expr"]
     # The in-worker alerter counts what aiq_task_summary() calls an error.
-    with open(PIPELINE_C, encoding="utf-8") as f:
+    with open(TASK_C, encoding="utf-8") as f:
         src = f.read()
     m = re.search(r"s\.error\s*=([^;]+);", src)
     assert m, "aiq_task_summary no longer sets s.error"
