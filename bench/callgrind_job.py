@@ -38,12 +38,14 @@ def total_ir(path):
 
 
 def top_functions(path, k):
-    out = subprocess.run(["callgrind_annotate", "--threshold=99", path], capture_output=True,
+    out = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", path], capture_output=True,
                          text=True).stdout
     rows = []
     for line in out.splitlines():
         m = re.match(r"\s*([\d,]+) \(\s*([\d.]+)%\)\s+(\S.*)", line)
-        if m and "PROGRAM TOTALS" not in line:
+        # Frames that only hold the call tree open (main, thread starts) are not work.
+        if m and "PROGRAM TOTALS" not in line and not re.search(
+                r":(main|\(below main\)|start_thread|clone|__libc_start_main\S*) |ld-linux", m.group(3)):
             rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3)))
     return rows[:k]
 

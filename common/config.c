@@ -46,8 +46,9 @@ static const cfg_entry_t table[] = {
     {"worker.max_inflight", CFG_INT, S(max_inflight), 1, 10000, "10", AIQ_CFG_WORKER,
      "Jobs processed at once by one worker (the seed's concurrency limit)"},
     {"worker.max_unacked", CFG_INT, S(max_unacked), 0, 1000000, "0", AIQ_CFG_WORKER,
-     "Jobs answered and waiting for the broker to acknowledge their result, at most (0 = 4 x "
-     "worker.max_inflight). A job's slot frees when its answer goes out, not at the ack; its "
+     "Jobs started and not yet acknowledged by the broker (running, or answered and waiting "
+     "for the ack), at most (0 = 4 x worker.max_inflight; below max_inflight it bounds the "
+     "running jobs too). A job's slot frees when its answer goes out, not at the ack; its "
      "offset is still committed only after the ack"},
     {"worker.model_max_inflight", CFG_INT, S(model_max_inflight), 0, 10000, "0", AIQ_CFG_WORKER,
      "Of those, jobs for one model at most (0 = no cap of its own). Either way, with n "

@@ -43,8 +43,8 @@ int aiq_admission_new(aiq_admission_t **out, const aiq_admission_conf_t *conf,
     a->conf = *conf;
     if (a->conf.model_max_inflight < 1 || a->conf.model_max_inflight > conf->max_inflight)
         a->conf.model_max_inflight = conf->max_inflight;
-    if (a->conf.max_unacked < conf->max_inflight)
-        a->conf.max_unacked = a->conf.max_unacked > 0 ? conf->max_inflight : 4 * conf->max_inflight;
+    if (a->conf.max_unacked <= 0)
+        a->conf.max_unacked = 4 * conf->max_inflight;
     a->h = *hooks;
     if (!(a->lanes[0].sched = aiq_sched_new(conf->aging_ms))) {
         free(a);

@@ -19,8 +19,9 @@ typedef struct aiq_admission aiq_admission_t;
 
 typedef struct aiq_admission_conf {
     int64_t max_inflight;       /* jobs holding a slot (started, answer not yet sent), at most */
-    int64_t max_unacked;        /* jobs started and not finished (answer not yet acknowledged
-                                 * by the broker) at most; 0: 4 * max_inflight */
+    int64_t max_unacked;        /* jobs started and not finished (running, or answered and not
+                                 * yet acknowledged by the broker) at most; 0: 4 * max_inflight.
+                                 * Below max_inflight it bounds the running jobs too. */
     int64_t model_max_inflight; /* of which for one model, at most (0 or > max: max_inflight) */
     int64_t backlog;            /* queued jobs; each priority gets a share (see prio_share) */
     int64_t aging_ms;           /* scheduler.h */
